@@ -1,0 +1,58 @@
+"""All settings in one object, read from ``DEEPDOCK_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path.home() / ".deepdock"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEEPDOCK_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home)
+    # SQLAlchemy URL; empty means SQLite under ``home``.
+    database_url: str = ""
+    # Where the server listens and where the CLI finds it.
+    host: str = "127.0.0.1"
+    port: int = 8765
+    server_url: str = ""
+    token: str = ""
+    # Engine of the first node registered on a fresh server ("" = docker's own defaults / DOCKER_HOST).
+    docker_host: str = ""
+    # pip index of PyTorch's CPU/CUDA wheels; "" disables it (then the host's pip config must provide them).
+    pytorch_index_url: str = "https://download.pytorch.org/whl"
+    # Background loop periods.
+    scheduler_interval_s: float = 0.05
+    reconcile_interval_s: float = 0.5
+    node_health_interval_s: float = 5.0
+    stop_grace_s: float = 30.0
+    max_code_bytes: int = 64 * 1024 * 1024
+    scheduler_policy: str = "default"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'deepdock.db'}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "artifacts"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def url(self) -> str:
+        return self.server_url or f"http://{self.host}:{self.port}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,141 @@
+"""The job spec: what to run, with which environment, on how much hardware."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from deepdock.specs.common import StrictModel, load_yaml, parse_bytes, parse_duration, parse_model
+from deepdock.specs.env import EnvSpec, load_env_spec
+
+_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,62})$")
+MAX_REPLICAS = 1024
+
+
+class ResourcesSpec(StrictModel):
+    """Per-replica resources. ``gpus`` below 1 (e.g. 0.25) is a share of one device."""
+
+    cpus: float = Field(1.0, gt=0, le=1024)
+    memory: int = Field(2 * 1024**3, description="bytes; YAML accepts '4g', '512m'")
+    gpus: float = Field(0, ge=0, le=64)
+    gpu_type: str | None = None
+    gpu_memory: int | None = None
+    shm_size: int = 64 * 1024**2
+    pids: int = Field(4096, ge=16, le=1_000_000)
+
+    @field_validator("memory", "shm_size", "gpu_memory", mode="before")
+    @classmethod
+    def _sizes(cls, v: object) -> object:
+        return None if v is None else parse_bytes(v)  # type: ignore[arg-type]
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_floor(cls, v: int) -> int:
+        if v < 6 * 1024**2:
+            raise ValueError("memory must be at least 6m (docker's minimum)")
+        return v
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_shape(cls, v: float) -> float:
+        if v > 1 and v != int(v):
+            raise ValueError("more than one GPU must be a whole number; fractions are for a share of one GPU")
+        return v
+
+
+class VolumeSpec(StrictModel):
+    source: str = Field(description="absolute host path (bind) or a named volume")
+    target: str
+    read_only: bool = True
+
+    @field_validator("target")
+    @classmethod
+    def _absolute_target(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("target must be an absolute path inside the container")
+        return v
+
+    @property
+    def is_bind(self) -> bool:
+        return self.source.startswith("/")
+
+
+class RetrySpec(StrictModel):
+    max_retries: int = Field(0, ge=0, le=100)
+    # Which failures are retried: the job's own non-zero exit, or the loss of its node.
+    on: list[Literal["failed", "node_lost", "oom"]] = Field(default_factory=lambda: ["node_lost"])
+
+
+class JobSpec(StrictModel):
+    name: str
+    # Exactly one of: an inline env spec, a path to one (relative to the job file), or an image.
+    environment: EnvSpec | str | None = None
+    image: str | None = None
+    command: list[str]
+    workdir: str = "/workspace"
+    # Folder packaged by the CLI and placed at ``workdir``; relative to the job file.
+    code: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    volumes: list[VolumeSpec] = Field(default_factory=list)
+    replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
+    priority: int = Field(0, ge=-1000, le=1000)
+    preemptible: bool = True
+    project: str = "default"
+    max_runtime: float | None = Field(None, description="seconds; YAML accepts '2h'")
+    runtime_estimate: float | None = None
+    stop_grace: float | None = None
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME_RE.match(v):
+            raise ValueError("name must be 1-63 chars of a-z, 0-9, '_', '.', '-' and start with a letter or digit")
+        return v
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command(cls, v: object) -> object:
+        if isinstance(v, str):
+            return ["sh", "-c", v]
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _command_nonempty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("command must not be empty")
+        return v
+
+    @field_validator("max_runtime", "runtime_estimate", "stop_grace", mode="before")
+    @classmethod
+    def _durations(cls, v: object) -> object:
+        return None if v is None else parse_duration(v)  # type: ignore[arg-type]
+
+    @model_validator(mode="after")
+    def _one_environment(self) -> JobSpec:
+        if (self.environment is None) == (self.image is None):
+            raise ValueError("give exactly one of 'environment' (an env spec or its file) or 'image'")
+        return self
+
+
+def load_job_spec(path: str | Path) -> JobSpec:
+    """Load a job file; an ``environment`` given as a path is read and inlined, ``code`` made absolute."""
+    path = Path(path)
+    spec = parse_model(JobSpec, load_yaml(path), str(path))
+    if isinstance(spec.environment, str):
+        spec.environment = load_env_spec(path.parent / spec.environment)
+    if spec.code is not None and not Path(spec.code).is_absolute():
+        spec.code = str((path.parent / spec.code).resolve())
+    return spec
+
+
+def env_spec_of(spec: JobSpec) -> EnvSpec | None:
+    env = spec.environment
+    if isinstance(env, str):
+        raise ValueError("environment path must be resolved with load_job_spec before submission")
+    return env

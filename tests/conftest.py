@@ -1,0 +1,65 @@
+"""Shared fixtures. Under CI=true a missing Docker engine or PostgreSQL is a failure, never a skip."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Every container, network, volume and image a test creates carries this label, so cleanup finds it.
+TEST_LABEL = "deepdock.test"
+
+
+def _missing(what: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{what} is required under CI=true", pytrace=False)
+    pytest.skip(f"{what} not available")
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
+        _missing(f"a Docker engine ({exc})")
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def test_run_id() -> str:
+    """A unique value for this test's label, so cleanup only touches what this test made."""
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def labelled_cleanup(docker_client, test_run_id) -> Iterator[dict[str, str]]:
+    """Labels to put on everything a test creates; afterwards every object with them is removed."""
+    labels = {TEST_LABEL: test_run_id}
+    yield labels
+    flt = {"label": f"{TEST_LABEL}={test_run_id}"}
+    for c in docker_client.containers.list(all=True, filters=flt):
+        c.remove(force=True)
+    for n in docker_client.networks.list(filters=flt):
+        n.remove()
+    for v in docker_client.volumes.list(filters=flt):
+        v.remove(force=True)
+    for img in docker_client.images.list(filters=flt):
+        try:
+            docker_client.images.remove(img.id, force=True)
+        except Exception:  # noqa: BLE001 - an image still used by a parent is removed with it
+            pass
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = os.environ.get("DEEPDOCK_TEST_POSTGRES_URL", "")
+    if not url:
+        _missing("PostgreSQL (set DEEPDOCK_TEST_POSTGRES_URL)")
+    return url
