@@ -1,0 +1,31 @@
+"""Pure scheduling policy: ClusterState + queue + now → decisions (place / preempt / wait with a reason).
+
+No I/O and no clock: the server loop and the simulator drive the same objects.
+"""
+
+from deepdock.scheduler.capacity import Allocator
+from deepdock.scheduler.engine import QueuePolicy
+from deepdock.scheduler.fit import can_ever_fit, fits_now
+from deepdock.scheduler.registry import POLICIES, get_policy
+from deepdock.scheduler.types import (
+    GPU,
+    ClusterState,
+    Decision,
+    JobRequest,
+    NodeState,
+    PendingReason,
+    Place,
+    Policy,
+    Preempt,
+    ReplicaPlacement,
+    Resources,
+    RunningJob,
+    Wait,
+    service_rate,
+)
+
+__all__ = [
+    "GPU", "POLICIES", "Allocator", "ClusterState", "Decision", "JobRequest", "NodeState", "PendingReason",
+    "Place", "Policy", "Preempt", "QueuePolicy", "ReplicaPlacement", "Resources", "RunningJob", "Wait",
+    "can_ever_fit", "fits_now", "get_policy", "service_rate",
+]

@@ -1,0 +1,286 @@
+"""One scheduling cycle, shared by every policy: rank the queue, place in order, preempt, reserve, explain.
+
+A policy only says how jobs are ranked and who may preempt whom (``QueuePolicy`` hooks); this module
+turns that into decisions without over-committing:
+
+* jobs are tried in rank order against a working ``Allocator``; each Place takes its capacity at once;
+* strict policies stop at the first job that does not fit (head-of-line blocking), the others backfill;
+* with reservations, the best-ranked job that cannot start earmarks the nodes that will hold it soonest;
+  lower-ranked jobs may not use them (or, when every runtime is estimated, only if they end before the
+  reservation's shadow time, EASY-style), so a stream of small jobs cannot starve a large gang;
+* a preemptor takes the cheapest minimal set of victims; the nodes it will use are held for the rest of
+  the cycle because the victims are still running until the caller stops them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from deepdock.scheduler.capacity import Allocator
+from deepdock.scheduler.fairshare import FairShare
+from deepdock.scheduler.reasons import explain_waits
+from deepdock.scheduler.types import (
+    ClusterState,
+    Decision,
+    JobRequest,
+    Place,
+    Preempt,
+    ReplicaPlacement,
+    Resources,
+    RunningJob,
+)
+
+Rank = tuple[float, ...]
+
+
+@dataclass(slots=True)
+class Reservation:
+    job_id: str
+    nodes: frozenset[str]
+    shadow_time: float  # when the reserved job is expected to start; inf without estimates
+
+
+@dataclass(slots=True)
+class WaitNote:
+    """Why a job is not starting, recorded during the cycle and turned into a PendingReason after it."""
+
+    job: JobRequest
+    kind: str  # "blocked" | "reserved" | "behind_reservation" | "preempting" | "no_fit"
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+class CycleContext:
+    """What a policy's hooks may look at during one cycle."""
+
+    def __init__(self, state: ClusterState, now: float) -> None:
+        self.state = state
+        self.now = now
+        self.shares = FairShare(state)
+
+
+class QueuePolicy:
+    """Base of every built-in policy. Subclasses override ``rank`` and, if preemptive, ``may_preempt``."""
+
+    name = "base"
+    strict = False        # head-of-line blocking: nothing starts after the first job that cannot
+    preemptive = False
+    reservations = False  # the best-ranked blocked job earmarks nodes (anti-starvation for gangs)
+    clairvoyant = False   # needs runtime estimates to rank (the simulator gives them only to these)
+
+    def rank(self, job: JobRequest, ctx: CycleContext) -> Rank:
+        return (job.submit_time,)
+
+    def may_preempt(self, job: JobRequest, victim: RunningJob, ctx: CycleContext) -> bool:
+        return False
+
+    def preempt_reason(self, job: JobRequest, victims: list[RunningJob]) -> str:
+        return f"job {job.id} outranks {', '.join(v.id for v in victims)} under the {self.name} policy"
+
+    def schedule(
+        self, state: ClusterState, queue: Sequence[JobRequest], now: float, *, explain: bool = True
+    ) -> list[Decision]:
+        return Cycle(self, state, queue, now).run(explain)
+
+
+def _victim_cost(rj: RunningJob) -> tuple[float, float, str]:
+    # Lose the least work: least attained service first, then the most recently started.
+    return (rj.attained_service, -rj.start_time, rj.id)
+
+
+class Cycle:
+    def __init__(self, policy: QueuePolicy, state: ClusterState, queue: Sequence[JobRequest], now: float):
+        self.policy = policy
+        self.state = state
+        self.now = now
+        self.ctx = CycleContext(state, now)
+        self.alloc = Allocator(state.nodes)
+        rank = policy.rank
+        ctx = self.ctx
+        self.ranked = sorted(queue, key=lambda j: (rank(j, ctx), j.submit_time, j.id))
+        self.held: set[str] = set()        # nodes claimed by a preemptor this cycle
+        self.victims_taken: set[str] = set()
+        self.reservation: Reservation | None = None
+
+    # ---- the cycle ---------------------------------------------------------------------------
+    def run(self, explain: bool) -> list[Decision]:
+        out: list[Decision] = []
+        notes: list[WaitNote] = []
+        policy, alloc = self.policy, self.alloc
+        head_blocked = False
+        can_preempt = policy.preemptive or bool(self.state.quotas)
+        for job in self.ranked:
+            if head_blocked:
+                notes.append(WaitNote(job, "blocked"))
+                continue
+            blocked = self._blocked_for(job)
+            placed = alloc.place(job.resources, job.replicas, job.gpu_type, job.spread, blocked)
+            if placed is not None:
+                out.append(Place(job.id, placed))
+                self.ctx.shares.charge_job(job)
+                continue
+            if can_preempt and self.state.running:
+                decision = self._try_preempt(job, notes)
+                if decision is not None:
+                    out.append(decision)
+                    continue
+                if notes and notes[-1].job is job:  # waiting for stopping victims
+                    continue
+            note = WaitNote(job, "no_fit")
+            if blocked and self._fits_without(job, blocked):
+                note.kind = "behind_reservation"
+                note.detail["holder"] = self.reservation.job_id if self.reservation else None
+            elif policy.reservations and self.reservation is None:
+                self.reservation = self._reserve(job)
+                if self.reservation is not None:
+                    note.kind = "reserved"
+                    note.detail["nodes"] = sorted(self.reservation.nodes)
+            if policy.strict:
+                head_blocked = True
+            notes.append(note)
+        if explain:
+            out.extend(explain_waits(notes, alloc, self.ctx.shares, self.state))
+        return out
+
+    def _blocked_for(self, job: JobRequest) -> frozenset[str] | set[str]:
+        res = self.reservation
+        if res is None:
+            return self.held
+        estimate = job.runtime_estimate
+        if estimate is not None and self.now + max(0.0, estimate - job.executed) <= res.shadow_time:
+            return self.held  # ends before the reserved job can start: EASY backfill
+        return self.held | res.nodes if self.held else res.nodes
+
+    def _fits_without(self, job: JobRequest, blocked: frozenset[str] | set[str]) -> bool:
+        placed = self.alloc.place(job.resources, job.replicas, job.gpu_type, job.spread, self.held)
+        if placed is None:
+            return False
+        self.alloc.release(job.resources, placed)
+        return True
+
+    # ---- preemption --------------------------------------------------------------------------
+    def _candidates(self, job: JobRequest) -> list[RunningJob]:
+        policy, ctx, shares = self.policy, self.ctx, self.ctx.shares
+        reclaim = bool(shares.quotas) and shares.within_quota(job)
+        stopping: list[RunningJob] = []
+        chosen: list[RunningJob] = []
+        for rj in self.state.running:
+            if rj.id in self.victims_taken:
+                continue
+            if rj.stopping:
+                stopping.append(rj)
+            elif rj.preemptible and (
+                policy.may_preempt(job, rj, ctx)
+                or (reclaim and rj.project != job.project and shares.borrowing(rj.project))
+            ):
+                chosen.append(rj)
+        chosen.sort(key=_victim_cost)
+        return stopping + chosen
+
+    def _try_preempt(self, job: JobRequest, notes: list[WaitNote]) -> Decision | None:
+        cands = self._candidates(job)
+        if not cands or not self._enough_gpus(job, cands):
+            return None
+        alloc = self.alloc
+        r, n = job.resources, job.replicas
+        chosen: list[RunningJob] = []
+        placed: list[ReplicaPlacement] | None = None
+        for v in cands:
+            alloc.release(v.resources, v.placements)
+            chosen.append(v)
+            placed = alloc.place(r, n, job.gpu_type, job.spread, self.held)
+            if placed is not None:
+                break
+        if placed is None:
+            for v in chosen:
+                alloc.commit(v.resources, v.placements)
+            return None
+        # Minimal set: drop victims (most work first) that turn out not to be needed.
+        for v in reversed(chosen[:-1]):
+            if v.stopping:
+                continue
+            alloc.release(r, placed)
+            alloc.commit(v.resources, v.placements)
+            again = alloc.place(r, n, job.gpu_type, job.spread, self.held)
+            if again is not None:
+                chosen.remove(v)
+                placed = again
+            else:
+                alloc.release(v.resources, v.placements)
+                placed = alloc.place(r, n, job.gpu_type, job.spread, self.held)
+                assert placed is not None  # the same capacity as before the check
+        # The victims keep running until the caller stops them: restore them and hold the nodes.
+        alloc.release(r, placed)
+        for v in chosen:
+            alloc.commit(v.resources, v.placements)
+            self.victims_taken.add(v.id)
+            self.ctx.shares.discharge(v)
+        self.ctx.shares.charge_job(job)
+        self.held.update(p.node for p in placed)
+        live = [v for v in chosen if not v.stopping]
+        if not live:
+            notes.append(WaitNote(job, "preempting", {"stopping": [v.id for v in chosen]}))
+            return None
+        return Preempt(job.id, [v.id for v in live], self.policy.preempt_reason(job, live))
+
+    def _enough_gpus(self, job: JobRequest, cands: list[RunningJob]) -> bool:
+        """Cheap necessary condition before trying placements: free + victims' GPUs cover the job."""
+        need = job.resources.gpus * job.replicas
+        if need <= 0:
+            return True
+        have = sum(v.resources.gpus * v.replicas for v in cands)
+        if have >= need:
+            return True
+        free = sum(sum(nv.gpu_free) for nv in self.alloc.nodes.values())
+        return have + free + 1e-9 >= need
+
+    # ---- reservations ------------------------------------------------------------------------
+    def _reserve(self, job: JobRequest) -> Reservation | None:
+        """Earmark the nodes that can hold the job soonest (fewest GPUs still busy when nothing is
+        estimated); the earmark keeps other jobs off them until the job starts."""
+        r, need = job.resources, job.replicas
+        ends: dict[str, list[tuple[float, RunningJob]]] = {}
+        for rj in self.state.running:
+            est = rj.runtime_estimate
+            end = self.now + max(0.0, est - rj.executed) if est is not None else math.inf
+            for p in {p.node for p in rj.placements}:
+                ends.setdefault(p, []).append((end, rj))
+        options: list[tuple[float, float, str, int]] = []
+        for name, nv in self.alloc.nodes.items():
+            if name in self.held:
+                continue
+            cap = _replicas_when_empty(nv.cpus, nv.memory, _type_count(nv.gpu_types, job.gpu_type), r)
+            if cap == 0:
+                continue
+            busy_gpus = sum(1.0 - f for t, f in zip(nv.gpu_types, nv.gpu_free, strict=True)
+                            if job.gpu_type is None or t == job.gpu_type)
+            ready = max((e for e, _ in ends.get(name, [])), default=self.now)
+            options.append((ready, busy_gpus, name, cap))
+        options.sort()
+        picked: list[str] = []
+        shadow = self.now
+        for ready, _busy, name, cap in options:
+            picked.append(name)
+            shadow = max(shadow, ready)
+            need -= cap
+            if need <= 0:
+                return Reservation(job.id, frozenset(picked), shadow)
+        return None
+
+
+def _type_count(types: list[str], gpu_type: str | None) -> int:
+    return sum(1 for t in types if gpu_type is None or t == gpu_type)
+
+
+def _replicas_when_empty(cpus: float, memory: int, gpus: int, r: Resources) -> int:
+    k = 1 << 30
+    if r.cpus > 0:
+        k = min(k, int(cpus // r.cpus + 1e-9))
+    if r.memory > 0:
+        k = min(k, memory // r.memory)
+    if r.gpus >= 1:
+        k = min(k, gpus // r.whole_gpus)
+    elif r.gpus > 0:
+        k = min(k, int(gpus * (1 // r.gpus)) if gpus else 0)
+    return k
