@@ -40,6 +40,7 @@ from deepdock.errors import (
     EngineUnreachableError,
     ImageMissingError,
     NotFoundError,
+    SpecError,
 )
 
 # Docker's own limits, mirrored so that a spec the fake accepts is one a real engine accepts too.
@@ -391,4 +392,4 @@ def _extract(archive: bytes) -> dict[str, bytes]:
                     files[member.name.removeprefix("./")] = extracted.read() if extracted else b""
             return files
     except tarfile.TarError as exc:
-        raise EngineError(f"code archive is not a valid tar: {exc}") from exc
+        raise SpecError(f"code archive is not a valid tar or tar.gz: {exc}") from exc

@@ -1,0 +1,439 @@
+"""``ComputeBackend`` on a Docker Engine (or anything speaking its API, e.g. Podman's socket).
+
+Uses the SDK's low-level ``APIClient`` so that every request is explicit. The API version is pinned
+(``API_VERSION``) instead of negotiated: negotiation is a request at construction time, and a backend
+must be constructible while its engine is down (the server registers nodes that may be offline).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import Mount
+
+from deepdock.compute.base import (
+    FINISHED_STATUSES,
+    ComputeBackend,
+    ContainerSpec,
+    ContainerState,
+    ContainerStats,
+    GpuInfo,
+    NodeCapacity,
+    StatsSource,
+)
+from deepdock.compute.docker.archive import is_root_user, read_single_file, rebuild_archive, resolve_user
+from deepdock.compute.docker.errors import engine_errors, engine_message
+from deepdock.compute.docker.gpus import (
+    NVIDIA_RUNTIME,
+    NVIDIA_SMI_QUERY,
+    PROBE_LABEL,
+    PROBE_TIMEOUT_S,
+    choose_probe_image,
+    gpu_device_request,
+    parse_nvidia_smi,
+)
+from deepdock.errors import ConflictError, EngineError, ImageMissingError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UNIX_SOCKET = "unix:///var/run/docker.sock"
+# Docker 20.10's API; engines up to today accept it, so no handshake is needed (see module doc).
+API_VERSION = "1.41"
+# HTTP timeout of one engine request. Long operations (stop) add their own duration to it.
+DEFAULT_TIMEOUT_S = 30.0
+# Capacity needs `docker info` and, on GPU nodes, a probe container: reuse it for this long.
+CAPACITY_TTL_S = 30.0
+NANO_CPUS_PER_CPU = 1_000_000_000
+# Docker's zero time ("0001-01-01T00:00:00Z") means "never happened".
+_ZERO_TIME_PREFIX = "0001-01-01"
+# Env var the NVIDIA toolkit reads; "void" hides every GPU, even on an engine whose default runtime is
+# nvidia and an image (any CUDA image) that sets NVIDIA_VISIBLE_DEVICES=all.
+NVIDIA_VISIBLE_DEVICES = "NVIDIA_VISIBLE_DEVICES"
+NO_GPUS = "void"
+# Tells the job its share of a shared GPU (informational: the engine does not enforce shares).
+GPU_SHARE_ENV = "DEEPDOCK_GPU_SHARE"
+NETWORK_NONE = "none"
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """Client TLS for ``tcp://`` engines: paths to the CA bundle and the client certificate and key."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    verify: bool = True
+
+
+def parse_docker_time(value: str | None) -> float | None:
+    """RFC 3339 with up to nanoseconds (docker's format) -> epoch seconds; zero time -> None."""
+    if not value or value.startswith(_ZERO_TIME_PREFIX):
+        return None
+    text = value.rstrip("Z")
+    offset = 0.0
+    if "+" in text[10:] or "-" in text[10:]:
+        # Engines normally report UTC ("Z"); keep any explicit offset correct anyway.
+        sign_at = max(text.rfind("+"), text.rfind("-"))
+        hours, _, minutes = text[sign_at + 1 :].partition(":")
+        offset = (int(hours) * 3600 + int(minutes or 0) * 60) * (1 if text[sign_at] == "+" else -1)
+        text = text[:sign_at]
+    whole, _, fraction = text.partition(".")
+    base = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    return base + (float(f"0.{fraction}") if fraction else 0.0) - offset
+
+
+class DockerBackend(ComputeBackend, StatsSource):
+    def __init__(
+        self,
+        engine_url: str = "",
+        tls: TlsConfig | None = None,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        probe_image: str | None = None,
+        capacity_ttl_s: float = CAPACITY_TTL_S,
+    ) -> None:
+        self.engine_url = engine_url or os.environ.get("DOCKER_HOST", "") or DEFAULT_UNIX_SOCKET
+        self.timeout_s = timeout_s
+        self.probe_image = probe_image
+        self.capacity_ttl_s = capacity_ttl_s
+        tls_config: docker.tls.TLSConfig | bool = False
+        if tls is not None:
+            client_cert = (tls.cert, tls.key) if tls.cert and tls.key else None
+            tls_config = docker.tls.TLSConfig(
+                client_cert=client_cert, ca_cert=tls.ca, verify=(tls.ca or True) if tls.verify else False
+            )
+        with engine_errors(self.engine_url, "connect"):
+            self._api = docker.APIClient(
+                base_url=self.engine_url, version=API_VERSION, timeout=timeout_s, tls=tls_config
+            )
+        self._capacity_lock = threading.Lock()
+        self._capacity: tuple[float, NodeCapacity] | None = None
+
+    # ------------------------------------------------------------------ ComputeBackend
+
+    def ping(self) -> None:
+        with engine_errors(self.engine_url, "ping"):
+            self._api.ping()
+
+    def capacity(self) -> NodeCapacity:
+        # One probe at a time: concurrent callers during a probe wait for its result.
+        with self._capacity_lock:
+            now = time.monotonic()
+            if self._capacity is not None and now - self._capacity[0] < self.capacity_ttl_s:
+                return replace(self._capacity[1])
+            with engine_errors(self.engine_url, "docker info"):
+                info = self._api.info()
+            labels = dict(item.partition("=")[::2] for item in info.get("Labels") or [])
+            capacity = NodeCapacity(
+                cpus=float(info["NCPU"]),
+                memory=int(info["MemTotal"]),
+                gpus=self._discover_gpus(info),
+                engine_version=str(info.get("ServerVersion", "")),
+                os=str(info.get("OSType", "")),
+                arch=str(info.get("Architecture", "")),
+                labels=labels,
+            )
+            self._capacity = (now, capacity)
+            return replace(capacity)
+
+    def run(self, spec: ContainerSpec) -> str:
+        image = self._inspect_image(spec.image)
+        image_user = str((image.get("Config") or {}).get("User") or "")
+        # Non-root when the image says so; an image without a user (or with root) runs as root.
+        user = spec.user if spec.user is not None else ("" if is_root_user(image_user) else image_user)
+        env = dict(spec.env)
+        if spec.gpu_indices:
+            env[NVIDIA_VISIBLE_DEVICES] = ",".join(str(i) for i in spec.gpu_indices)
+            if spec.gpu_share < 1.0:
+                env[GPU_SHARE_ENV] = f"{spec.gpu_share:g}"
+        else:
+            env[NVIDIA_VISIBLE_DEVICES] = NO_GPUS
+        with engine_errors(self.engine_url, f"create container {spec.name}"):
+            host_config = self._api.create_host_config(
+                nano_cpus=round(spec.cpus * NANO_CPUS_PER_CPU),
+                mem_limit=spec.memory,
+                # Equal to the memory limit: no swap on top of it, so exceeding it is an OOM kill.
+                memswap_limit=spec.memory,
+                pids_limit=spec.pids_limit,
+                shm_size=spec.shm_size,
+                security_opt=["no-new-privileges"],
+                cap_drop=["ALL"],
+                # tini as PID 1 forwards SIGTERM to the job and reaps zombies.
+                init=True,
+                network_mode=spec.network or NETWORK_NONE,
+                mounts=[
+                    Mount(
+                        target=v.target,
+                        source=v.source,
+                        type="bind" if v.is_bind else "volume",
+                        read_only=v.read_only,
+                    )
+                    for v in spec.volumes
+                ],
+                device_requests=[gpu_device_request(spec.gpu_indices)] if spec.gpu_indices else None,
+            )
+            try:
+                created = self._api.create_container(
+                    image=spec.image,
+                    command=spec.command,
+                    name=spec.name,
+                    environment=env,
+                    labels=dict(spec.labels),
+                    working_dir=spec.workdir,
+                    user=user or None,
+                    hostname=spec.hostname,
+                    host_config=host_config,
+                )
+            except docker.errors.ImageNotFound as exc:
+                raise self._image_missing(spec.image) from exc
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    raise ConflictError(
+                        f"container name {spec.name!r} is already in use on {self.engine_url}",
+                        details={"engine": self.engine_url},
+                    ) from exc
+                raise
+        container_id = str(created["Id"])
+        try:
+            self._put_code(container_id, spec, user)
+            with engine_errors(self.engine_url, f"start container {spec.name}"):
+                self._api.start(container_id)
+        except BaseException:
+            # Never leave a created-but-not-started container behind: the name would stay taken.
+            self._remove_quietly(container_id)
+            raise
+        return container_id
+
+    def inspect(self, container_id: str) -> ContainerState:
+        with engine_errors(self.engine_url, f"inspect container {container_id}"):
+            try:
+                data = self._api.inspect_container(container_id)
+            except docker.errors.NotFound as exc:
+                raise self._container_missing(container_id) from exc
+        return _state_from_inspect(data)
+
+    def list_containers(self, labels: dict[str, str]) -> list[ContainerState]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        with engine_errors(self.engine_url, "list containers"):
+            summaries = self._api.containers(all=True, filters=filters)
+        states = []
+        for summary in summaries:
+            try:
+                states.append(self.inspect(summary["Id"]))
+            except NotFoundError:
+                continue  # removed between the listing and the inspect
+        return sorted(states, key=lambda s: (s.created_at or 0.0, s.id))
+
+    def logs(
+        self,
+        container_id: str,
+        since: float | None = None,
+        follow: bool = False,
+        timestamps: bool = False,
+    ) -> Iterator[bytes]:
+        with engine_errors(self.engine_url, f"logs of container {container_id}"):
+            try:
+                stream = self._api.logs(
+                    container_id,
+                    stdout=True,
+                    stderr=True,
+                    stream=True,
+                    follow=follow,
+                    timestamps=timestamps,
+                    since=since if since is not None and since > 0 else None,
+                )
+            except docker.errors.NotFound as exc:
+                raise self._container_missing(container_id) from exc
+        return self._mapped(stream, f"logs of container {container_id}")
+
+    def stop(self, container_id: str, grace_s: float) -> None:
+        # Docker takes whole seconds; round up so the job never gets less grace than asked for.
+        with engine_errors(self.engine_url, f"stop container {container_id}"):
+            try:
+                self._api.stop(container_id, timeout=max(0, math.ceil(grace_s)))
+            except docker.errors.NotFound as exc:
+                raise self._container_missing(container_id) from exc
+
+    def remove(self, container_id: str) -> None:
+        with engine_errors(self.engine_url, f"remove container {container_id}"):
+            try:
+                self._api.remove_container(container_id, force=True, v=False)
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                # A removal already under way (e.g. a concurrent remove) is the outcome we want.
+                if exc.status_code == 409 and "already in progress" in engine_message(exc):
+                    return
+                raise
+
+    def image_exists(self, ref: str) -> bool:
+        try:
+            self._inspect_image(ref)
+        except ImageMissingError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._api.close()
+
+    # ------------------------------------------------------------------ StatsSource
+
+    def stats(self, container_id: str) -> ContainerStats:
+        with engine_errors(self.engine_url, f"stats of container {container_id}"):
+            try:
+                data = self._api.stats(container_id, stream=False)
+            except docker.errors.NotFound as exc:
+                raise self._container_missing(container_id) from exc
+        return _stats_from_sample(data)
+
+    # ------------------------------------------------------------------ internals
+
+    def _inspect_image(self, ref: str) -> dict[str, Any]:
+        with engine_errors(self.engine_url, f"inspect image {ref}"):
+            try:
+                return dict(self._api.inspect_image(ref))
+            except docker.errors.NotFound as exc:
+                raise self._image_missing(ref) from exc
+
+    def _image_missing(self, ref: str) -> ImageMissingError:
+        return ImageMissingError(
+            f"image {ref} is not present on engine {self.engine_url} "
+            "(deepdock never pulls: build or load it there)",
+            details={"image": ref, "engine": self.engine_url},
+        )
+
+    def _container_missing(self, ref: str) -> NotFoundError:
+        return NotFoundError(
+            f"container {ref} not found on engine {self.engine_url}",
+            details={"container": ref, "engine": self.engine_url},
+        )
+
+    def _put_code(self, container_id: str, spec: ContainerSpec, user: str) -> None:
+        """Create ``workdir`` owned by the container user and extract the code archive into it."""
+        if is_root_user(user):
+            uid, gid = 0, 0
+        else:
+            passwd = self._read_file(container_id, "/etc/passwd")
+            group = self._read_file(container_id, "/etc/group")
+            uid, gid = resolve_user(user, passwd, group)
+        parent, data = rebuild_archive(spec.code_archive, spec.workdir, uid, gid)
+        with engine_errors(self.engine_url, f"copy code into container {spec.name}"):
+            self._api.put_archive(container_id, parent, data)
+
+    def _read_file(self, container_id: str, path: str) -> str:
+        """A small file of the container's image, or "" if it has none."""
+        with engine_errors(self.engine_url, f"read {path} of container {container_id}"):
+            try:
+                stream, _ = self._api.get_archive(container_id, path)
+            except docker.errors.NotFound:
+                return ""
+            return read_single_file(b"".join(stream))
+
+    def _remove_quietly(self, container_id: str) -> None:
+        try:
+            self.remove(container_id)
+        except Exception:  # noqa: BLE001 - cleanup after a failure must not hide that failure
+            log.warning("could not remove container %s on %s", container_id, self.engine_url, exc_info=True)
+
+    def _mapped(self, stream: Iterator[bytes], action: str) -> Iterator[bytes]:
+        with engine_errors(self.engine_url, action):
+            yield from stream
+
+    def _discover_gpus(self, info: dict[str, Any]) -> list[GpuInfo]:
+        if NVIDIA_RUNTIME not in (info.get("Runtimes") or {}):
+            return []
+        image = self.probe_image
+        if image is None:
+            with engine_errors(self.engine_url, "list images"):
+                tags = [t for img in self._api.images() for t in (img.get("RepoTags") or [])]
+            image = choose_probe_image(tags)
+        if image is None:
+            log.warning(
+                "engine %s has the nvidia runtime but no glibc image to probe GPUs with "
+                "(set a probe image); reporting 0 GPUs",
+                self.engine_url,
+            )
+            return []
+        try:
+            return parse_nvidia_smi(self._run_probe(image))
+        except (EngineError, ValueError) as exc:
+            log.warning(
+                "GPU probe on %s with image %s failed: %s; reporting 0 GPUs", self.engine_url, image, exc
+            )
+            return []
+
+    def _run_probe(self, image: str) -> str:
+        """Run nvidia-smi in a throwaway container with every GPU; return its stdout."""
+        with engine_errors(self.engine_url, "GPU probe"):
+            host_config = self._api.create_host_config(
+                network_mode=NETWORK_NONE,
+                device_requests=[gpu_device_request(None, with_utility=True)],
+            )
+            created = self._api.create_container(
+                image=image,
+                command=NVIDIA_SMI_QUERY,
+                entrypoint=[],
+                labels={PROBE_LABEL: "true"},
+                host_config=host_config,
+            )
+            container_id = created["Id"]
+            try:
+                self._api.start(container_id)
+                result = self._api.wait(container_id, timeout=PROBE_TIMEOUT_S)
+                output = self._api.logs(container_id, stdout=True, stderr=False).decode(errors="replace")
+                if result.get("StatusCode") != 0:
+                    raise EngineError(f"nvidia-smi exited with {result.get('StatusCode')}: {output[-500:]}")
+                return output
+            finally:
+                self._remove_quietly(container_id)
+
+
+def _state_from_inspect(data: dict[str, Any]) -> ContainerState:
+    state = data.get("State") or {}
+    config = data.get("Config") or {}
+    status = str(state.get("Status", ""))
+    finished = status in FINISHED_STATUSES
+    return ContainerState(
+        id=str(data["Id"]),
+        name=str(data.get("Name", "")).lstrip("/"),
+        status=status,
+        # Docker reports 0 while running; only a finished container has an exit code.
+        exit_code=int(state.get("ExitCode", 0)) if finished else None,
+        oom_killed=bool(state.get("OOMKilled", False)),
+        started_at=parse_docker_time(state.get("StartedAt")),
+        finished_at=parse_docker_time(state.get("FinishedAt")) if finished else None,
+        labels=dict(config.get("Labels") or {}),
+        error=str(state.get("Error", "")),
+        image=str(config.get("Image", "")),
+        created_at=parse_docker_time(data.get("Created")),
+    )
+
+
+def _stats_from_sample(data: dict[str, Any]) -> ContainerStats:
+    cpu = data.get("cpu_stats") or {}
+    pre = data.get("precpu_stats") or {}
+    cpu_delta = (cpu.get("cpu_usage", {}).get("total_usage", 0)) - (
+        pre.get("cpu_usage", {}).get("total_usage", 0)
+    )
+    system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
+    online = cpu.get("online_cpus") or len(cpu.get("cpu_usage", {}).get("percpu_usage") or []) or 1
+    cpu_percent = cpu_delta / system_delta * online * 100.0 if system_delta > 0 and cpu_delta > 0 else 0.0
+    memory = data.get("memory_stats") or {}
+    mem_detail = memory.get("stats") or {}
+    # Page cache is reclaimable, so it is not "used" (cgroup v1: cache, v2: inactive_file), as docker stats.
+    cache = mem_detail.get("total_inactive_file", mem_detail.get("inactive_file", mem_detail.get("cache", 0)))
+    return ContainerStats(
+        cpu_percent=cpu_percent,
+        memory_usage=max(0, int(memory.get("usage", 0)) - int(cache)),
+        memory_limit=int(memory.get("limit", 0)),
+        pids=int((data.get("pids_stats") or {}).get("current", 0)),
+    )

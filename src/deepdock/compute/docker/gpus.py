@@ -1,0 +1,74 @@
+"""NVIDIA GPU discovery on a node, done by the node's own engine.
+
+The server may run far from the GPUs, so it cannot call nvidia-smi itself. When the engine lists an
+``nvidia`` runtime, a short-lived probe container asks for every GPU (a device request with count -1
+and the ``utility`` capability, which makes the NVIDIA toolkit mount nvidia-smi into it) and prints
+one CSV line per device. nvidia-smi is dynamically linked against glibc, so the probe image must be a
+glibc image (debian, ubuntu, any CUDA image); it is configurable, else picked from images on the node.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from docker.types import DeviceRequest
+
+from deepdock.compute.base import GpuInfo
+
+log = logging.getLogger(__name__)
+
+NVIDIA_RUNTIME = "nvidia"
+NVIDIA_DRIVER = "nvidia"
+NVIDIA_SMI_QUERY = [
+    "nvidia-smi",
+    "--query-gpu=index,uuid,name,memory.total",
+    "--format=csv,noheader,nounits",
+]
+MIB = 1024**2
+# A probe that does not answer in this time is treated as "no GPUs" (and logged).
+PROBE_TIMEOUT_S = 60.0
+PROBE_LABEL = "deepdock.probe"
+# Preferred probe images when none is configured, best first: all ship glibc. Matched against repo tags.
+PROBE_IMAGE_HINTS = ("cuda", "pytorch", "nvidia", "ubuntu", "debian", "python")
+
+
+def parse_nvidia_smi(output: str) -> list[GpuInfo]:
+    """Parse ``index, uuid, name, memory.total`` CSV lines (memory in MiB) into ``GpuInfo``s.
+
+    A model name may itself contain commas, so index and uuid are taken from the front and memory
+    from the back. Memory reported as ``[N/A]`` (some MIG/vGPU setups) becomes 0.
+    """
+    gpus: list[GpuInfo] = []
+    for raw in output.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) < 4:
+            raise ValueError(f"unexpected nvidia-smi line: {line!r}")
+        index, uuid, memory = fields[0], fields[1], fields[-1]
+        model = ", ".join(fields[2:-1])
+        memory_bytes = int(float(memory)) * MIB if memory.replace(".", "", 1).isdigit() else 0
+        gpus.append(GpuInfo(index=int(index), uuid=uuid, model=model, memory=memory_bytes))
+    return sorted(gpus, key=lambda g: g.index)
+
+
+def choose_probe_image(repo_tags: Iterable[str]) -> str | None:
+    """Pick the tag most likely to have glibc (see ``PROBE_IMAGE_HINTS``); None if none fits."""
+    tags = [t for t in repo_tags if t and t != "<none>:<none>"]
+    for hint in PROBE_IMAGE_HINTS:
+        for tag in tags:
+            if hint in tag.lower():
+                return tag
+    return None
+
+
+def gpu_device_request(indices: list[int] | None, with_utility: bool = False) -> DeviceRequest:
+    """The device request for given GPU indices (None = all GPUs)."""
+    capabilities = ["gpu", "utility"] if with_utility else ["gpu"]
+    if indices is None:
+        return DeviceRequest(driver=NVIDIA_DRIVER, count=-1, capabilities=[capabilities])
+    return DeviceRequest(
+        driver=NVIDIA_DRIVER, device_ids=[str(i) for i in indices], capabilities=[capabilities]
+    )

@@ -1,0 +1,268 @@
+"""DockerBackend against the real engine: the shared contract, then what only `docker inspect` shows."""
+
+from __future__ import annotations
+
+import io
+import shlex
+import tarfile
+import time
+from dataclasses import replace
+
+import pytest
+
+from deepdock.compute.base import ComputeBackend, ContainerSpec, VolumeMount
+from deepdock.compute.conformance import (
+    BackendContract,
+    ContractHarness,
+    wait_finished,
+    wait_for,
+)
+from deepdock.compute.docker import DockerBackend
+from deepdock.errors import EngineError, EngineUnreachableError, SpecError
+
+pytestmark = pytest.mark.docker
+
+MIB = 1024**2
+UNREACHABLE_SOCKET_URL = "unix:///run/deepdock-no-such-engine.sock"
+UNREACHABLE_TCP_URL = "tcp://127.0.0.1:1"
+# Short client timeout for engines that are expected not to answer.
+UNREACHABLE_TIMEOUT_S = 3.0
+OOM_MEMORY_BYTES = 32 * MIB
+STOP_GRACE_S = 3.0
+APP_UID = 1000
+
+
+class DockerHarness(ContractHarness):
+    def __init__(self, backend: DockerBackend, image: str, labels: dict[str, str]) -> None:
+        self.backend = backend
+        self.image = image
+        self.labels = labels
+
+    def now(self) -> float:
+        return time.time()
+
+    def run_exiting(self, output: str, exit_code: int, **overrides: object) -> str:
+        script = f'printf "%s" "$OUT"; exit {exit_code}'
+        env = {"OUT": output}
+        return self.backend.run(self.spec(["sh", "-c", script], env=env, **overrides))
+
+    def run_long(self, **overrides: object) -> str:
+        return self.backend.run(self.spec(["sleep", "300"], **overrides))
+
+    def run_ignoring_sigterm(self) -> str:
+        cid = self.backend.run(
+            self.spec(["sh", "-c", "trap '' TERM; echo ready; while true; do sleep 1; done"])
+        )
+        # Stop only once the trap is in place, or SIGTERM could land before it.
+        wait_for(lambda: b"ready" in b"".join(self.backend.logs(cid)))
+        return cid
+
+    def run_streaming(self, lines: list[str], interval_s: float) -> str:
+        words = " ".join(shlex.quote(line) for line in lines)
+        script = f"for l in {words}; do sleep {interval_s}; echo $l; done"
+        return self.backend.run(self.spec(["sh", "-c", script]))
+
+    def unreachable_backend(self) -> tuple[ComputeBackend, str]:
+        return DockerBackend(UNREACHABLE_SOCKET_URL, timeout_s=UNREACHABLE_TIMEOUT_S), UNREACHABLE_SOCKET_URL
+
+
+@pytest.fixture
+def backend() -> DockerBackend:
+    b = DockerBackend()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def harness(backend, busybox_image, labelled_cleanup) -> DockerHarness:
+    return DockerHarness(backend, busybox_image, labelled_cleanup)
+
+
+class TestDockerBackendContract(BackendContract):
+    pass
+
+
+def _output(backend: DockerBackend, cid: str) -> str:
+    wait_finished(backend, cid)
+    return b"".join(backend.logs(cid)).decode()
+
+
+def test_limits_and_hardening_in_docker_inspect(harness, docker_client, tmp_path):
+    backend = harness.backend
+    (tmp_path / "data.txt").write_text("dataset\n")
+    volume = docker_client.volumes.create(labels=harness.labels)
+    labels = {
+        **harness.labels,
+        "deepdock.job": "j1",
+        "deepdock.attempt": "1",
+        "deepdock.node": "n1",
+        "deepdock.managed": "true",
+    }
+    spec = harness.spec(
+        ["sh", "-c", "cat /data/data.txt; echo x > /out/ok && echo wrote; echo x > /data/no || echo ro"],
+        labels=labels,
+        cpus=0.5,
+        memory=96 * MIB,
+        pids_limit=77,
+        shm_size=16 * MIB,
+        volumes=[
+            VolumeMount(str(tmp_path), "/data", read_only=True),
+            VolumeMount(volume.name, "/out", read_only=False),
+        ],
+    )
+    cid = backend.run(spec)
+    info = docker_client.api.inspect_container(cid)
+    hc = info["HostConfig"]
+    assert hc["NanoCpus"] == 500_000_000
+    assert hc["Memory"] == 96 * MIB
+    assert hc["MemorySwap"] == 96 * MIB  # no swap beyond the limit
+    assert hc["PidsLimit"] == 77
+    assert hc["ShmSize"] == 16 * MIB
+    assert hc["SecurityOpt"] == ["no-new-privileges"]
+    assert hc["CapDrop"] == ["ALL"]
+    assert hc["Init"] is True
+    assert hc["NetworkMode"] == "none"
+    assert hc["RestartPolicy"]["Name"] in ("", "no")
+    assert not hc["DeviceRequests"]
+    assert info["Config"]["Labels"] == labels
+    assert info["Config"]["User"] == ""  # the image has no user: root
+    assert "NVIDIA_VISIBLE_DEVICES=void" in info["Config"]["Env"]
+    mounts = {m["Destination"]: m for m in info["Mounts"]}
+    assert mounts["/data"]["RW"] is False and mounts["/data"]["Type"] == "bind"
+    assert mounts["/out"]["RW"] is True and mounts["/out"]["Name"] == volume.name
+    out = _output(backend, cid)
+    assert "dataset" in out and "wrote" in out and "ro" in out.split()
+
+
+def test_user_defaults_to_the_images_non_root_user(
+    backend, busybox_image, busybox_user_image, labelled_cleanup
+):
+    h = DockerHarness(backend, busybox_user_image, labelled_cleanup)
+    as_image_user = backend.run(h.spec(["id", "-u"]))
+    assert _output(backend, as_image_user).strip() == str(APP_UID)
+    as_root = backend.run(replace(h.spec(["id", "-u"]), image=busybox_image))
+    assert _output(backend, as_root).strip() == "0"
+    explicit = backend.run(replace(h.spec(["id", "-u"]), image=busybox_image, user=str(APP_UID)))
+    assert _output(backend, explicit).strip() == str(APP_UID)
+
+
+def _code_tar_gz() -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in {"main.sh": b"echo running main\n", "pkg/data.txt": b"payload\n"}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o600  # made readable by the rewrite
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_code_archive_lands_in_workdir_owned_by_the_user(backend, busybox_user_image, labelled_cleanup):
+    h = DockerHarness(backend, busybox_user_image, labelled_cleanup)
+    script = "pwd; sh main.sh; cat pkg/data.txt; stat -c '%u' . pkg/data.txt; touch new && echo writable"
+    cid = backend.run(h.spec(["sh", "-c", script], workdir="/work/code", code_archive=_code_tar_gz()))
+    lines = _output(backend, cid).split()
+    assert lines == ["/work/code", "running", "main", "payload", str(APP_UID), str(APP_UID), "writable"]
+    assert backend.inspect(cid).exit_code == 0
+
+
+def test_corrupt_code_archive_leaves_nothing_behind(harness):
+    spec = harness.spec(["true"], code_archive=b"this is not a tar archive at all" * 20)
+    with pytest.raises(SpecError):
+        harness.backend.run(spec)
+    assert harness.backend.list_containers(harness.labels) == []
+
+
+def test_stop_lets_a_trapping_process_finish_gracefully(harness):
+    backend = harness.backend
+    script = "trap 'echo bye; exit 0' TERM; echo ready; while true; do sleep 0.2; done"
+    cid = backend.run(harness.spec(["sh", "-c", script]))
+    wait_for(lambda: b"ready" in b"".join(backend.logs(cid)))
+    t0 = time.monotonic()
+    backend.stop(cid, grace_s=STOP_GRACE_S * 5)
+    assert time.monotonic() - t0 < STOP_GRACE_S * 5
+    state = backend.inspect(cid)
+    assert state.exit_code == 0
+    assert b"bye" in b"".join(backend.logs(cid))
+
+
+def test_stop_waits_the_grace_before_killing(harness):
+    cid = harness.run_ignoring_sigterm()
+    t0 = time.monotonic()
+    harness.backend.stop(cid, grace_s=STOP_GRACE_S)
+    elapsed = time.monotonic() - t0
+    assert STOP_GRACE_S - 0.5 <= elapsed < STOP_GRACE_S + 10
+    assert harness.backend.inspect(cid).exit_code == 137
+
+
+def test_memory_over_limit_is_oom_killed_and_the_host_is_fine(harness):
+    backend = harness.backend
+    # awk doubles a string until the kernel kills it at the cgroup limit (there is no swap to spill to).
+    hog = ["awk", 'BEGIN { s = "x"; while (1) s = s s }']
+    cid = backend.run(harness.spec(hog, memory=OOM_MEMORY_BYTES))
+    state = wait_finished(backend, cid)
+    assert state.oom_killed is True
+    assert state.exit_code == 137
+    backend.ping()
+    survivor = harness.run_exiting("still here\n", 0)
+    assert _output(backend, survivor) == "still here\n"
+
+
+def test_gpu_request_is_made_and_a_failed_start_leaves_nothing(harness):
+    # This engine has no nvidia runtime, so a device request cannot be satisfied: the start fails,
+    # which proves the request is sent, and the half-made container must be removed again.
+    spec = harness.spec(["true"], gpu_indices=[0])
+    with pytest.raises(EngineError, match="nvidia"):
+        harness.backend.run(spec)
+    assert harness.backend.list_containers(harness.labels) == []
+
+
+def test_user_defined_network(harness, docker_client):
+    net = docker_client.networks.create(
+        f"deepdock-test-{harness.labels['deepdock.test']}", labels=harness.labels
+    )
+    cid = harness.backend.run(harness.spec(["sleep", "60"], network=net.name, hostname="worker-0"))
+    info = docker_client.api.inspect_container(cid)
+    assert info["HostConfig"]["NetworkMode"] == net.name
+    assert info["Config"]["Hostname"] == "worker-0"
+    harness.backend.remove(cid)
+
+
+def test_stats_of_a_running_container(harness):
+    cid = harness.run_long(memory=48 * MIB)
+    stats = harness.backend.stats(cid)
+    assert stats.memory_limit == 48 * MIB
+    assert stats.pids >= 1
+    assert stats.cpu_percent >= 0.0
+
+
+def test_capacity_matches_docker_info(backend, docker_client):
+    info = docker_client.info()
+    cap = backend.capacity()
+    assert cap.cpus == info["NCPU"]
+    assert cap.memory == info["MemTotal"]
+    assert cap.engine_version == info["ServerVersion"]
+    assert cap.arch == info["Architecture"] and cap.os == info["OSType"]
+    assert "nvidia" not in (info.get("Runtimes") or {})
+    assert cap.gpus == []
+
+
+@pytest.mark.parametrize("url", [UNREACHABLE_TCP_URL, UNREACHABLE_SOCKET_URL])
+def test_unreachable_engine_url_is_named(url):
+    backend = DockerBackend(url, timeout_s=UNREACHABLE_TIMEOUT_S)
+    with pytest.raises(EngineUnreachableError, match=url.replace(".", r"\.")):
+        backend.ping()
+    with pytest.raises(EngineUnreachableError, match="unreachable"):
+        backend.run(
+            ContainerSpec(
+                name="deepdock-never",
+                image="x",
+                command=["true"],
+                env={},
+                labels={},
+                cpus=1,
+                memory=64 * MIB,
+                pids_limit=64,
+                shm_size=MIB,
+            )
+        )
