@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs deepdock and what it needs on a fresh Debian 12 machine (run as root or with sudo):
+# Docker's engine from Debian's docker.io (started if no engine answers), debootstrap for offline base
+# images, busybox-static for the test image, PostgreSQL, and a virtualenv with deepdock in .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+need_pkgs=()
+command -v dockerd >/dev/null || need_pkgs+=(docker.io)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need_pkgs+=(debootstrap)
+[ -x /bin/busybox ] || need_pkgs+=(busybox-static)
+[ -d /usr/lib/postgresql ] || need_pkgs+=(postgresql)
+python3 -c "import venv, ensurepip" 2>/dev/null || need_pkgs+=(python3-venv)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need_pkgs[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+
+bash scripts/start_docker.sh
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+echo "deepdock installed: $(.venv/bin/deepdock version)"

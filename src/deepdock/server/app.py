@@ -1,0 +1,131 @@
+"""The FastAPI application: REST API under /api/v1, errors mapped to HTTP in one place, loops on start."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
+
+from deepdock import __version__
+from deepdock.config import write_config
+from deepdock.errors import DeepdockError
+from deepdock.server.background.context import LoopContext
+from deepdock.server.background.controller import Controller
+from deepdock.server.db.models import Node
+from deepdock.server.db.session import Database
+from deepdock.server.deps import TokenCache
+from deepdock.server.metrics import Metrics
+from deepdock.server.routers import admin, jobs, nodes
+from deepdock.server.services.auth import bootstrap_admin
+from deepdock.server.services.logs import LogFollowers, LogStore
+from deepdock.server.services.nodes import BackendFactory, BackendPool, docker_backend_for
+from deepdock.settings import Settings
+
+API_PREFIX = "/api/v1"
+LOCAL_NODE_NAME = "local"
+log = logging.getLogger("deepdock.server")
+
+
+def _register_local_node(ctx: LoopContext) -> None:
+    """Embedded default: the local engine becomes the first node, if it answers."""
+    from deepdock.server.services import nodes as node_service
+
+    with ctx.db.session() as session:
+        if session.scalar(select(Node.id).limit(1)) is not None:
+            return
+        from deepdock.server.db.models import User
+
+        admin_user = session.scalar(select(User).where(User.is_admin.is_(True)).limit(1))
+        session.expunge_all()
+    try:
+        node_service.add_node(ctx.db.session, ctx.pool, admin_user, LOCAL_NODE_NAME, ctx.settings.docker_host)
+        log.info("registered the local Docker engine as node %r", LOCAL_NODE_NAME)
+    except DeepdockError as exc:
+        log.warning("no local Docker engine registered: %s", exc.message)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    backend_factory: BackendFactory = docker_backend_for,
+    start_loops: bool = True,
+    register_local_node: bool = True,
+) -> FastAPI:
+    db = Database(settings.db_url)
+    store = LogStore(settings.home / "logs")
+    ctx = LoopContext(db=db, pool=BackendPool(backend_factory), settings=settings, logs=store,
+                      followers=LogFollowers(store))
+    controller = Controller(ctx)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        db.migrate()
+        with db.session() as session:
+            token = bootstrap_admin(session)
+        if token is not None:
+            path = write_config(settings, settings.url, token)
+            log.warning("first start: admin token written to %s", path)
+            app.state.bootstrap_token = token
+        if register_local_node:
+            _register_local_node(ctx)
+        if start_loops:
+            controller.start()
+        try:
+            yield
+        finally:
+            if start_loops:
+                controller.stop()
+            ctx.pool.close()
+            db.dispose()
+
+    app = FastAPI(title="deepdock", version=__version__, lifespan=lifespan, openapi_url=f"{API_PREFIX}/openapi.json",
+                  docs_url=f"{API_PREFIX}/docs")
+    app.state.ctx = ctx
+    app.state.controller = controller
+    app.state.token_cache = TokenCache()
+    app.state.bootstrap_token = None
+
+    @app.exception_handler(DeepdockError)
+    async def _deepdock_error(_: Request, exc: DeepdockError) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code, content={"error": exc.to_dict()})
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"] if p != "body"),
+             "message": "unknown field" if e["type"] == "extra_forbidden" else e["msg"]}
+            for e in exc.errors()
+        ]
+        message = "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        return JSONResponse(status_code=422, content={"error": {"code": "invalid_spec", "message": message,
+                                                                "details": details}})
+
+    @app.middleware("http")
+    async def _timing(request: Request, call_next):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        metrics.request_seconds.labels(request.method, getattr(route, "path", "other")).observe(
+            time.perf_counter() - start
+        )
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(metrics.render(db), media_type="text/plain; version=0.0.4")
+
+    for router in (jobs.router, nodes.router, admin.router):
+        app.include_router(router, prefix=API_PREFIX)
+    return app

@@ -1,0 +1,162 @@
+"""One scheduling cycle: read the desired state, ask the policy, write its decisions. No engine calls."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from deepdock.scheduler.types import (
+    GPU,
+    ClusterState,
+    JobRequest,
+    NodeState,
+    Place,
+    Policy,
+    Preempt,
+    ReplicaPlacement,
+    Resources,
+    RunningJob,
+    Wait,
+)
+from deepdock.server.db.models import Attempt, Job, Node, Project, Replica
+from deepdock.server.services import lifecycle
+from deepdock.server.services.nodes import NODE_READY, allocations
+
+
+def container_name(job_id: str, attempt: int, rank: int) -> str:
+    # Deterministic, so a restarted server finds (and never duplicates) what it started before.
+    return f"dd-{job_id}-a{attempt}-r{rank}"
+
+
+def _resources(job: Job) -> Resources:
+    return Resources(cpus=job.cpus, memory=job.memory, gpus=job.gpus)
+
+
+def build_state(session: Session, now: float) -> tuple[ClusterState, list[JobRequest], dict[str, Job]]:
+    used = allocations(session)
+    nodes: list[NodeState] = []
+    for node in session.scalars(select(Node).order_by(Node.name)):
+        u = used.get(node.name, {"cpus": 0.0, "memory": 0, "gpu_used": {}})
+        gpu_used: dict[int, float] = u["gpu_used"]  # type: ignore[assignment]
+        nodes.append(
+            NodeState(
+                name=node.name,
+                cpus=node.cpus,
+                memory=node.memory,
+                gpus=[
+                    GPU(index=g["index"], type=g.get("model", ""), memory=g.get("memory", 0),
+                        free_share=max(0.0, 1.0 - gpu_used.get(g["index"], 0.0)))
+                    for g in node.gpus or []
+                ],
+                labels=dict(node.labels or {}),
+                free_cpus=node.cpus - float(u["cpus"]),  # type: ignore[arg-type]
+                free_memory=node.memory - int(u["memory"]),  # type: ignore[call-overload]
+                schedulable=node.status == NODE_READY,
+            )
+        )
+    active_jobs = list(session.scalars(select(Job).where(Job.status.in_(lifecycle.ACTIVE))))
+    replicas_by_job: dict[str, list[Replica]] = {}
+    for replica in session.scalars(select(Replica).where(Replica.active.is_(True))):
+        replicas_by_job.setdefault(replica.job_id, []).append(replica)
+    running = [
+        RunningJob(
+            id=j.id,
+            resources=_resources(j),
+            replicas=j.replicas,
+            placements=[
+                ReplicaPlacement(node=r.node_name, gpu_indices=list(r.gpu_indices or []), gpu_share=r.gpu_share)
+                for r in sorted(replicas_by_job.get(j.id, []), key=lambda r: r.rank)
+            ],
+            priority=j.priority,
+            project=j.project.name,
+            user=j.user.name,
+            preemptible=j.preemptible,
+            start_time=j.started_at or now,
+            attained_service=j.attained_service,
+            gpu_type=j.gpu_type,
+            submit_time=j.submitted_at,
+            stopping=j.stop_requested is not None,
+        )
+        for j in active_jobs
+    ]
+    quotas = {
+        p.name: Resources(cpus=p.quota_cpus or 0.0, memory=p.quota_memory or 0, gpus=p.quota_gpus or 0.0)
+        for p in session.scalars(select(Project))
+        if p.quota_cpus is not None or p.quota_memory is not None or p.quota_gpus is not None
+    }
+    queued = list(
+        session.scalars(
+            select(Job).where(Job.status == lifecycle.QUEUED).order_by(Job.priority.desc(), Job.submitted_at)
+        )
+    )
+    queue = [
+        JobRequest(
+            id=j.id,
+            resources=_resources(j),
+            replicas=j.replicas,
+            priority=j.priority,
+            project=j.project.name,
+            user=j.user.name,
+            submit_time=j.submitted_at,
+            preemptible=j.preemptible,
+            gpu_type=j.gpu_type,
+            runtime_estimate=(j.spec or {}).get("runtime_estimate"),
+            attained_service=j.attained_service,
+        )
+        for j in queued
+    ]
+    return ClusterState(nodes=nodes, running=running, quotas=quotas), queue, {j.id: j for j in queued + active_jobs}
+
+
+def run_cycle(session: Session, policy: Policy, now: float) -> list[int]:
+    """Apply one round of decisions; returns the ids of the attempts placed (to be started)."""
+    state, queue, jobs = build_state(session, now)
+    if not queue:
+        return []
+    placed: list[int] = []
+    for decision in policy.schedule(state, queue, now):
+        job = jobs[decision.job_id]
+        if isinstance(decision, Place):
+            placed.append(_place(session, job, decision.placements))
+        elif isinstance(decision, Preempt):
+            for victim_id in decision.victims:
+                victim = jobs.get(victim_id)
+                if victim is not None and victim.stop_requested is None:
+                    victim.stop_requested = "preempted"
+                    victim.status_reason = f"preempted for {job.id}: {decision.reason}"
+            _set_pending(job, {"code": "preempting", "message": decision.reason, "position": 0,
+                               "details": {"victims": decision.victims}})
+        elif isinstance(decision, Wait):
+            _set_pending(job, asdict(decision.reason))
+    return placed
+
+
+def _set_pending(job: Job, reason: dict[str, object]) -> None:
+    if job.pending_reason != reason:  # an unchanged reason is not rewritten: 10k waiting jobs stay cheap
+        job.pending_reason = reason
+
+
+def _place(session: Session, job: Job, placements: list[ReplicaPlacement]) -> int:
+    number = job.attempt_count + 1
+    job.attempt_count = number
+    attempt = Attempt(job_id=job.id, number=number, status=lifecycle.SCHEDULED)
+    session.add(attempt)
+    session.flush()
+    for rank, placement in enumerate(placements):
+        session.add(
+            Replica(
+                attempt_id=attempt.id,
+                job_id=job.id,
+                rank=rank,
+                node_name=placement.node,
+                gpu_indices=list(placement.gpu_indices),
+                gpu_share=placement.gpu_share,
+                container_name=container_name(job.id, number, rank),
+                status=lifecycle.SCHEDULED,
+            )
+        )
+    nodes = ", ".join(sorted({p.node for p in placements}))
+    lifecycle.transition(session, job, lifecycle.SCHEDULED, f"placed on {nodes}", attempt=number)
+    return attempt.id

@@ -1,0 +1,204 @@
+"""All SQLAlchemy models in one module (dstack's convention): the desired state of the platform."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def now_s() -> float:
+    return time.time()
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float, default=now_s)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    # Guaranteed quota per project; NULL = no guarantee (may still borrow idle capacity).
+    quota_cpus: Mapped[float | None] = mapped_column(Float, nullable=True)
+    quota_memory: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    quota_gpus: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now_s)
+
+
+class Membership(Base):
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("user_id", "project_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16), default="member")
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    # Only the SHA-256 of a token is stored; the token itself is shown once.
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[float] = mapped_column(Float, default=now_s)
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    engine_url: Mapped[str] = mapped_column(String(512), default="")
+    tls_ca: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    tls_cert: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    tls_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="ready")  # ready | unreachable | draining
+    cpus: Mapped[float] = mapped_column(Float, default=0)
+    memory: Mapped[int] = mapped_column(BigInteger, default=0)
+    gpus: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{index, uuid, model, memory}]
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    engine_version: Mapped[str] = mapped_column(String(64), default="")
+    last_seen_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    unreachable_since: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float, default=now_s)
+
+
+class CodeBlob(Base):
+    __tablename__ = "code_blobs"
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[float] = mapped_column(Float, default=now_s)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_project_created", "project_id", "created_at"),
+        Index("ix_jobs_status_priority", "status", "priority", "submitted_at"),
+        Index("ix_jobs_name", "name"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    code_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Image the job runs: given by the spec, or the content-addressed tag of its environment once built.
+    image: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="QUEUED")
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    replicas: Mapped[int] = mapped_column(Integer, default=1)
+    cpus: Mapped[float] = mapped_column(Float)
+    memory: Mapped[int] = mapped_column(BigInteger)
+    gpus: Mapped[float] = mapped_column(Float, default=0)
+    gpu_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    preemptible: Mapped[bool] = mapped_column(Boolean, default=True)
+    retries_left: Mapped[int] = mapped_column(Integer, default=0)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0)
+    # GPU-seconds (or CPU-seconds for CPU jobs) of service attained over all attempts: 2D-LAS input.
+    attained_service: Mapped[float] = mapped_column(Float, default=0)
+    pending_reason: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # What the user or the scheduler asked for; the reconciler makes it so.
+    stop_requested: Mapped[str | None] = mapped_column(String(32), nullable=True)  # user | preempted | runtime
+    # Optimistic lock: every status write bumps it, and is applied only if it is unchanged.
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    submitted_at: Mapped[float] = mapped_column(Float, default=now_s)
+    created_at: Mapped[float] = mapped_column(Float, default=now_s)
+    updated_at: Mapped[float] = mapped_column(Float, default=now_s)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    project: Mapped[Project] = relationship(lazy="joined")
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class Attempt(Base):
+    """One placement of a job: its replicas (a gang) on nodes."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("job_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="SCHEDULED")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now_s)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    replicas: Mapped[list[Replica]] = relationship(
+        back_populates="attempt", lazy="selectin", order_by="Replica.rank", cascade="all, delete-orphan"
+    )
+
+
+class Replica(Base):
+    __tablename__ = "replicas"
+    __table_args__ = (
+        UniqueConstraint("attempt_id", "rank"),
+        Index("ix_replicas_node_active", "node_name", "active"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempt_id: Mapped[int] = mapped_column(ForeignKey("attempts.id", ondelete="CASCADE"))
+    job_id: Mapped[str] = mapped_column(String(32), index=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    node_name: Mapped[str] = mapped_column(String(64))
+    gpu_indices: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    gpu_share: Mapped[float] = mapped_column(Float, default=1.0)
+    # True while the replica holds its resources (SCHEDULED..RUNNING): the allocation index.
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    container_name: Mapped[str] = mapped_column(String(128))
+    container_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="SCHEDULED")
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    oom_killed: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    attempt: Mapped[Attempt] = relationship(back_populates="replicas")
+
+
+class JobEvent(Base):
+    """Every status transition, timestamped: the job's history as ``describe`` shows it."""
+
+    __tablename__ = "job_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    from_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    to_status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[float] = mapped_column(Float, default=now_s)
+
+
+class Lease(Base):
+    """Which server instance runs the background loops; a second instance waits for the lease."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[float] = mapped_column(Float)

@@ -1,0 +1,157 @@
+"""Jobs: submit, list, describe, stop. Plain functions taking a session (dstack's convention)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.orm import Session
+
+from deepdock.errors import NotFoundError, PermissionDeniedError, SpecError, UnschedulableError
+from deepdock.scheduler.types import GPU, NodeState, Resources
+from deepdock.server.db.models import Attempt, CodeBlob, Job, JobEvent, Node, User, now_s
+from deepdock.server.services import lifecycle
+from deepdock.server.services.auth import project_for_submit, visible_project_ids
+from deepdock.server.services.nodes import NODE_UNREACHABLE
+from deepdock.specs.job import JobSpec
+
+MAX_LIST_LIMIT = 1000
+DEFAULT_LIST_LIMIT = 100
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def node_states_for_capacity(nodes: list[Node]) -> list[NodeState]:
+    """Nodes as the scheduler sees them when empty: used to reject what could never fit."""
+    return [
+        NodeState(
+            name=n.name,
+            cpus=n.cpus,
+            memory=n.memory,
+            gpus=[GPU(index=g["index"], type=g.get("model", ""), memory=g.get("memory", 0)) for g in n.gpus or []],
+            labels=dict(n.labels or {}),
+            free_cpus=n.cpus,
+            free_memory=n.memory,
+        )
+        for n in nodes
+    ]
+
+
+def submit_job(session: Session, user: User, spec: JobSpec, *, code_sha256: str | None = None) -> Job:
+    from deepdock.scheduler import can_ever_fit
+
+    project = project_for_submit(session, user, spec.project)
+    if code_sha256 is not None and session.get(CodeBlob, code_sha256) is None:
+        raise SpecError(f"code package {code_sha256[:12]} was not uploaded to this server")
+    nodes = [n for n in session.scalars(select(Node)) if n.status != NODE_UNREACHABLE or n.cpus > 0]
+    if not nodes:
+        raise UnschedulableError("no nodes are registered; add one with `deepdock node add`")
+    r = spec.resources
+    problem = can_ever_fit(
+        Resources(cpus=r.cpus, memory=r.memory, gpus=r.gpus), spec.replicas, r.gpu_type, node_states_for_capacity(nodes)
+    )
+    if problem is not None:
+        raise UnschedulableError(problem)
+    job = Job(
+        id=new_job_id(),
+        name=spec.name,
+        project_id=project.id,
+        user_id=user.id,
+        spec=spec.model_dump(mode="json"),
+        code_sha256=code_sha256,
+        image=spec.image,
+        status=lifecycle.QUEUED,
+        priority=spec.priority,
+        replicas=spec.replicas,
+        cpus=r.cpus,
+        memory=r.memory,
+        gpus=r.gpus,
+        gpu_type=r.gpu_type,
+        preemptible=spec.preemptible,
+        retries_left=spec.retry.max_retries,
+    )
+    session.add(job)
+    session.add(JobEvent(job_id=job.id, from_status=None, to_status=lifecycle.QUEUED, reason="submitted"))
+    session.flush()
+    return job
+
+
+def _visible(session: Session, user: User, query: Select[Any]) -> Select[Any]:
+    visible = visible_project_ids(session, user)
+    return query if visible is None else query.where(Job.project_id.in_(visible))
+
+
+def get_job(session: Session, user: User, ref: str) -> Job:
+    """A job by id, or the newest visible job with that name."""
+    job = session.get(Job, ref)
+    if job is not None:
+        visible = visible_project_ids(session, user)
+        if visible is not None and job.project_id not in visible:
+            raise NotFoundError(f"no job {ref!r}")  # do not reveal other projects' jobs
+        return job
+    query = _visible(session, user, select(Job).where(Job.name == ref).order_by(Job.created_at.desc()).limit(1))
+    job = session.scalar(query)
+    if job is None:
+        raise NotFoundError(f"no job {ref!r}")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    user: User,
+    *,
+    status: list[str] | None = None,
+    project: str | None = None,
+    name: str | None = None,
+    limit: int = DEFAULT_LIST_LIMIT,
+    before: float | None = None,
+) -> list[Job]:
+    """Newest first; ``before`` (a created_at) pages backwards without OFFSET scans."""
+    from deepdock.server.db.models import Project
+
+    if status:
+        unknown = set(status) - set(lifecycle.ALL_STATES)
+        if unknown:
+            raise SpecError(f"unknown status {sorted(unknown)}; valid: {', '.join(lifecycle.ALL_STATES)}")
+    limit = max(1, min(limit, MAX_LIST_LIMIT))
+    query = _visible(session, user, select(Job))
+    if status:
+        query = query.where(Job.status.in_(status))
+    if project:
+        query = query.where(Job.project_id == select(Project.id).where(Project.name == project).scalar_subquery())
+    if name:
+        query = query.where(or_(Job.name == name, Job.name.like(f"{name}%")))
+    if before is not None:
+        query = query.where(Job.created_at < before)
+    return list(session.scalars(query.order_by(Job.created_at.desc()).limit(limit)))
+
+
+def count_jobs_by_status(session: Session) -> dict[str, int]:
+    return dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())  # type: ignore[arg-type]
+
+
+def request_stop(session: Session, user: User, ref: str) -> Job:
+    job = get_job(session, user, ref)
+    if job.user_id != user.id and not user.is_admin:
+        visible = visible_project_ids(session, user)
+        if visible is not None and job.project_id not in visible:
+            raise PermissionDeniedError("you cannot stop this job")
+    if job.status in lifecycle.TERMINAL:
+        return job
+    if job.status == lifecycle.QUEUED:
+        lifecycle.transition(session, job, lifecycle.STOPPED, "stopped by user before it started")
+        return job
+    job.stop_requested = "user"
+    job.updated_at = now_s()
+    return job
+
+
+def job_events(session: Session, job_id: str) -> list[JobEvent]:
+    return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+
+
+def job_attempts(session: Session, job_id: str) -> list[Attempt]:
+    return list(session.scalars(select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.number)))
