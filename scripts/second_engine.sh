@@ -26,6 +26,8 @@ start() {
   fi
   mkdir -p "$DATA_ROOT" "$EXEC_ROOT"
   # Same flags as the main engine here: no iptables, no default bridge (containers use network none).
+  # "nvidia" is registered as an alias of runc so that GPU discovery's probe path runs here too
+  # (it finds no NVIDIA device driver and must report 0 GPUs); on GPU hosts the real runtime is used.
   # --containerd is left out so that this dockerd runs its own containerd under its exec root.
   nohup dockerd \
     --data-root "$DATA_ROOT" \
@@ -35,6 +37,7 @@ start() {
     --iptables=false \
     --ip-masq=false \
     --bridge=none \
+    --add-runtime "nvidia=runc" \
     >"$LOG" 2>&1 &
   for _ in $(seq 1 $((START_TIMEOUT_S * 5))); do
     if answers; then

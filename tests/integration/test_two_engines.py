@@ -88,3 +88,28 @@ def test_losing_the_second_engine_is_named_and_isolated(engines, busybox_image, 
     assert [s.id for s in states] == [lost]
     assert states[0].finished
     second.remove(lost)
+
+
+def test_gpu_probe_on_an_engine_with_an_nvidia_runtime(second_engine, busybox_image, caplog, monkeypatch):
+    # The second engine lists an "nvidia" runtime but has no NVIDIA driver: the real probe fails and
+    # discovery must fall back to zero GPUs, say why, and leave no probe container behind.
+    backend = DockerBackend(second_engine, timeout_s=CLIENT_TIMEOUT_S, probe_image=busybox_image)
+    assert "nvidia" in backend._api.info()["Runtimes"]
+    with caplog.at_level("WARNING"):
+        assert backend.capacity().gpus == []
+    assert "GPU probe" in caplog.text and busybox_image in caplog.text
+    assert backend._api.containers(all=True, filters={"label": "deepdock.probe"}) == []
+    # With a probe that answers (what nvidia-smi prints on a 2-GPU node), capacity carries the GPUs.
+    sample = "0, GPU-aaaa, NVIDIA H100 80GB HBM3, 81559\n1, GPU-bbbb, NVIDIA H100 80GB HBM3, 81559\n"
+    fresh = DockerBackend(second_engine, timeout_s=CLIENT_TIMEOUT_S, probe_image=busybox_image)
+    monkeypatch.setattr(fresh, "_run_probe", lambda image: sample)
+    gpus = fresh.capacity().gpus
+    assert [(g.index, g.uuid, g.memory) for g in gpus] == [
+        (0, "GPU-aaaa", 81559 * MIB),
+        (1, "GPU-bbbb", 81559 * MIB),
+    ]
+    # Cached for the TTL: a second call does not probe again.
+    monkeypatch.setattr(fresh, "_run_probe", lambda image: "")
+    assert len(fresh.capacity().gpus) == 2
+    backend.close()
+    fresh.close()

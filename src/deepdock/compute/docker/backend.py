@@ -129,7 +129,7 @@ class DockerBackend(ComputeBackend, StatsSource):
         with self._capacity_lock:
             now = time.monotonic()
             if self._capacity is not None and now - self._capacity[0] < self.capacity_ttl_s:
-                return replace(self._capacity[1])
+                return _copy_capacity(self._capacity[1])
             with engine_errors(self.engine_url, "docker info"):
                 info = self._api.info()
             labels = dict(item.partition("=")[::2] for item in info.get("Labels") or [])
@@ -143,7 +143,7 @@ class DockerBackend(ComputeBackend, StatsSource):
                 labels=labels,
             )
             self._capacity = (now, capacity)
-            return replace(capacity)
+            return _copy_capacity(capacity)
 
     def run(self, spec: ContainerSpec) -> str:
         image = self._inspect_image(spec.image)
@@ -380,8 +380,9 @@ class DockerBackend(ComputeBackend, StatsSource):
             )
             created = self._api.create_container(
                 image=image,
-                command=NVIDIA_SMI_QUERY,
-                entrypoint=[],
+                # As the entrypoint, so an image's own entrypoint (a shell wrapper, python) is bypassed.
+                entrypoint=NVIDIA_SMI_QUERY[:1],
+                command=NVIDIA_SMI_QUERY[1:],
                 labels={PROBE_LABEL: "true"},
                 host_config=host_config,
             )
@@ -395,6 +396,11 @@ class DockerBackend(ComputeBackend, StatsSource):
                 return output
             finally:
                 self._remove_quietly(container_id)
+
+
+def _copy_capacity(capacity: NodeCapacity) -> NodeCapacity:
+    """A copy callers may change without touching the cache."""
+    return replace(capacity, gpus=list(capacity.gpus), labels=dict(capacity.labels))
 
 
 def _state_from_inspect(data: dict[str, Any]) -> ContainerState:
