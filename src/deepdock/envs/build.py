@@ -85,7 +85,7 @@ def plan_env(spec: EnvSpec, *, progress: Progress | None = None, store: LockStor
     plan = DockerfilePlan(
         base_image=resolved.base_image, python=resolved.python, apt=list(spec.apt),
         has_framework_wheels=bool(lock.framework), has_deps_wheels=bool(lock.deps), env=dict(spec.env),
-        labels=standard_labels(lock.hash), base_needs_python=resolved.base_needs_python,
+        labels=standard_labels(lock.hash, resolved.base_image), base_needs_python=resolved.base_needs_python,
     )
     dockerfile = render_env_dockerfile(plan)
     env_hash = hashlib.sha256((lock.canonical_json() + "\n" + dockerfile).encode()).hexdigest()

@@ -54,9 +54,10 @@ def _apt_install(packages: list[str]) -> str:
     )
 
 
-def standard_labels(lock_hash: str) -> dict[str, str]:
+def standard_labels(lock_hash: str, base_image: str) -> dict[str, str]:
     return {
         "deepdock.managed": "true",
+        "deepdock.env.base": base_image,
         "deepdock.version": __version__,
         "deepdock.env.lock": lock_hash,
         "deepdock.env.lock_file": LOCK_FILE,

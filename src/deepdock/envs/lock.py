@@ -227,8 +227,10 @@ class LockStore:
         say = progress or (lambda _msg: None)
         key = inputs_hash(spec, resolved)
         cached = self.cached_lock(key)
-        if cached is not None and (not need_wheels or self.wheelhouse_complete(cached)):
+        if cached is not None and not need_wheels:
             say(f"lock: cached ({len(cached.wheels())} wheels)")
+            return cached
+        if cached is not None and self.wheelhouse_complete(cached):
             return cached
         self.wheelhouse_root.mkdir(parents=True, exist_ok=True)
         indexes = resolved.index_urls + list(spec.extra_index_urls)
