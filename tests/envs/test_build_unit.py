@@ -1,0 +1,109 @@
+"""Build logic without an engine: a fake client stands in for docker (cached path, code hashing)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import docker
+import pytest
+
+from deepdock.envs import build as build_mod
+from deepdock.envs import engine
+from deepdock.envs.build import build_env, code_tree_hash, env_tag, plan_env
+from deepdock.errors import BuildError, PayloadTooLargeError
+from deepdock.specs.env import EnvSpec
+
+
+class FakeImage:
+    def __init__(self, ref: str) -> None:
+        self.id = "sha256:" + ref.encode().hex()[:64]
+
+
+class FakeImages:
+    def __init__(self, present: set[str]) -> None:
+        self.present = present
+
+    def get(self, ref: str) -> FakeImage:
+        if ref not in self.present:
+            raise docker.errors.ImageNotFound(ref)
+        return FakeImage(ref)
+
+
+class FakeAPI:
+    def build(self, **_kw):
+        raise AssertionError("the builder must not be called for an existing tag")
+
+
+class FakeClient:
+    def __init__(self, present: set[str]) -> None:
+        self.images = FakeImages(present)
+        self.api = FakeAPI()
+
+
+def test_existing_tag_returns_fast_without_building():
+    spec = EnvSpec(pip=["six"])
+    tag = env_tag(spec)  # locks once (runs pip)
+    started = time.monotonic()
+    result = build_env(spec, docker_client=FakeClient({tag}))
+    assert time.monotonic() - started < 1.0
+    assert result.cached and result.tag == tag == result.env_tag
+
+
+def test_tag_is_content_addressed():
+    a = plan_env(EnvSpec(pip=["six"]))
+    assert a.tag == plan_env(EnvSpec(name="other-name", pip=["six"])).tag
+    assert a.tag != plan_env(EnvSpec(pip=["six"], env={"A": "1"})).tag
+    assert a.tag.startswith("deepdock/env:") and len(a.tag.split(":")[1]) == build_mod.TAG_HASH_CHARS
+
+
+def test_code_hash_ignores_mtime_and_caches(tmp_path):
+    (tmp_path / "main.py").write_text("print(1)\n")
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "main.cpython-311.pyc").write_bytes(b"x")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref")
+    h1 = code_tree_hash(tmp_path)
+    os.utime(tmp_path / "main.py", (1, 1))
+    (tmp_path / ".git" / "HEAD").write_text("other")
+    assert code_tree_hash(tmp_path) == h1
+    (tmp_path / "main.py").write_text("print(2)\n")
+    assert code_tree_hash(tmp_path) != h1
+    (tmp_path / "main.py").write_text("print(1)\n")
+    (tmp_path / "main.py").chmod(0o755)
+    assert code_tree_hash(tmp_path) != h1  # the executable bit is part of the code
+
+
+def test_code_context_holds_only_code(tmp_path):
+    import tarfile
+
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv" / "big").write_bytes(b"0" * 1000)
+    buf = build_mod._code_context(tmp_path, "FROM x\n", max_bytes=10_000)
+    names = tarfile.open(fileobj=buf).getnames()
+    assert names == ["Dockerfile", "code", "code/a.py"]
+    with pytest.raises(PayloadTooLargeError):
+        build_mod._code_context(tmp_path, "FROM x\n", max_bytes=3)
+
+
+def test_missing_code_dir_is_a_build_error(tmp_path):
+    with pytest.raises(BuildError, match="does not exist"):
+        code_tree_hash(tmp_path / "nope")
+
+
+def test_build_error_names_the_step_group():
+    class FailingAPI:
+        def build(self, **_kw):
+            yield {"stream": "Step 1/3 : FROM base\n"}
+            yield {"stream": "Step 2/3 : RUN pip install x\n"}
+            yield {"stream": "ERROR: No matching distribution\n"}
+            yield {"error": "The command returned a non-zero code: 1",
+                   "errorDetail": {"message": "The command returned a non-zero code: 1"}}
+
+    client = FakeClient(set())
+    client.api = FailingAPI()
+    with pytest.raises(BuildError) as exc:
+        engine.run_build(client, tag="t:1", groups=["base", "deps", "metadata"], path=".")
+    assert exc.value.step == "deps"
+    assert "step group 'deps'" in exc.value.message and "No matching distribution" in exc.value.output
