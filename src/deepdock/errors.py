@@ -118,3 +118,14 @@ ERRORS_BY_CODE: dict[str, type[DeepdockError]] = {
         LockError,
     )
 }
+
+
+def error_from_wire(code: str, message: str, details: Any = None) -> DeepdockError:
+    """Rebuild the server's error on the client side from its ``to_dict`` form."""
+    cls = ERRORS_BY_CODE.get(code, DeepdockError)
+    error = cls.__new__(cls)
+    DeepdockError.__init__(error, message, details=details)
+    if isinstance(error, BuildError):
+        error.step = (details or {}).get("step")
+        error.output = (details or {}).get("output", "")
+    return error

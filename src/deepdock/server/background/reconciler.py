@@ -6,20 +6,19 @@ makes one change per difference, so a server killed at any point resumes correct
 
 from __future__ import annotations
 
-import io
-import tarfile
 from collections import defaultdict
 from pathlib import Path
 
 from sqlalchemy import select
 
-from deepdock.compute.base import LABEL_JOB, LABEL_MANAGED, ComputeBackend, ContainerState
-from deepdock.errors import DeepdockError
+from deepdock.compute.base import DEFAULT_WORKDIR, LABEL_JOB, LABEL_MANAGED, ComputeBackend, ContainerState
+from deepdock.errors import DeepdockError, NotFoundError
 from deepdock.server.background.context import LoopContext, log
 from deepdock.server.background.workspace import ARTIFACTS_SUBDIR
 from deepdock.server.db.models import Attempt, Job, Node, Replica, now_s
 from deepdock.server.services import lifecycle
 from deepdock.server.services.attempts import OUTCOME_FAILED, OUTCOME_SUCCEEDED, finish_attempt
+from deepdock.server.services.engine_access import docker_client_for, export_dir
 from deepdock.server.services.nodes import NODE_UNREACHABLE
 
 EXIT_OOM = 137
@@ -172,13 +171,16 @@ def _complete_attempt(ctx: LoopContext, attempt_id: int, nodes: dict[str, Node])
             return
         replicas = [(r.node_name, r.container_id, r.rank, r.status) for r in attempt.replicas]
         job_id, number = attempt.job_id, attempt.number
+        job = session.get(Job, job_id)
+        workdir = ((job.spec if job else None) or {}).get("workdir") or DEFAULT_WORKDIR
     for node_name, container_id, rank, status in replicas:
         if status != "EXITED" or container_id is None:
             continue
         backend = ctx.pool.get(nodes[node_name])
         try:
             ctx.followers.finish(backend, container_id, ctx.logs.path(job_id, number, rank))
-            _export_artifacts(backend, container_id, ctx.artifacts_root / job_id / f"attempt-{number}" / f"rank-{rank}")
+            dest = ctx.artifacts_root / job_id / f"attempt-{number}" / f"rank-{rank}"
+            _export_artifacts(nodes[node_name], backend, container_id, workdir, dest)
             backend.remove(container_id)
         except DeepdockError as exc:
             log.warning("collecting %s failed: %s", container_id[:12], exc.message)
@@ -192,26 +194,16 @@ def _complete_attempt(ctx: LoopContext, attempt_id: int, nodes: dict[str, Node])
     ctx.wake_scheduler.set()
 
 
-def _export_artifacts(backend: ComputeBackend, container_id: str, dest: Path) -> None:
-    get_archive = getattr(backend, "get_archive", None)
-    if get_archive is None:
+def _export_artifacts(node: Node, backend: ComputeBackend, container_id: str, workdir: str, dest: Path) -> None:
+    client = docker_client_for(node, backend)
+    if client is None:
         return
-    from deepdock.compute.base import DEFAULT_WORKDIR
-
     try:
-        data: bytes = get_archive(container_id, f"{DEFAULT_WORKDIR}/{ARTIFACTS_SUBDIR}")
-    except DeepdockError:
-        return  # no artifacts folder: nothing to keep
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-        members = []
-        for m in tar.getmembers():
-            parts = Path(m.name).parts[1:]  # drop the leading 'artifacts/'
-            if not parts or m.issym() or m.islnk() or ".." in parts:
-                continue
-            m.name = str(Path(*parts))
-            members.append(m)
-        tar.extractall(dest, members=members, filter="data")
+        export_dir(client, container_id, f"{workdir.rstrip('/')}/{ARTIFACTS_SUBDIR}", dest)
+    except NotFoundError:
+        pass  # the job removed its artifacts folder: nothing to keep
+    finally:
+        client.close()
 
 
 def _clean_strays(ctx: LoopContext, observed: dict[str, dict[str, ContainerState]], nodes: dict[str, Node]) -> None:

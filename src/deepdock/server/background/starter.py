@@ -19,6 +19,7 @@ from deepdock.server.db.models import Attempt, Job, Node, now_s
 from deepdock.server.services import lifecycle
 from deepdock.server.services.attempts import OUTCOME_FAILED, finish_attempt
 from deepdock.server.services.code import read_code
+from deepdock.server.services.engine_access import docker_client_for
 from deepdock.specs.env import EnvSpec
 
 LABEL_RANK = "deepdock.rank"
@@ -50,13 +51,13 @@ def _ensure_image(ctx: LoopContext, job: Job, node: Node) -> str:
         return job.image
     from deepdock.envs import build_env
 
-    backend = ctx.pool.get(node)
-    client = getattr(backend, "client", None)
+    client = docker_client_for(node, ctx.pool.get(node))
     if client is None:
-        raise ImageMissingError(f"node {node.name} cannot build environments (no docker client)")
-    env_spec = EnvSpec.model_validate(job.spec["environment"])
-    result = build_env(env_spec, docker_client=client, offline=True)
-    return result.tag
+        raise ImageMissingError(f"node {node.name} is not a Docker engine and cannot build environments")
+    try:
+        return build_env(EnvSpec.model_validate(job.spec["environment"]), docker_client=client, offline=True).tag
+    finally:
+        client.close()
 
 
 def start_attempt(ctx: LoopContext, attempt_id: int) -> None:

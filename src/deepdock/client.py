@@ -1,0 +1,168 @@
+"""Typed Python client of deepdock's REST API (the CLI is a thin layer over it).
+
+Errors come back as the same ``deepdock.errors`` classes the server raised, so callers catch
+``UnschedulableError`` or ``SpecError`` rather than parsing HTTP bodies.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from deepdock.config import read_config
+from deepdock.errors import DeepdockError, EngineUnreachableError, error_from_wire
+from deepdock.settings import Settings, get_settings
+from deepdock.specs.job import JobSpec
+
+API = "/api/v1"
+REQUEST_TIMEOUT_S = 30.0
+# Never packaged with the user's code: they are large, local, or secret-bearing by convention.
+CODE_EXCLUDES = {".git", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", "node_modules"}
+
+
+class ServerUnreachableError(EngineUnreachableError):
+    code = "server_unreachable"
+
+
+def package_code(root: Path) -> bytes:
+    """A deterministic tar.gz of ``root`` (sorted, fixed mtimes) so unchanged code has the same hash."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if d not in CODE_EXCLUDES)
+            for name in sorted(filenames):
+                if name.endswith(".pyc"):
+                    continue
+                path = Path(dirpath) / name
+                info = tar.gettarinfo(str(path), arcname=str(path.relative_to(root)))
+                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+                if info.isfile():
+                    with path.open("rb") as f:
+                        tar.addfile(info, f)
+    return buf.getvalue()
+
+
+class Client:
+    def __init__(self, url: str | None = None, token: str | None = None, *, settings: Settings | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        settings = settings or get_settings()
+        config = read_config(settings)
+        self.url = url or settings.server_url or config.get("url") or settings.url
+        self.token = token or settings.token or config.get("token", "")
+        self._http = httpx.Client(base_url=self.url, timeout=REQUEST_TIMEOUT_S, transport=transport,
+                                  headers={"Authorization": f"Bearer {self.token}"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ----------------------------------------------------------------------------------------
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, API + path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServerUnreachableError(f"deepdock server at {self.url} did not answer ({exc}); "
+                                         "start it with `deepdock server`") from None
+        _raise_for_error(response)
+        return response
+
+    # -- jobs --------------------------------------------------------------------------------------------
+    def upload_code(self, root: Path) -> str:
+        data = package_code(root)
+        return str(self._request("POST", "/code", content=data,
+                                 headers={"Content-Type": "application/gzip"}).json()["sha256"])
+
+    def submit(self, spec: JobSpec, code_sha256: str | None = None) -> dict[str, Any]:
+        body = {"spec": spec.model_dump(mode="json"), "code_sha256": code_sha256}
+        return self._request("POST", "/jobs", json=body).json()  # type: ignore[no-any-return]
+
+    def run(self, spec: JobSpec) -> dict[str, Any]:
+        """Upload the spec's code folder (if any) and submit."""
+        sha = self.upload_code(Path(spec.code)) if spec.code else None
+        return self.submit(spec, sha)
+
+    def jobs(self, *, status: list[str] | None = None, project: str | None = None, name: str | None = None,
+             limit: int = 100) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        if project:
+            params["project"] = project
+        if name:
+            params["name"] = name
+        return self._request("GET", "/jobs", params=params).json()  # type: ignore[no-any-return]
+
+    def job(self, ref: str) -> dict[str, Any]:
+        return self._request("GET", f"/jobs/{ref}").json()  # type: ignore[no-any-return]
+
+    def status(self, ref: str) -> dict[str, Any]:
+        return self._request("GET", f"/jobs/{ref}/status").json()  # type: ignore[no-any-return]
+
+    def stop(self, ref: str) -> dict[str, Any]:
+        return self._request("POST", f"/jobs/{ref}/stop").json()  # type: ignore[no-any-return]
+
+    def logs(self, ref: str, *, follow: bool = False, attempt: int | None = None, rank: int = 0) -> Iterator[bytes]:
+        params: dict[str, Any] = {"follow": follow, "rank": rank}
+        if attempt is not None:
+            params["attempt"] = attempt
+        try:
+            with self._http.stream("GET", f"{API}/jobs/{ref}/logs", params=params, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for_error(response)
+                yield from response.iter_bytes()
+        except httpx.TransportError as exc:
+            raise ServerUnreachableError(f"deepdock server at {self.url} did not answer ({exc})") from None
+
+    # -- nodes -------------------------------------------------------------------------------------------
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/nodes").json()  # type: ignore[no-any-return]
+
+    def add_node(self, name: str, engine_url: str, *, tls_ca: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        body = {"name": name, "engine_url": engine_url, "tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key,
+                "labels": labels or {}}
+        return self._request("POST", "/nodes", json=body).json()  # type: ignore[no-any-return]
+
+    def set_node_status(self, name: str, status: str) -> dict[str, Any]:
+        return self._request("PATCH", f"/nodes/{name}", json={"status": status}).json()  # type: ignore[no-any-return]
+
+    def remove_node(self, name: str, *, force: bool = False) -> None:
+        self._request("DELETE", f"/nodes/{name}", params={"force": force})
+
+    # -- tenancy -----------------------------------------------------------------------------------------
+    def me(self) -> dict[str, Any]:
+        return self._request("GET", "/me").json()  # type: ignore[no-any-return]
+
+    def create_user(self, name: str, *, projects: list[str], is_admin: bool = False) -> dict[str, Any]:
+        body = {"name": name, "projects": projects, "is_admin": is_admin}
+        return self._request("POST", "/users", json=body).json()  # type: ignore[no-any-return]
+
+    def projects(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/projects").json()  # type: ignore[no-any-return]
+
+    def set_quota(self, project: str, *, cpus: float | None, memory: int | None, gpus: float | None) -> dict[str, Any]:
+        body = {"cpus": cpus, "memory": memory, "gpus": gpus}
+        return self._request("PUT", f"/projects/{project}/quota", json=body).json()  # type: ignore[no-any-return]
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json()["error"]
+        code, message, details = error.get("code", ""), error["message"], error.get("details")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise DeepdockError(f"HTTP {response.status_code}: {response.text[:500]}") from None
+    raise error_from_wire(code, message, details)

@@ -1,0 +1,57 @@
+"""Docker-only abilities the server needs beyond the ComputeBackend protocol: building environments on
+a node and copying a container's artifacts out. Both need the engine's full API, so they take a docker
+SDK client made from the node's own connection settings (and nodes of other backends skip them)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from deepdock.compute.base import ComputeBackend
+from deepdock.errors import DeepdockError, NotFoundError
+from deepdock.server.db.models import Node
+
+ARCHIVE_TIMEOUT_S = 120
+
+
+def docker_client_for(node: Node, backend: ComputeBackend) -> Any | None:
+    """A docker SDK client for ``node``, or None when the node's backend is not a Docker engine."""
+    from deepdock.compute.docker import DockerBackend
+
+    if not isinstance(backend, DockerBackend):
+        return None
+    import docker
+
+    tls: Any = False
+    if node.tls_ca or node.tls_cert:
+        cert = (node.tls_cert, node.tls_key) if node.tls_cert and node.tls_key else None
+        tls = docker.tls.TLSConfig(client_cert=cert, ca_cert=node.tls_ca, verify=node.tls_ca or True)
+    return docker.DockerClient(base_url=backend.engine_url, tls=tls, timeout=ARCHIVE_TIMEOUT_S)
+
+
+def export_dir(client: Any, container_id: str, path: str, dest: Path) -> int:
+    """Copy folder ``path`` out of a (stopped) container into ``dest``; returns the number of files."""
+    import docker.errors
+
+    try:
+        stream, _ = client.api.get_archive(container_id, path)
+        data = b"".join(stream)
+    except docker.errors.NotFound:
+        raise NotFoundError(f"{path} not found in container {container_id[:12]}") from None
+    except docker.errors.APIError as exc:
+        raise DeepdockError(f"copying {path} out of {container_id[:12]} failed: {exc.explanation}") from None
+    dest.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
+        members = []
+        for member in tar.getmembers():
+            parts = Path(member.name).parts[1:]  # drop the folder's own name
+            if not parts or not (member.isfile() or member.isdir()):
+                continue
+            member.name = str(Path(*parts))
+            members.append(member)
+            count += member.isfile()
+        tar.extractall(dest, members=members, filter="data")
+    return count
