@@ -69,9 +69,7 @@ def busybox_rootfs_tar() -> bytes:
         for applet in applets:
             if applet != "busybox":
                 _add(tar, f"bin/{applet}", type=tarfile.SYMTYPE, linkname="busybox", mode=0o777)
-        passwd = (
-            f"root:x:0:0:root:/root:/bin/sh\n{TEST_USER}:x:{TEST_UID}:{TEST_UID}::/home/{TEST_USER}:/bin/sh\n"
-        )
+        passwd = f"root:x:0:0:root:/root:/bin/sh\n{TEST_USER}:x:{TEST_UID}:{TEST_UID}::/home/{TEST_USER}:/bin/sh\n"
         _add(tar, "etc/passwd", data=passwd.encode())
         _add(tar, "etc/group", data=f"root:x:0:\n{TEST_USER}:x:{TEST_UID}:\n".encode())
     return out.getvalue()

@@ -50,9 +50,7 @@ class DockerHarness(ContractHarness):
         return self.backend.run(self.spec(["sleep", "300"], **overrides))
 
     def run_ignoring_sigterm(self) -> str:
-        cid = self.backend.run(
-            self.spec(["sh", "-c", "trap '' TERM; echo ready; while true; do sleep 1; done"])
-        )
+        cid = self.backend.run(self.spec(["sh", "-c", "trap '' TERM; echo ready; while true; do sleep 1; done"]))
         # Stop only once the trap is in place, or SIGTERM could land before it.
         wait_for(lambda: b"ready" in b"".join(self.backend.logs(cid)))
         return cid
@@ -134,9 +132,7 @@ def test_limits_and_hardening_in_docker_inspect(harness, docker_client, tmp_path
     assert "dataset" in out and "wrote" in out and "ro" in out.split()
 
 
-def test_user_defaults_to_the_images_non_root_user(
-    backend, busybox_image, busybox_user_image, labelled_cleanup
-):
+def test_user_defaults_to_the_images_non_root_user(backend, busybox_image, busybox_user_image, labelled_cleanup):
     h = DockerHarness(backend, busybox_user_image, labelled_cleanup)
     as_image_user = backend.run(h.spec(["id", "-u"]))
     assert _output(backend, as_image_user).strip() == str(APP_UID)
@@ -218,9 +214,7 @@ def test_gpu_request_is_made_and_a_failed_start_leaves_nothing(harness):
 
 
 def test_user_defined_network(harness, docker_client):
-    net = docker_client.networks.create(
-        f"deepdock-test-{harness.labels['deepdock.test']}", labels=harness.labels
-    )
+    net = docker_client.networks.create(f"deepdock-test-{harness.labels['deepdock.test']}", labels=harness.labels)
     cid = harness.backend.run(harness.spec(["sleep", "60"], network=net.name, hostname="worker-0"))
     info = docker_client.api.inspect_container(cid)
     assert info["HostConfig"]["NetworkMode"] == net.name

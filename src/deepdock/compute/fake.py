@@ -162,11 +162,7 @@ class FakeBackend(ComputeBackend, StatsSource):
     def list_containers(self, labels: dict[str, str]) -> list[ContainerState]:
         with self._cond:
             self._check("list_containers")
-            found = [
-                c
-                for c in self._containers.values()
-                if all(c.spec.labels.get(k) == v for k, v in labels.items())
-            ]
+            found = [c for c in self._containers.values() if all(c.spec.labels.get(k) == v for k, v in labels.items())]
             return [c.state() for c in sorted(found, key=lambda c: c.created_at)]
 
     def logs(
@@ -285,9 +281,7 @@ class FakeBackend(ComputeBackend, StatsSource):
         """The code archive's regular files as extracted into the workdir: path -> content."""
         with self._cond:
             container = self._get(container_id)
-            return {
-                f"{container.spec.workdir.rstrip('/')}/{name}": data for name, data in container.files.items()
-            }
+            return {f"{container.spec.workdir.rstrip('/')}/{name}": data for name, data in container.files.items()}
 
     def spec_of(self, container_id: str) -> ContainerSpec:
         """The spec a container was created from (what the server asked for)."""
@@ -327,9 +321,7 @@ class FakeBackend(ComputeBackend, StatsSource):
         if self._find(spec.name) is not None:
             raise ConflictError(f"container name {spec.name!r} is already in use on {self.engine_url}")
         if spec.image not in self._images:
-            raise ImageMissingError(
-                f"image {spec.image} is not present on {self.engine_url}", details={"image": spec.image}
-            )
+            raise ImageMissingError(f"image {spec.image} is not present on {self.engine_url}", details={"image": spec.image})
         if spec.memory < MIN_MEMORY_BYTES:
             raise EngineError("Minimum memory limit allowed is 6MB")
         if not 0 < spec.cpus <= self._capacity.cpus:
@@ -358,17 +350,13 @@ class FakeBackend(ComputeBackend, StatsSource):
         container.finished_at = self.clock() if finished_at is None else finished_at
         self._cond.notify_all()
 
-    def _iter_logs(
-        self, container: _Container, since: float | None, follow: bool, timestamps: bool
-    ) -> Iterator[bytes]:
+    def _iter_logs(self, container: _Container, since: float | None, follow: bool, timestamps: bool) -> Iterator[bytes]:
         position = 0
         while True:
             with self._cond:
                 chunks = container.logs[position:]
                 position = len(container.logs)
-                done = (
-                    not follow or container.status != STATUS_RUNNING or container.id not in self._containers
-                )
+                done = not follow or container.status != STATUS_RUNNING or container.id not in self._containers
                 if not chunks and not done:
                     self._cond.wait(FOLLOW_POLL_S)
                     continue

@@ -112,9 +112,7 @@ class DockerBackend(ComputeBackend, StatsSource):
                 client_cert=client_cert, ca_cert=tls.ca, verify=(tls.ca or True) if tls.verify else False
             )
         with engine_errors(self.engine_url, "connect"):
-            self._api = docker.APIClient(
-                base_url=self.engine_url, version=API_VERSION, timeout=timeout_s, tls=tls_config
-            )
+            self._api = docker.APIClient(base_url=self.engine_url, version=API_VERSION, timeout=timeout_s, tls=tls_config)
         self._capacity_lock = threading.Lock()
         self._capacity: tuple[float, NodeCapacity] | None = None
 
@@ -306,8 +304,7 @@ class DockerBackend(ComputeBackend, StatsSource):
 
     def _image_missing(self, ref: str) -> ImageMissingError:
         return ImageMissingError(
-            f"image {ref} is not present on engine {self.engine_url} "
-            "(deepdock never pulls: build or load it there)",
+            f"image {ref} is not present on engine {self.engine_url} (deepdock never pulls: build or load it there)",
             details={"image": ref, "engine": self.engine_url},
         )
 
@@ -358,17 +355,14 @@ class DockerBackend(ComputeBackend, StatsSource):
             image = choose_probe_image(tags)
         if image is None:
             log.warning(
-                "engine %s has the nvidia runtime but no glibc image to probe GPUs with "
-                "(set a probe image); reporting 0 GPUs",
+                "engine %s has the nvidia runtime but no glibc image to probe GPUs with (set a probe image); reporting 0 GPUs",
                 self.engine_url,
             )
             return []
         try:
             return parse_nvidia_smi(self._run_probe(image))
         except (EngineError, ValueError) as exc:
-            log.warning(
-                "GPU probe on %s with image %s failed: %s; reporting 0 GPUs", self.engine_url, image, exc
-            )
+            log.warning("GPU probe on %s with image %s failed: %s; reporting 0 GPUs", self.engine_url, image, exc)
             return []
 
     def _run_probe(self, image: str) -> str:
@@ -408,6 +402,12 @@ def _state_from_inspect(data: dict[str, Any]) -> ContainerState:
     config = data.get("Config") or {}
     status = str(state.get("Status", ""))
     finished = status in FINISHED_STATUSES
+    started_at = parse_docker_time(state.get("StartedAt"))
+    finished_at = parse_docker_time(state.get("FinishedAt")) if finished else None
+    if started_at is not None and finished_at is not None and finished_at < started_at:
+        # Docker stamps StartedAt when its start call returns; a process that exits at once can be
+        # stamped finished a few milliseconds earlier. Runtimes must never come out negative.
+        finished_at = started_at
     return ContainerState(
         id=str(data["Id"]),
         name=str(data.get("Name", "")).lstrip("/"),
@@ -415,8 +415,8 @@ def _state_from_inspect(data: dict[str, Any]) -> ContainerState:
         # Docker reports 0 while running; only a finished container has an exit code.
         exit_code=int(state.get("ExitCode", 0)) if finished else None,
         oom_killed=bool(state.get("OOMKilled", False)),
-        started_at=parse_docker_time(state.get("StartedAt")),
-        finished_at=parse_docker_time(state.get("FinishedAt")) if finished else None,
+        started_at=started_at,
+        finished_at=finished_at,
         labels=dict(config.get("Labels") or {}),
         error=str(state.get("Error", "")),
         image=str(config.get("Image", "")),
@@ -427,9 +427,7 @@ def _state_from_inspect(data: dict[str, Any]) -> ContainerState:
 def _stats_from_sample(data: dict[str, Any]) -> ContainerStats:
     cpu = data.get("cpu_stats") or {}
     pre = data.get("precpu_stats") or {}
-    cpu_delta = (cpu.get("cpu_usage", {}).get("total_usage", 0)) - (
-        pre.get("cpu_usage", {}).get("total_usage", 0)
-    )
+    cpu_delta = (cpu.get("cpu_usage", {}).get("total_usage", 0)) - (pre.get("cpu_usage", {}).get("total_usage", 0))
     system_delta = cpu.get("system_cpu_usage", 0) - pre.get("system_cpu_usage", 0)
     online = cpu.get("online_cpus") or len(cpu.get("cpu_usage", {}).get("percpu_usage") or []) or 1
     cpu_percent = cpu_delta / system_delta * online * 100.0 if system_delta > 0 and cpu_delta > 0 else 0.0

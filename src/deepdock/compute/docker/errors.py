@@ -23,9 +23,7 @@ _UNREACHABLE = (
 
 
 def unreachable(engine_url: str, exc: BaseException) -> EngineUnreachableError:
-    return EngineUnreachableError(
-        f"container engine {engine_url} is unreachable: {exc}", details={"engine": engine_url}
-    )
+    return EngineUnreachableError(f"container engine {engine_url} is unreachable: {exc}", details={"engine": engine_url})
 
 
 def engine_message(exc: docker.errors.APIError) -> str:

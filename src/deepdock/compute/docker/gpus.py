@@ -69,6 +69,4 @@ def gpu_device_request(indices: list[int] | None, with_utility: bool = False) ->
     capabilities = ["gpu", "utility"] if with_utility else ["gpu"]
     if indices is None:
         return DeviceRequest(driver=NVIDIA_DRIVER, count=-1, capabilities=[capabilities])
-    return DeviceRequest(
-        driver=NVIDIA_DRIVER, device_ids=[str(i) for i in indices], capabilities=[capabilities]
-    )
+    return DeviceRequest(driver=NVIDIA_DRIVER, device_ids=[str(i) for i in indices], capabilities=[capabilities])
