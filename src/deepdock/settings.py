@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     stop_grace_s: float = 30.0
     max_code_bytes: int = 64 * 1024 * 1024
     scheduler_policy: str = "default"
+    # Put on every container the server creates, beside its own deepdock.* labels (for example a cost
+    # centre; the integration tests use it to find and clean up what they made). JSON in the env var.
+    container_labels: dict[str, str] = Field(default_factory=dict)
 
     @property
     def db_url(self) -> str:

@@ -31,12 +31,13 @@ def _register() -> None:
         sim_cli = None
     if sim_cli is not None:
         sim_cli.register(app)
-    try:
-        from deepdock.cli import jobs as jobs_cli
-    except ImportError:
-        jobs_cli = None
-    if jobs_cli is not None:
-        jobs_cli.register(app)
+    from deepdock.cli import jobs as jobs_cli
+
+    jobs_cli.register(app)
 
 
 _register()
+
+
+if __name__ == "__main__":
+    app()

@@ -115,6 +115,7 @@ def _start_attempt(ctx: LoopContext, attempt_id: int) -> None:
             command=list(spec["command"]),
             env=_job_env(job, attempt, replica.rank, workdir),
             labels={
+                **ctx.settings.container_labels,
                 LABEL_MANAGED: "true",
                 LABEL_JOB: job.id,
                 LABEL_ATTEMPT: str(attempt.number),

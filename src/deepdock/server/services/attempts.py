@@ -44,17 +44,18 @@ def finish_attempt(session: Session, job: Job, attempt: Attempt, outcome: str, r
     job.attained_service = (job.attained_service or 0.0) + attained_service(job, attempt, end)
     stop = job.stop_requested
     job.stop_requested = None
-    if outcome == OUTCOME_SUCCEEDED:
-        lifecycle.transition(session, job, lifecycle.SUCCEEDED, reason, attempt=attempt.number)
-    elif outcome == OUTCOME_STOPPED or stop == "user":
+    # A requested stop decides the outcome whatever the exit code: a job that catches SIGTERM and
+    # exits 0 after checkpointing was still stopped (or preempted), not finished.
+    if outcome == OUTCOME_STOPPED or stop == "user":
         lifecycle.transition(session, job, lifecycle.STOPPED, reason or "stopped by user", attempt=attempt.number)
     elif outcome == OUTCOME_PREEMPTED or stop == "preempted":
         lifecycle.transition(session, job, lifecycle.QUEUED, f"preempted: {reason}", attempt=attempt.number)
-        job.submitted_at = job.submitted_at  # keeps its place in line: queue order uses the first submit
     elif stop == "runtime":
         lifecycle.transition(
             session, job, lifecycle.FAILED, f"{lifecycle.REASON_RUNTIME_EXCEEDED}: {reason}", attempt=attempt.number
         )
+    elif outcome == OUTCOME_SUCCEEDED:
+        lifecycle.transition(session, job, lifecycle.SUCCEEDED, reason, attempt=attempt.number)
     else:
         retry_on = set((job.spec.get("retry") or {}).get("on") or [])
         if RETRY_CLASS.get(code) in retry_on and job.retries_left > 0:
