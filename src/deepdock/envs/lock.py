@@ -6,6 +6,12 @@ not matter. The result is a :class:`Lock` (name==version + sha256 of each wheel,
 framework group and the deps group) and a wheelhouse directory holding exactly those wheels. The image
 then installs with ``--no-index`` from the wheelhouse: builds are reproducible and work air-gapped.
 
+Indexes: the host's pip configuration comes first. The framework's own index (PyTorch's, from
+``settings.pytorch_index_url``) is a fallback only: it is added, and said so in the progress output,
+only when the host's configuration cannot provide the framework's requirements. An unreachable
+index is never contacted when it is not needed, and whether the index was configured does not change
+the lock (the lock records wheels, not where they came from).
+
 Caches (under ``settings.cache_dir``):
   locks/<inputs-hash>.json   the lock for one set of inputs: an unchanged spec never re-runs pip
   wheelhouse/<lock-hash>/    the wheels of one lock: {framework,deps}/*.whl
@@ -39,6 +45,8 @@ _NO_MATCH_RE = re.compile(r"No matching distribution found for (\S+)")
 _NO_VERSION_RE = re.compile(r"Could not find a version that satisfies the requirement (\S+)")
 
 Progress = Callable[[str], None]
+# One pip invocation: argv in, (exit status, combined output) out. Tests pass a fake.
+PipRunner = Callable[[list[str]], tuple[int, str]]
 
 
 class LockedWheel(BaseModel):
@@ -114,21 +122,32 @@ def user_requirements(spec: EnvSpec) -> list[str]:
 
 def inputs_hash(spec: EnvSpec, resolved: Resolved) -> str:
     """Everything that can change the resolution. The host's pip config is not in it: clear the cache
-    (``settings.cache_dir/locks``) after changing it, or pass a new index in the spec."""
+    (``settings.cache_dir/locks``) after changing it, or pass a new index in the spec. The framework's
+    fallback index is not in it either: it only supplies wheels the host lacks, pinned by hash."""
     payload = {
         "format": LOCK_FORMAT,
         "python": resolved.python,
         "platforms": resolved.platforms,
         "framework": resolved.framework_requirements,
         "requirements": user_requirements(spec),
-        "indexes": resolved.index_urls + list(spec.extra_index_urls),
+        "indexes": list(spec.extra_index_urls),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+def run_pip(cmd: list[str]) -> tuple[int, str]:
+    """The real pip runner: a subprocess with a time limit."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise LockError(f"pip download did not finish in {PIP_TIMEOUT_S} s", step="lock",
+                        output=str(exc.stdout or "")[-PIP_OUTPUT_TAIL_CHARS:]) from None
+    return proc.returncode, proc.stdout + proc.stderr
+
+
 def _pip_download(
     reqs: list[str], dest: Path, resolved: Resolved, indexes: list[str], *, no_deps: bool = False,
-    require_hashes_file: Path | None = None,
+    require_hashes_file: Path | None = None, runner: PipRunner = run_pip,
 ) -> None:
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--progress-bar", "off",
            "--only-binary=:all:", "--dest", str(dest), "--python-version", resolved.python,
@@ -142,18 +161,52 @@ def _pip_download(
     if require_hashes_file is not None:
         cmd += ["--require-hashes", "-r", str(require_hashes_file)]
     cmd += reqs
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
-        raise LockError(f"pip download did not finish in {PIP_TIMEOUT_S} s", step="lock",
-                        output=str(exc.stdout or "")[-PIP_OUTPUT_TAIL_CHARS:]) from None
-    if proc.returncode != 0:
-        output = (proc.stdout + proc.stderr)[-PIP_OUTPUT_TAIL_CHARS:]
+    returncode, output = runner(cmd)
+    if returncode != 0:
+        output = output[-PIP_OUTPUT_TAIL_CHARS:]
         missing = _NO_MATCH_RE.findall(output) or _NO_VERSION_RE.findall(output)
         what = f"no wheel of {missing[-1]} for python {resolved.python} linux x86_64" if missing else (
             "pip download failed")
         raise LockError(f"lock failed: {what}\n--- pip output (tail) ---\n{output}", step="lock",
                         output=output)
+
+
+def missing_requirements(output: str) -> list[str]:
+    """The requirements pip said it could not find, from its output."""
+    return _NO_MATCH_RE.findall(output) or _NO_VERSION_RE.findall(output)
+
+
+def should_try_fallback(error: LockError, fallback_indexes: list[str]) -> bool:
+    """Retry with the framework's index only when there is one and pip failed because something was
+    not found (not on a hash mismatch, a bad requirement or a timeout)."""
+    return bool(fallback_indexes) and bool(missing_requirements(error.output or ""))
+
+
+def download_with_fallback(
+    reqs: list[str], dest: Path, resolved: Resolved, indexes: list[str], fallback_indexes: list[str],
+    say: Progress, *, runner: PipRunner = run_pip, no_deps: bool = False,
+    require_hashes_file: Path | None = None,
+) -> list[str]:
+    """``pip download`` with the host's configuration (+ ``indexes``); if that cannot find a
+    requirement and ``fallback_indexes`` is not empty, again with them added. Returns the indexes that
+    worked."""
+    try:
+        _pip_download(reqs, dest, resolved, indexes, no_deps=no_deps, require_hashes_file=require_hashes_file,
+                      runner=runner)
+        return indexes
+    except LockError as exc:
+        if not should_try_fallback(exc, fallback_indexes):
+            raise
+        missing = missing_requirements(exc.output or "")[-1]
+        say(f"lock: {missing} not found with the host's pip configuration; "
+            f"retrying with {' '.join(fallback_indexes)}")
+    for leftover in dest.iterdir():  # partial downloads of the first try
+        if leftover.is_file():
+            leftover.unlink()
+    with_fallback = indexes + fallback_indexes
+    _pip_download(reqs, dest, resolved, with_fallback, no_deps=no_deps, require_hashes_file=require_hashes_file,
+                  runner=runner)
+    return with_fallback
 
 
 def _wheels_in(directory: Path) -> dict[str, Path]:
@@ -172,8 +225,9 @@ def _entries(paths: list[Path]) -> list[LockedWheel]:
 class LockStore:
     """The lock + wheelhouse cache under one directory (``settings.cache_dir`` by default)."""
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, *, pip_runner: PipRunner = run_pip) -> None:
         self.root = cache_dir
+        self.pip_runner = pip_runner
         self.locks_dir = cache_dir / "locks"
         self.wheelhouse_root = cache_dir / "wheelhouse"
 
@@ -233,19 +287,20 @@ class LockStore:
         if cached is not None and self.wheelhouse_complete(cached):
             return cached
         self.wheelhouse_root.mkdir(parents=True, exist_ok=True)
-        indexes = resolved.index_urls + list(spec.extra_index_urls)
+        indexes = list(spec.extra_index_urls)
+        fallback = [u for u in resolved.index_urls if u not in indexes]
         with tempfile.TemporaryDirectory(dir=self.wheelhouse_root, prefix=".pip-") as tmp:
             tmp_dir = Path(tmp)
             if cached is not None:
                 say("lock: cached, re-fetching its wheels by hash")
-                self._refetch(cached, tmp_dir, resolved, indexes)
+                self._refetch(cached, tmp_dir, resolved, indexes, fallback, say)
                 return cached
-            lock = self._resolve(spec, resolved, indexes, tmp_dir, say)
+            lock = self._resolve(spec, resolved, indexes, fallback, tmp_dir, say)
         self._save_lock(key, lock)
         return lock
 
-    def _resolve(self, spec: EnvSpec, resolved: Resolved, indexes: list[str], tmp: Path,
-                 say: Progress) -> Lock:
+    def _resolve(self, spec: EnvSpec, resolved: Resolved, indexes: list[str], fallback: list[str],
+                 tmp: Path, say: Progress) -> Lock:
         user = user_requirements(spec)
         all_reqs = resolved.framework_requirements + user
         framework_names: set[str] = set()
@@ -255,14 +310,17 @@ class LockStore:
             say(f"lock: resolving {' '.join(resolved.framework_requirements)}")
             fw_dir = tmp / "framework-only"
             fw_dir.mkdir()
-            _pip_download(resolved.framework_requirements, fw_dir, resolved, indexes)
+            # The host's configuration first; the framework's index only if the host lacks a wheel.
+            indexes = download_with_fallback(resolved.framework_requirements, fw_dir, resolved, indexes,
+                                             fallback, say, runner=self.pip_runner)
             framework_names = set(_wheels_in(fw_dir))
             shutil.rmtree(fw_dir)
         all_dir = tmp / "all"
         all_dir.mkdir()
         if all_reqs:
             say(f"lock: resolving {len(all_reqs)} requirement(s)")
-            _pip_download(all_reqs, all_dir, resolved, indexes)
+            # The indexes that resolved the framework (never the fallback when the host sufficed).
+            _pip_download(all_reqs, all_dir, resolved, indexes, runner=self.pip_runner)
         files = _wheels_in(all_dir)
         fw_paths = [p for n, p in files.items() if n in framework_names]
         dep_paths = [p for n, p in files.items() if n not in framework_names]
@@ -272,12 +330,14 @@ class LockStore:
         say(f"lock: {len(lock.framework)} framework + {len(lock.deps)} deps wheels, lock {lock.hash[:12]}")
         return lock
 
-    def _refetch(self, lock: Lock, tmp: Path, resolved: Resolved, indexes: list[str]) -> None:
+    def _refetch(self, lock: Lock, tmp: Path, resolved: Resolved, indexes: list[str], fallback: list[str],
+                 say: Progress) -> None:
         reqs_file = tmp / "requirements.txt"
         reqs_file.write_text("".join(f"{w.name}=={w.version} --hash=sha256:{w.sha256}\n"
                                      for _, w in lock.wheels()))
         dest = tmp / "all"
         dest.mkdir()
         if lock.wheels():
-            _pip_download([], dest, resolved, indexes, no_deps=True, require_hashes_file=reqs_file)
+            download_with_fallback([], dest, resolved, indexes, fallback, say, runner=self.pip_runner,
+                                   no_deps=True, require_hashes_file=reqs_file)
         self._install_wheelhouse(lock, _wheels_in(dest))
