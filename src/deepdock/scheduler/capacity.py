@@ -50,6 +50,7 @@ class Allocator:
         self._buckets: dict[str, list[dict[str, None]]] = {}
         self._shares: dict[str, list[dict[tuple[str, int], None]]] = {}
         self._share_slot: dict[tuple[str, int], tuple[str, int]] = {}
+        self._max_cache: dict[str, int] = {}
         node_list = [n for n in nodes if n.schedulable]
         self.max_gpus_per_node = max((len(n.gpus) for n in node_list), default=0)
         for node in node_list:
@@ -65,6 +66,7 @@ class Allocator:
         return b
 
     def _reindex(self, nv: NodeView) -> None:
+        self._max_cache.clear()
         wanted: dict[str, int] = {_ANY: 0}
         for t, f in zip(nv.gpu_types, nv.gpu_free, strict=True):
             wanted.setdefault(t, 0)
@@ -100,13 +102,21 @@ class Allocator:
     # ---- queries -----------------------------------------------------------------------------
     def max_whole_free(self, gpu_type: str | None) -> int:
         """The most whole GPUs free on one node (of the type, if given)."""
-        bucket = self._buckets.get(gpu_type or _ANY)
-        if not bucket:
-            return 0
-        for count in range(len(bucket) - 1, 0, -1):
-            if bucket[count]:
-                return count
-        return 0
+        key = gpu_type or _ANY
+        cached = self._max_cache.get(key)
+        if cached is not None:
+            return cached
+        bucket = self._buckets.get(key)
+        best = 0
+        for count in range(len(bucket) - 1 if bucket else 0, 0, -1):
+            if bucket and bucket[count]:
+                best = count
+                break
+        self._max_cache[key] = best
+        return best
+
+    def no_gpu_free(self) -> bool:
+        return not self._share_slot and self.max_whole_free(None) == 0
 
     def _nodes_with_at_least(self, whole: int, gpu_type: str | None) -> Iterator[NodeView]:
         bucket = self._buckets.get(gpu_type or _ANY)

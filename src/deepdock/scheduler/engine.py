@@ -57,7 +57,22 @@ class CycleContext:
     def __init__(self, state: ClusterState, now: float) -> None:
         self.state = state
         self.now = now
-        self.shares = FairShare(state)
+        self._shares: FairShare | None = None
+
+    @property
+    def shares(self) -> FairShare:
+        # Built on first use: policies that ignore fair share do not pay for it.
+        if self._shares is None:
+            self._shares = FairShare(self.state)
+        return self._shares
+
+    def charge(self, job: JobRequest) -> None:
+        if self._shares is not None:
+            self._shares.charge_job(job)
+
+    def discharge(self, rj: RunningJob) -> None:
+        if self._shares is not None:
+            self._shares.discharge(rj)
 
 
 class QueuePolicy:
@@ -68,6 +83,9 @@ class QueuePolicy:
     preemptive = False
     reservations = False  # the best-ranked blocked job earmarks nodes (anti-starvation for gangs)
     clairvoyant = False   # needs runtime estimates to rank (the simulator gives them only to these)
+    # A later-ranked job may preempt only a subset of what an earlier-ranked one may (without quotas);
+    # lets a cycle skip preemption searches that an earlier, smaller job already failed.
+    preempt_monotone = True
 
     def rank(self, job: JobRequest, ctx: CycleContext) -> Rank:
         return (job.submit_time,)
@@ -102,6 +120,11 @@ class Cycle:
         self.held: set[str] = set()        # nodes claimed by a preemptor this cycle
         self.victims_taken: set[str] = set()
         self.reservation: Reservation | None = None
+        # Shapes that failed to place / to preempt in this cycle. Capacity only shrinks and blocked sets
+        # only grow during a cycle, so a job at least as large as a failed one fails too.
+        self.failed_place: list[tuple[JobRequest, bool]] = []
+        self.failed_preempt: list[JobRequest] = []
+        self.failed_shape: dict[tuple[object, ...], bool] = {}  # exact-shape cache of failed_place
 
     # ---- the cycle ---------------------------------------------------------------------------
     def run(self, explain: bool) -> list[Decision]:
@@ -111,22 +134,33 @@ class Cycle:
         head_blocked = False
         can_preempt = policy.preemptive or bool(self.state.quotas)
         for job in self.ranked:
+            if not explain and not can_preempt and job.resources.gpus > 0 and alloc.no_gpu_free():
+                continue  # saturated: no GPU job can start and nobody needs telling why
             if head_blocked:
+                if not explain:
+                    break
                 notes.append(WaitNote(job, "blocked"))
                 continue
             blocked = self._blocked_for(job)
-            placed = alloc.place(job.resources, job.replicas, job.gpu_type, job.spread, blocked)
+            reserved = blocked is not self.held
+            placed = None
+            if not self._place_known_to_fail(job, reserved):
+                placed = alloc.place(job.resources, job.replicas, job.gpu_type, job.spread, blocked)
+                if placed is None:
+                    self.failed_place.append((job, reserved))
+                    self.failed_shape[_shape(job)] = reserved
             if placed is not None:
                 out.append(Place(job.id, placed))
-                self.ctx.shares.charge_job(job)
+                self.ctx.charge(job)
                 continue
-            if can_preempt and self.state.running:
+            if can_preempt and self.state.running and not self._preempt_known_to_fail(job):
                 decision = self._try_preempt(job, notes)
                 if decision is not None:
                     out.append(decision)
                     continue
                 if notes and notes[-1].job is job:  # waiting for stopping victims
                     continue
+                self.failed_preempt.append(job)
             note = WaitNote(job, "no_fit")
             if blocked and self._fits_without(job, blocked):
                 note.kind = "behind_reservation"
@@ -159,10 +193,26 @@ class Cycle:
         self.alloc.release(job.resources, placed)
         return True
 
+    def _place_known_to_fail(self, job: JobRequest, reserved: bool) -> bool:
+        key = _shape(job)
+        hit = self.failed_shape.get(key)
+        if hit is not None and (not hit or hit == reserved):
+            return True
+        for f, f_reserved in self.failed_place:
+            if (not f_reserved or f_reserved == reserved) and _covers(f, job):
+                self.failed_shape[key] = reserved
+                return True
+        return False
+
     # ---- preemption --------------------------------------------------------------------------
+    def _preempt_known_to_fail(self, job: JobRequest) -> bool:
+        if not self.policy.preempt_monotone or self.state.quotas:
+            return False
+        return any(_covers(f, job) for f in self.failed_preempt)
+
     def _candidates(self, job: JobRequest) -> list[RunningJob]:
-        policy, ctx, shares = self.policy, self.ctx, self.ctx.shares
-        reclaim = bool(shares.quotas) and shares.within_quota(job)
+        policy, ctx = self.policy, self.ctx
+        reclaim = bool(self.state.quotas) and ctx.shares.within_quota(job)
         stopping: list[RunningJob] = []
         chosen: list[RunningJob] = []
         for rj in self.state.running:
@@ -172,7 +222,7 @@ class Cycle:
                 stopping.append(rj)
             elif rj.preemptible and (
                 policy.may_preempt(job, rj, ctx)
-                or (reclaim and rj.project != job.project and shares.borrowing(rj.project))
+                or (reclaim and rj.project != job.project and ctx.shares.borrowing(rj.project))
             ):
                 chosen.append(rj)
         chosen.sort(key=_victim_cost)
@@ -215,8 +265,8 @@ class Cycle:
         for v in chosen:
             alloc.commit(v.resources, v.placements)
             self.victims_taken.add(v.id)
-            self.ctx.shares.discharge(v)
-        self.ctx.shares.charge_job(job)
+            self.ctx.discharge(v)
+        self.ctx.charge(job)
         self.held.update(p.node for p in placed)
         live = [v for v in chosen if not v.stopping]
         if not live:
@@ -267,6 +317,33 @@ class Cycle:
             if need <= 0:
                 return Reservation(job.id, frozenset(picked), shadow)
         return None
+
+
+def _shape(job: JobRequest) -> tuple[object, ...]:
+    r = job.resources
+    return (r.cpus, r.memory, r.gpus, job.replicas, job.gpu_type, job.spread)
+
+
+def _gpus_le(a: Resources, b: Resources) -> bool:
+    """Does failing to find ``a``'s GPUs imply failing to find ``b``'s?"""
+    if a.gpus <= 0:
+        return True
+    if a.gpu_share:
+        return b.gpus >= a.gpus
+    return b.gpus >= a.gpus and not b.gpu_share
+
+
+def _covers(failed: JobRequest, job: JobRequest) -> bool:
+    """Is ``job`` at least as hard to place as ``failed`` (same or stricter type, no smaller in any
+    resource, and at least as many replicas — one failed replica covers any gang)?"""
+    if failed is job:
+        return True
+    a, b = failed.resources, job.resources
+    if failed.gpu_type is not None and failed.gpu_type != job.gpu_type:
+        return False
+    if failed.replicas != 1 and (failed.replicas > job.replicas or a != b or failed.spread != job.spread):
+        return False
+    return a.cpus <= b.cpus and a.memory <= b.memory and _gpus_le(a, b)
 
 
 def _type_count(types: list[str], gpu_type: str | None) -> int:
