@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
@@ -100,9 +101,14 @@ def describe(ref: str, ctx: LoopContext = Depends(get_ctx), session: Session = D
 
 
 @router.get("/jobs/{ref}/status")
-def status(ref: str, session: Session = Depends(get_session), user: User = Depends(current_user)) -> dict[str, object]:
-    job = job_service.get_job(session, user, ref)
-    return {"id": job.id, "status": job.status, "status_reason": job.status_reason, "pending_reason": job.pending_reason}
+async def status(ref: str, ctx: LoopContext = Depends(get_ctx), user: User = Depends(current_user)) -> dict[str, object]:
+    """The cheap read that clients poll: one indexed row, no joins."""
+    return await run_in_threadpool(_status, ctx, user, ref)
+
+
+def _status(ctx: LoopContext, user: User, ref: str) -> dict[str, object]:
+    with ctx.db.session() as session:
+        return job_service.job_status(session, user, ref)
 
 
 @router.post("/jobs/{ref}/stop", response_model=JobOut)

@@ -99,6 +99,20 @@ def get_job(session: Session, user: User, ref: str) -> Job:
     return job
 
 
+def job_status(session: Session, user: User, ref: str) -> dict[str, object]:
+    """Status columns of one job by id, without loading the ORM object (the hot polling path)."""
+    row = session.execute(
+        select(Job.id, Job.status, Job.status_reason, Job.pending_reason, Job.project_id).where(Job.id == ref)
+    ).first()
+    if row is None:
+        job = get_job(session, user, ref)  # by name, or a proper 404
+        row = (job.id, job.status, job.status_reason, job.pending_reason, job.project_id)
+    visible = visible_project_ids(session, user)
+    if visible is not None and row[4] not in visible:
+        raise NotFoundError(f"no job {ref!r}")
+    return {"id": row[0], "status": row[1], "status_reason": row[2], "pending_reason": row[3]}
+
+
 def list_jobs(
     session: Session,
     user: User,

@@ -1,0 +1,113 @@
+"""Submit → RUNNING latency with the image present, 50 jobs, against `docker run` in the same run.
+
+    .venv/bin/python benchmarks/bench_submit.py [--jobs 50] [--image python:3.11-slim-bookworm]
+
+deepdock's latency is measured on the server's clock: the RUNNING event's time minus the submit time
+(validation, DB write, scheduling cycle, container create + code copy + start, DB update). The baseline
+is the docker SDK creating and starting the same container (same limits) directly, timed by the caller.
+Two shapes: one job at a time (each waits for the previous to run) and a burst of all jobs at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import docker
+
+from benchmarks._server import BenchServer, percentile
+from deepdock.client import Client
+from deepdock.settings import Settings
+from deepdock.specs.job import JobSpec
+
+BENCH_LABEL = "deepdock.bench"
+MEMORY = "32m"
+CPUS = 0.02
+
+
+def docker_run_baseline(client: docker.DockerClient, image: str, n: int, label: str) -> list[float]:
+    lat = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        client.containers.run(image, ["sleep", "120"], detach=True, labels={BENCH_LABEL: label}, network_mode="none",
+                              nano_cpus=int(CPUS * 1e9), mem_limit=MEMORY, memswap_limit=MEMORY, pids_limit=64)
+        lat.append(time.perf_counter() - t0)
+    return lat
+
+
+def deepdock_latencies(c: Client, image: str, n: int, burst: bool) -> list[float]:
+    spec = JobSpec.model_validate({"name": "bench", "image": image, "command": ["sleep", "120"],
+                                   "resources": {"cpus": CPUS, "memory": MEMORY, "pids": 64}})
+    ids = []
+    for _ in range(n):
+        ids.append(c.submit(spec)["id"])
+        if not burst:
+            _wait_running(c, ids[-1])
+    for job_id in ids:
+        _wait_running(c, job_id)
+    out = []
+    for job_id in ids:
+        d = c.job(job_id)
+        running = next(e["at"] for e in d["events"] if e["to_status"] == "RUNNING")
+        out.append(running - d["submitted_at"])
+        c.stop(job_id)
+    return out
+
+
+def _wait_running(c: Client, job_id: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = c.status(job_id)["status"]
+        if status == "RUNNING":
+            return
+        if status in ("FAILED", "STOPPED"):
+            raise RuntimeError(f"job {job_id} {status}: {c.job(job_id)['status_reason']}")
+        time.sleep(0.005)
+    raise RuntimeError(f"job {job_id} not RUNNING after {timeout_s}s")
+
+
+def summary(lat: list[float]) -> dict[str, float]:
+    return {"p50_s": percentile(lat, 50), "p99_s": percentile(lat, 99), "mean_s": sum(lat) / len(lat)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=50)
+    ap.add_argument("--image", default="python:3.11-slim-bookworm")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    run_label = uuid.uuid4().hex[:8]
+    engine = docker.from_env()
+    engine.images.get(args.image)  # the image must be present: that is the scenario measured
+    try:
+        baseline = docker_run_baseline(engine, args.image, args.jobs, run_label)
+        for c in engine.containers.list(all=True, filters={"label": f"{BENCH_LABEL}={run_label}"}):
+            c.remove(force=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            home = Path(tmp)
+            with BenchServer(home, DEEPDOCK_CONTAINER_LABELS=json.dumps({BENCH_LABEL: run_label}),
+                             DEEPDOCK_STOP_GRACE_S="1") as srv, Client(srv.url, srv.token, settings=Settings(home=home)) as c:
+                sequential = deepdock_latencies(c, args.image, args.jobs, burst=False)
+                time.sleep(3)  # let the stops drain
+                burst = deepdock_latencies(c, args.image, args.jobs, burst=True)
+    finally:
+        for c in engine.containers.list(all=True, filters={"label": f"{BENCH_LABEL}={run_label}"}):
+            c.remove(force=True)
+    result = {
+        "jobs": args.jobs,
+        "docker_run": summary(baseline),
+        "deepdock_one_at_a_time": summary(sequential),
+        "deepdock_burst": summary(burst),
+        "p50_ratio_vs_docker_run": percentile(sequential, 50) / percentile(baseline, 50),
+    }
+    print(json.dumps(result, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
