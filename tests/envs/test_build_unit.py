@@ -107,3 +107,47 @@ def test_build_error_names_the_step_group():
         engine.run_build(client, tag="t:1", groups=["base", "deps", "metadata"], path=".")
     assert exc.value.step == "deps"
     assert "step group 'deps'" in exc.value.message and "No matching distribution" in exc.value.output
+
+
+def _fake_pip_store(monkeypatch, tmp_path):
+    from deepdock.envs.lock import LockStore
+    from tests.envs.test_lock_fallback import FakePip
+
+    pip = FakePip(host_has_torch=True)
+    monkeypatch.setattr(build_mod, "_store", lambda: LockStore(tmp_path / "cache", pip_runner=pip))
+    return pip
+
+
+def test_tag_does_not_depend_on_an_unused_pytorch_index(monkeypatch, tmp_path):
+    from deepdock.settings import get_settings
+
+    pip = _fake_pip_store(monkeypatch, tmp_path)
+    spec = EnvSpec(framework={"name": "torch", "version": "2.13.0"}, accelerator="cpu", pip=["numpy"])
+    without = plan_env(spec).tag
+    monkeypatch.setenv("DEEPDOCK_PYTORCH_INDEX_URL", "https://pytorch.invalid/whl")
+    get_settings.cache_clear()
+    assert plan_env(spec).tag == without
+    assert not any(pip.used_index())
+
+
+def test_torch_headers_are_stripped_unless_cuda_devel(monkeypatch, tmp_path):
+    _fake_pip_store(monkeypatch, tmp_path)
+    cpu = plan_env(EnvSpec(framework={"name": "torch", "version": "2.13.0"}, accelerator="cpu"))
+    assert "site-packages/torch/include" in cpu.dockerfile and "torch/share/cmake" in cpu.dockerfile
+    assert "site-packages/torch/test" in cpu.dockerfile
+    devel = plan_env(EnvSpec(python="3.12", framework={"name": "torch", "version": "2.13.0"}, accelerator="12.8",
+                             cuda_devel=True))
+    assert "torch/include" not in devel.dockerfile
+
+
+def test_build_context_holds_no_wheels(monkeypatch, tmp_path):
+    import tarfile
+
+    _fake_pip_store(monkeypatch, tmp_path)
+    plan = plan_env(EnvSpec(framework={"name": "torch", "version": "2.13.0"}, accelerator="cpu", pip=["numpy"]))
+    with tarfile.open(fileobj=build_mod._env_context(plan)) as tar:
+        names = tar.getnames()
+        framework_pins = tar.extractfile("framework.lock").read().decode()
+    assert sorted(names) == ["Dockerfile", "deps.lock", "framework.lock", "lock.json"]
+    assert "torch==2.13.0+cpu --hash=sha256:" in framework_pins
+    assert build_mod.wheel_route(plan.lock, "framework") in plan.dockerfile

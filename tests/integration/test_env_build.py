@@ -180,3 +180,7 @@ def test_torch_cpu_env_imports_torch(docker_client, torch_env):
     groups = {g.name: g.size_bytes for g in layer_groups(docker_client, result.tag)}
     assert groups["framework"] > 500_000_000 > groups["deps"]  # torch in its own layer
     assert run(docker_client, result.tag, "sh", "-c", "find / -xdev -name 'torch-*.whl' | wc -l").strip() == "0"
+    # C++ headers, cmake files and C++ test binaries are not in the runtime image (no cuda_devel).
+    site = "/opt/venv/lib/python3.11/site-packages/torch"
+    assert run(docker_client, result.tag, "sh", "-c",
+               f"ls -d {site}/include {site}/share/cmake {site}/test 2>/dev/null | wc -l").strip() == "0"

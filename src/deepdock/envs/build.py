@@ -10,10 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import stat
 import tarfile
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from deepdock.envs import base as base_mod
-from deepdock.envs import engine
+from deepdock.envs import engine, wheelserver
 from deepdock.envs.compat import Resolved, resolve
 from deepdock.envs.dockerfile import (
+    WHEELS_ARG,
     DockerfilePlan,
+    group_lock_name,
     render_code_dockerfile,
     render_env_dockerfile,
     standard_labels,
@@ -43,6 +43,12 @@ ENV_HASH_LABEL = "deepdock.env.hash"
 CODE_EXCLUDE_DIRS = frozenset({".git", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache",
                                ".ruff_cache", "node_modules"})
 CODE_EXCLUDE_SUFFIXES = (".pyc", ".pyo")
+# Installed files a runtime image cannot use, removed in the same RUN as the install (so they never
+# reach a layer): C++ headers and cmake configs for building extensions (the runtime image has no
+# compiler) and the wheel's C++ unit-test executables (gtest binaries; ``torch.testing`` is kept).
+# All kept with ``cuda_devel: true``, whose image has a compiler.
+DEVEL_ONLY_PATHS: dict[str, list[str]] = {"torch": ["torch/include", "torch/share/cmake", "torch/test"]}
+ROUTE_HASH_CHARS = 16
 
 Progress = Callable[[str], None]
 
@@ -85,6 +91,8 @@ def plan_env(spec: EnvSpec, *, progress: Progress | None = None, store: LockStor
     plan = DockerfilePlan(
         base_image=resolved.base_image, python=resolved.python, apt=list(spec.apt),
         has_framework_wheels=bool(lock.framework), has_deps_wheels=bool(lock.deps), env=dict(spec.env),
+        framework_route=wheel_route(lock, "framework"), deps_route=wheel_route(lock, "deps"),
+        strip_paths=[] if spec.cuda_devel else DEVEL_ONLY_PATHS.get(resolved.framework, []),
         labels=standard_labels(lock.hash, resolved.base_image), base_needs_python=resolved.base_needs_python,
     )
     dockerfile = render_env_dockerfile(plan)
@@ -97,22 +105,26 @@ def env_tag(spec: EnvSpec) -> str:
     return plan_env(spec).tag
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)  # same filesystem: no copy of a 200 MB wheel
-    except OSError:
-        shutil.copy2(src, dst)
+def wheel_route(lock: Lock, group: str) -> str:
+    """The wheel server's URL path for one group: changes exactly when the group's pins change."""
+    digest = hashlib.sha256(lock.requirements_text(group).encode()).hexdigest()
+    return f"{group}-{digest[:ROUTE_HASH_CHARS]}"
 
 
-def _env_context(plan: EnvPlan, wheelhouse: Path, root: Path) -> Path:
-    ctx = Path(tempfile.mkdtemp(dir=root, prefix="ctx-"))
-    (ctx / "Dockerfile").write_text(plan.dockerfile)
-    (ctx / "lock.json").write_text(plan.lock.model_dump_json(indent=2) + "\n")
+def _env_context(plan: EnvPlan) -> io.BytesIO:
+    """The build context: the Dockerfile, the lock and each group's pins. No wheels (a few KB)."""
+    files = {"Dockerfile": plan.dockerfile, "lock.json": plan.lock.model_dump_json(indent=2) + "\n"}
     for group in ("framework", "deps"):
-        (ctx / "wheels" / group).mkdir(parents=True)
-    for group, wheel in plan.lock.wheels():
-        _link_or_copy(wheelhouse / group / wheel.filename, ctx / "wheels" / group / wheel.filename)
-    return ctx
+        files[group_lock_name(group)] = plan.lock.requirements_text(group)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    return buf
 
 
 def build_env(
@@ -142,19 +154,17 @@ def build_env(
     else:
         base_mod.ensure_base(client, plan.resolved, offline=offline, progress=say)
         store.lock(spec, plan.resolved, say, need_wheels=True)
-        contexts = store.root / "contexts"
-        contexts.mkdir(parents=True, exist_ok=True)
-        ctx = _env_context(plan, store.wheelhouse(plan.lock), contexts)
-        try:
+        house = store.wheelhouse(plan.lock)
+        routes = {wheel_route(plan.lock, g): house / g for g in ("framework", "deps")}
+        with wheelserver.serve_wheels(routes, say) as wheels_url:
             say(f"env: building {plan.tag} ({plan.resolved.describe()})")
             engine.run_build(
-                client, tag=plan.tag, groups=step_groups(plan.dockerfile), progress=say, path=str(ctx),
-                labels=build_labels, nocache=no_cache,
-                # apt needs the Debian mirror; the engine's default network may have no route out.
-                network_mode="host" if (spec.apt or plan.resolved.base_needs_python) else None,
+                client, tag=plan.tag, groups=step_groups(plan.dockerfile), progress=say,
+                fileobj=_env_context(plan), labels=build_labels, nocache=no_cache,
+                buildargs={WHEELS_ARG: wheels_url},
+                # The host network: pip reaches the wheel server on 127.0.0.1, apt the Debian mirror.
+                network_mode="host",
             )
-        finally:
-            shutil.rmtree(ctx, ignore_errors=True)
     image_id = client.images.get(plan.tag).id
     if code_dir is None:
         return BuildResult(tag=plan.tag, image_id=image_id, cached=cached, env_tag=plan.tag,

@@ -59,6 +59,7 @@ def run_build(
     labels: dict[str, str] | None = None,
     network_mode: str | None = None,
     nocache: bool = False,
+    buildargs: dict[str, str] | None = None,
 ) -> str:
     """Build and tag; return the image id. ``groups[i]`` names the step group of Dockerfile step i+1.
 
@@ -75,6 +76,7 @@ def run_build(
         stream: Iterable[dict[str, Any]] = client.api.build(
             path=path, fileobj=fileobj, custom_context=fileobj is not None, tag=tag, rm=True, forcerm=True,
             decode=True, labels=labels or None, network_mode=network_mode, nocache=nocache, pull=False,
+            buildargs=buildargs or None,
         )
         for chunk in stream:
             if "error" in chunk:

@@ -6,13 +6,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from deepdock.envs.dockerfile import DEPS_PREFIX, LOCK_FILE, VENV, WORKDIR
+from deepdock.envs.dockerfile import DEPS_PREFIX, LOCK_DIR, LOCK_FILE, VENV, WORKDIR, group_lock_name
 from deepdock.errors import NotFoundError
 
 GROUP_ORDER = ("base", "system", "framework", "deps", "code", "metadata")
 MANAGED_LABEL = "deepdock.managed"
 _COPY_DEST_RE = re.compile(r"#\(nop\)\s+(?:COPY|ADD) \S+ in (\S+)\s*$")
-_DEST_GROUPS = {VENV: "framework", DEPS_PREFIX: "deps", LOCK_FILE: "deps", WORKDIR: "code"}
+_DEST_GROUPS = {VENV: "framework", DEPS_PREFIX: "deps", LOCK_FILE: "deps", WORKDIR: "code",
+                f"{LOCK_DIR}/{group_lock_name('framework')}": "framework",
+                f"{LOCK_DIR}/{group_lock_name('deps')}": "deps"}
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,12 @@ class LayerGroup:
 def _group_of(created_by: str) -> str:
     """The group of one history entry of the runtime stage (see dockerfile.render_env_dockerfile)."""
     if "#(nop)" not in created_by:
-        return "system"  # RUN steps of the runtime stage: apt packages, the user
+        # RUN steps: the deps install (or its empty prefix), the venv + framework install, else system.
+        if f"--prefix {DEPS_PREFIX}" in created_by or f"mkdir -p {DEPS_PREFIX}" in created_by:
+            return "deps"
+        if f"-m venv {VENV}" in created_by or f"{VENV}/bin/pip" in created_by:
+            return "framework"
+        return "system"  # apt packages, the user
     copy = _COPY_DEST_RE.search(created_by)
     if copy is None:
         return "metadata"  # ENV, LABEL, USER, WORKDIR, CMD: no bytes

@@ -78,6 +78,11 @@ class Lock(BaseModel):
     def pins(self) -> list[str]:
         return [f"{w.name}=={w.version}" for _, w in self.wheels()]
 
+    def requirements_text(self, group: str | None = None) -> str:
+        """pip's hash-checking requirements (``name==version --hash=sha256:...``) of one group, or all."""
+        wheels = [w for g, w in self.wheels() if group is None or g == group]
+        return "".join(f"{w.name}=={w.version} --hash=sha256:{w.sha256}\n" for w in wheels)
+
 
 def normalize_name(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
@@ -333,8 +338,7 @@ class LockStore:
     def _refetch(self, lock: Lock, tmp: Path, resolved: Resolved, indexes: list[str], fallback: list[str],
                  say: Progress) -> None:
         reqs_file = tmp / "requirements.txt"
-        reqs_file.write_text("".join(f"{w.name}=={w.version} --hash=sha256:{w.sha256}\n"
-                                     for _, w in lock.wheels()))
+        reqs_file.write_text(lock.requirements_text())
         dest = tmp / "all"
         dest.mkdir()
         if lock.wheels():
