@@ -27,7 +27,6 @@ from deepdock.scheduler.types import (
     JobRequest,
     Place,
     Preempt,
-    ReplicaPlacement,
     Resources,
     RunningJob,
 )
@@ -133,6 +132,11 @@ class Cycle:
         policy, alloc = self.policy, self.alloc
         head_blocked = False
         can_preempt = policy.preemptive or bool(self.state.quotas)
+        # Without explanations, stop as soon as the smallest request in the queue can neither start nor
+        # preempt: every later job is at least as large (and, by monotonicity, may preempt no more).
+        smallest = None if explain or not self.ranked else _smallest(self.ranked)
+        monotone = policy.preempt_monotone and not self.state.quotas
+        has_estimates = smallest is not None and any(j.runtime_estimate is not None for j in self.ranked)
         for job in self.ranked:
             if not explain and not can_preempt and job.resources.gpus > 0 and alloc.no_gpu_free():
                 continue  # saturated: no GPU job can start and nobody needs telling why
@@ -161,8 +165,11 @@ class Cycle:
                 if notes and notes[-1].job is job:  # waiting for stopping victims
                     continue
                 self.failed_preempt.append(job)
+            if smallest is not None and (monotone or not can_preempt) and _covers(job, smallest) \
+                    and (self.reservation is None or not has_estimates):
+                break
             note = WaitNote(job, "no_fit")
-            if blocked and self._fits_without(job, blocked):
+            if blocked and explain and self._fits_without(job, blocked):
                 note.kind = "behind_reservation"
                 note.detail["holder"] = self.reservation.job_id if self.reservation else None
             elif policy.reservations and self.reservation is None:
@@ -177,14 +184,21 @@ class Cycle:
             out.extend(explain_waits(notes, alloc, self.ctx.shares, self.state))
         return out
 
-    def _blocked_for(self, job: JobRequest) -> frozenset[str] | set[str]:
+    def _reserved_for(self, job: JobRequest) -> frozenset[str]:
+        """Nodes earmarked by the reservation that this job may not use."""
         res = self.reservation
         if res is None:
-            return self.held
+            return frozenset()
         estimate = job.runtime_estimate
         if estimate is not None and self.now + max(0.0, estimate - job.executed) <= res.shadow_time:
-            return self.held  # ends before the reserved job can start: EASY backfill
-        return self.held | res.nodes if self.held else res.nodes
+            return frozenset()  # ends before the reserved job can start: EASY backfill
+        return res.nodes
+
+    def _blocked_for(self, job: JobRequest) -> frozenset[str] | set[str]:
+        reserved = self._reserved_for(job)
+        if not reserved:
+            return self.held
+        return self.held | reserved if self.held else reserved
 
     def _fits_without(self, job: JobRequest, blocked: frozenset[str] | set[str]) -> bool:
         placed = self.alloc.place(job.resources, job.replicas, job.gpu_type, job.spread, self.held)
@@ -229,17 +243,29 @@ class Cycle:
         return stopping + chosen
 
     def _try_preempt(self, job: JobRequest, notes: list[WaitNote]) -> Decision | None:
+        """Find the cheapest minimal victim set. The allocator then holds the future state (victims gone,
+        this job placed) and the nodes involved are held: nothing else is *placed* on them this cycle
+        because the victims still run, but a later preemptor may claim what this one leaves over."""
+        alloc, held = self.alloc, self.held
+        r, n = job.resources, job.replicas
+        reserved = self._reserved_for(job)
+        if held:
+            # Capacity freed by this cycle's earlier victims (held nodes) may be enough on its own.
+            placed = alloc.place(r, n, job.gpu_type, job.spread, reserved)
+            if placed is not None:
+                held.update(p.node for p in placed)
+                self.ctx.charge(job)
+                notes.append(WaitNote(job, "preempting", {"stopping": []}))
+                return None
         cands = self._candidates(job)
         if not cands or not self._enough_gpus(job, cands):
             return None
-        alloc = self.alloc
-        r, n = job.resources, job.replicas
         chosen: list[RunningJob] = []
-        placed: list[ReplicaPlacement] | None = None
+        placed = None
         for v in cands:
             alloc.release(v.resources, v.placements)
             chosen.append(v)
-            placed = alloc.place(r, n, job.gpu_type, job.spread, self.held)
+            placed = alloc.place(r, n, job.gpu_type, job.spread, reserved)
             if placed is not None:
                 break
         if placed is None:
@@ -252,22 +278,20 @@ class Cycle:
                 continue
             alloc.release(r, placed)
             alloc.commit(v.resources, v.placements)
-            again = alloc.place(r, n, job.gpu_type, job.spread, self.held)
+            again = alloc.place(r, n, job.gpu_type, job.spread, reserved)
             if again is not None:
                 chosen.remove(v)
                 placed = again
             else:
                 alloc.release(v.resources, v.placements)
-                placed = alloc.place(r, n, job.gpu_type, job.spread, self.held)
+                placed = alloc.place(r, n, job.gpu_type, job.spread, reserved)
                 assert placed is not None  # the same capacity as before the check
-        # The victims keep running until the caller stops them: restore them and hold the nodes.
-        alloc.release(r, placed)
         for v in chosen:
-            alloc.commit(v.resources, v.placements)
             self.victims_taken.add(v.id)
             self.ctx.discharge(v)
+            held.update(p.node for p in v.placements)
+        held.update(p.node for p in placed)
         self.ctx.charge(job)
-        self.held.update(p.node for p in placed)
         live = [v for v in chosen if not v.stopping]
         if not live:
             notes.append(WaitNote(job, "preempting", {"stopping": [v.id for v in chosen]}))
@@ -317,6 +341,14 @@ class Cycle:
             if need <= 0:
                 return Reservation(job.id, frozenset(picked), shadow)
         return None
+
+
+def _smallest(jobs: Sequence[JobRequest]) -> JobRequest:
+    """A synthetic single-replica request no larger than any of ``jobs`` in every resource."""
+    cpus = min(j.resources.cpus for j in jobs)
+    memory = min(j.resources.memory for j in jobs)
+    gpus = min(j.resources.gpus for j in jobs)
+    return JobRequest("(smallest)", Resources(cpus, memory, gpus), gpu_type=None)
 
 
 def _shape(job: JobRequest) -> tuple[object, ...]:

@@ -28,11 +28,14 @@ class FairShare:
         self.quotas = state.quotas
         self.by_project: dict[str, Usage] = {}
         self.by_user: dict[tuple[str, str], Usage] = {}
+        # Dominant shares are read once per queued job when ranking; cache them until usage changes.
+        self._cache: dict[object, float] = {}
         for rj in state.running:
             self.charge(rj.project, rj.user, rj.resources, rj.replicas)
 
     def charge(self, project: str, user: str, r: Resources, replicas: int, sign: float = 1.0) -> None:
         d = _demand(r, replicas)
+        self._cache.clear()
         for usage in (self.by_project.setdefault(project, [0.0, 0.0, 0.0]),
                       self.by_user.setdefault((project, user), [0.0, 0.0, 0.0])):
             for i in range(3):
@@ -50,10 +53,17 @@ class FairShare:
         return max(usage[i] / self.totals[i] for i in range(3))
 
     def project_share(self, project: str) -> float:
-        return self._dominant(self.by_project.get(project))
+        share = self._cache.get(project)
+        if share is None:
+            share = self._cache[project] = self._dominant(self.by_project.get(project))
+        return share
 
     def user_share(self, project: str, user: str) -> float:
-        return self._dominant(self.by_user.get((project, user)))
+        key = (project, user)
+        share = self._cache.get(key)
+        if share is None:
+            share = self._cache[key] = self._dominant(self.by_user.get(key))
+        return share
 
     # ---- quotas ------------------------------------------------------------------------------
     def has_quotas(self) -> bool:
