@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +11,8 @@ from typing import Annotated
 import typer
 
 from deepdock.errors import DeepdockError
+
+TABLE_WIDTH_CHARS = 160
 
 
 def sim(
@@ -25,7 +28,8 @@ def sim(
 
     from deepdock.sim.runner import comparison, load_workload, render_table, run_policies
 
-    console = Console()
+    # The table has ten columns: when output is not a terminal (a pipe, a log), do not squeeze it to 80.
+    console = Console() if sys.stdout.isatty() else Console(width=TABLE_WIDTH_CHARS)
     names = policy or ["default"]
     try:
         started = time.perf_counter()

@@ -20,6 +20,7 @@ around it without starving it; with runtime estimates, backfill onto reserved no
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from deepdock.scheduler.engine import CycleContext, QueuePolicy, Rank
 from deepdock.scheduler.policies.baselines import starving
@@ -29,6 +30,10 @@ from deepdock.scheduler.types import JobRequest, RunningJob
 LAS_BASE_GPU_S = 600.0
 # A waiting job preempts a running one of equal priority only this many levels below it.
 PREEMPT_LEVEL_GAP = 2
+# A blocked job earmarks nodes only after waiting this long (seconds): earmarked nodes idle while they
+# drain, which costs every other job; preemption usually starts a fresh gang sooner, and the reservation
+# is the backstop that bounds how long any gang can be passed over.
+RESERVE_AFTER_WAIT_S = 4 * 3600.0
 # Waiting this many times the executed time promotes a job ahead of every other of its priority.
 STARVE_FACTOR = 20.0
 
@@ -45,6 +50,8 @@ class DefaultPolicy(QueuePolicy):
     reservations = True
 
     def _level(self, job: JobRequest, now: float) -> int:
+        if job.executed <= 0:
+            return 0  # never ran: least attained service, and it cannot be starving by this rule
         return -1 if starving(job, now, STARVE_FACTOR) else las_level(job.attained_service)
 
     def rank(self, job: JobRequest, ctx: CycleContext) -> Rank:
@@ -58,6 +65,17 @@ class DefaultPolicy(QueuePolicy):
             shares.user_share(job.project, job.user),
             job.submit_time,
         )
+
+    def rank_many(self, jobs: Sequence[JobRequest], ctx: CycleContext) -> list[Rank]:
+        if ctx.state.quotas or len({(j.project, j.user) for j in jobs}) > 1:
+            return [self.rank(j, ctx) for j in jobs]
+        # One tenant and no quotas: the fair-share terms are equal for everyone, so skip computing them.
+        now = ctx.now
+        return [(-j.priority, 0, self._level(j, now), 0.0, 0.0, j.submit_time) for j in jobs]
+
+    def may_reserve(self, job: JobRequest, ctx: CycleContext) -> bool:
+        since = job.last_stop_time if job.last_stop_time is not None else job.submit_time
+        return ctx.now - since >= RESERVE_AFTER_WAIT_S
 
     def may_preempt(self, job: JobRequest, victim: RunningJob, ctx: CycleContext) -> bool:
         if victim.priority != job.priority:
