@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 import pytest
+from tests.integration.server_process import ServerProcess
 
 from deepdock.errors import UnschedulableError
 from deepdock.specs.job import JobSpec
-from tests.integration.server_process import ServerProcess
 
 pytestmark = pytest.mark.docker
 

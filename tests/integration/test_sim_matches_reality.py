@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from tests.integration.server_process import ServerProcess
 
 from deepdock.compute.docker import DockerBackend
 from deepdock.scheduler import get_policy
@@ -13,7 +14,6 @@ from deepdock.scheduler.types import NodeState, Resources
 from deepdock.sim.engine import simulate
 from deepdock.sim.trace import TraceJob
 from deepdock.specs.job import JobSpec
-from tests.integration.server_process import ServerProcess
 
 pytestmark = pytest.mark.docker
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import docker
 from sqlalchemy import select
 
 from deepdock.compute.base import (
@@ -19,7 +20,7 @@ from deepdock.server.db.models import Attempt, Job, Node, now_s
 from deepdock.server.services import lifecycle
 from deepdock.server.services.attempts import OUTCOME_FAILED, finish_attempt
 from deepdock.server.services.code import read_code
-from deepdock.server.services.engine_access import docker_client_for
+from deepdock.server.services.engine_access import IMAGE_COPY_TIMEOUT_S, copy_image, docker_client_for, is_local_engine
 from deepdock.specs.env import EnvSpec
 
 LABEL_RANK = "deepdock.rank"
@@ -46,7 +47,12 @@ def _job_env(job: Job, attempt: Attempt, rank: int, workdir: str) -> dict[str, s
 
 
 def _ensure_image(ctx: LoopContext, job: Job, node: Node) -> str:
-    """The job's image on ``node``: the spec's image, or its environment built there (cached by tag)."""
+    """The job's image on ``node``: the spec's image, or its environment's content-addressed tag.
+
+    Environments are built where the wheel server can reach the builder: on the node itself when its
+    engine runs on this host, else on this host's engine and then copied to the node (save → load;
+    there is no registry between nodes). Both are no-ops once the tag exists.
+    """
     if job.image and not (job.spec.get("environment")):
         return job.image
     from deepdock.envs import build_env
@@ -54,8 +60,18 @@ def _ensure_image(ctx: LoopContext, job: Job, node: Node) -> str:
     client = docker_client_for(node, ctx.pool.get(node))
     if client is None:
         raise ImageMissingError(f"node {node.name} is not a Docker engine and cannot build environments")
+    spec = EnvSpec.model_validate(job.spec["environment"])
     try:
-        return build_env(EnvSpec.model_validate(job.spec["environment"]), docker_client=client, offline=True).tag
+        if is_local_engine(node.engine_url):
+            return build_env(spec, docker_client=client, offline=True).tag
+        local = docker.DockerClient(base_url=ctx.settings.docker_host or None) if ctx.settings.docker_host \
+            else docker.from_env(timeout=IMAGE_COPY_TIMEOUT_S)
+        try:
+            tag = build_env(spec, docker_client=local, offline=True).tag
+            copy_image(local, client, tag)
+            return tag
+        finally:
+            local.close()
     finally:
         client.close()
 

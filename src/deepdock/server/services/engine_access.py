@@ -14,6 +14,32 @@ from deepdock.errors import DeepdockError, NotFoundError
 from deepdock.server.db.models import Node
 
 ARCHIVE_TIMEOUT_S = 120
+IMAGE_COPY_TIMEOUT_S = 1800
+_LOOPBACK_HOSTS = ("127.", "localhost", "[::1]")
+
+
+def is_local_engine(engine_url: str) -> bool:
+    """Whether the engine runs on this host (unix socket or loopback TCP), so it can reach our wheel server."""
+    if not engine_url or engine_url.startswith(("unix://", "npipe://")):
+        return True
+    host = engine_url.split("://", 1)[-1]
+    return host.startswith(_LOOPBACK_HOSTS)
+
+
+def copy_image(source: Any, target: Any, tag: str) -> None:
+    """Copy ``tag`` from one engine to another through this process (docker save | docker load)."""
+    import docker.errors
+
+    try:
+        target.images.get(tag)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        stream = source.images.get(tag).save(named=tag)  # keep exactly this tag in the tarball
+        target.images.load(b"".join(stream))
+    except docker.errors.APIError as exc:
+        raise DeepdockError(f"copying image {tag} to the node failed: {exc.explanation}") from None
 
 
 def docker_client_for(node: Node, backend: ComputeBackend) -> Any | None:
