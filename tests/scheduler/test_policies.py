@@ -6,6 +6,7 @@ import pytest
 
 from deepdock.errors import SpecError
 from deepdock.scheduler import POLICIES, ClusterState, Place, Preempt, Wait, get_policy
+from deepdock.scheduler.policies.default import RESERVE_AFTER_WAIT_S
 from deepdock.scheduler.types import (
     BEHIND_HIGHER_PRIORITY,
     GANG_RESERVATION,
@@ -120,12 +121,14 @@ def test_reservation_stops_small_jobs_starving_a_gang() -> None:
     state = occupy(ClusterState([node("n0", gpus=8), node("n1", gpus=8)], [
         running("r", "n0", [0], priority=5, preemptible=False)]))
     queue = [job("gang", gpus=8, replicas=2, submit=0), job("small", gpus=1, submit=1)]
-    out = by_job(get_policy("default").schedule(state, queue, 10))
+    # The default policy reserves once the gang has waited RESERVE_AFTER_WAIT_S; until then it backfills.
+    assert placed_ids(get_policy("default").schedule(state, queue, 10)) == ["small"]
+    out = by_job(get_policy("default").schedule(state, queue, RESERVE_AFTER_WAIT_S))
     assert isinstance(out["gang"], Wait) and out["gang"].reason.code == GANG_RESERVATION
     assert set(out["gang"].reason.details["nodes"]) == {"n0", "n1"}
     assert isinstance(out["small"], Wait) and out["small"].reason.code == GANG_RESERVATION
-    # Without reservations (first-fit backfill) the small job jumps in and delays the gang.
-    assert placed_ids(get_policy("fifo-backfill").schedule(state, queue, 10)) == ["small"]
+    # Without reservations (first-fit backfill) the small job always jumps in and delays the gang.
+    assert placed_ids(get_policy("fifo-backfill").schedule(state, queue, RESERVE_AFTER_WAIT_S)) == ["small"]
 
 
 def test_easy_backfill_only_when_it_ends_before_the_shadow_time() -> None:

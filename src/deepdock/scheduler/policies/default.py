@@ -29,11 +29,11 @@ from deepdock.scheduler.types import JobRequest, RunningJob
 # Service below this (GPU-seconds) is level 0; each level above is twice the service.
 LAS_BASE_GPU_S = 600.0
 # A waiting job preempts a running one of equal priority only this many levels below it.
-PREEMPT_LEVEL_GAP = 2
+PREEMPT_LEVEL_GAP = 3
 # A blocked job earmarks nodes only after waiting this long (seconds): earmarked nodes idle while they
 # drain, which costs every other job; preemption usually starts a fresh gang sooner, and the reservation
 # is the backstop that bounds how long any gang can be passed over.
-RESERVE_AFTER_WAIT_S = 4 * 3600.0
+RESERVE_AFTER_WAIT_S = 12 * 3600.0
 # Waiting this many times the executed time promotes a job ahead of every other of its priority.
 STARVE_FACTOR = 20.0
 
