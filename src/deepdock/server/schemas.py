@@ -106,6 +106,13 @@ class JobOut(BaseModel):
     finished_at: float | None
 
 
+class JobStatusOut(BaseModel):
+    id: str
+    status: str
+    status_reason: str
+    pending_reason: dict[str, Any] | None
+
+
 class JobDetail(JobOut):
     spec: dict[str, Any]
     events: list[EventOut]

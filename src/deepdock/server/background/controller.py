@@ -20,7 +20,7 @@ LEASE_NAME = "background-loops"
 LEASE_TTL_S = 15.0
 MAX_PARALLEL_STARTS = 8
 # The scheduler also runs on this period without being woken, so time-based policy (aging) advances.
-SCHEDULER_IDLE_PERIOD_S = 2.0
+SCHEDULER_IDLE_PERIOD_S = 5.0
 
 
 class Controller:

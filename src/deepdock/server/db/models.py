@@ -100,6 +100,10 @@ class Job(Base):
         Index("ix_jobs_project_created", "project_id", "created_at"),
         Index("ix_jobs_status_priority", "status", "priority", "submitted_at"),
         Index("ix_jobs_name", "name"),
+        # `ps`-style listings: filter by status (and project), newest first, without a sort step.
+        Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_project_status_created", "project_id", "status", "created_at"),
+        Index("ix_jobs_name_created", "name", "created_at"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(64))

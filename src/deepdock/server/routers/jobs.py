@@ -6,14 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from deepdock.errors import NotFoundError
 from deepdock.server.background.context import LoopContext
 from deepdock.server.db.models import Job, User
 from deepdock.server.deps import current_user, get_ctx, get_session
-from deepdock.server.schemas import AttemptOut, CodeOut, EventOut, JobDetail, JobOut, ReplicaOut, SubmitJob
+from deepdock.server.schemas import AttemptOut, CodeOut, EventOut, JobDetail, JobOut, JobStatusOut, ReplicaOut, SubmitJob
 from deepdock.server.services import jobs as job_service
 from deepdock.server.services import lifecycle
 from deepdock.server.services.code import store_code
@@ -100,10 +100,10 @@ def describe(ref: str, ctx: LoopContext = Depends(get_ctx), session: Session = D
                      artifacts_dir=str(ctx.artifacts_root / job.id))
 
 
-@router.get("/jobs/{ref}/status")
-async def status(ref: str, ctx: LoopContext = Depends(get_ctx), user: User = Depends(current_user)) -> dict[str, object]:
-    """The cheap read that clients poll: one indexed row, no joins."""
-    return await run_in_threadpool(_status, ctx, user, ref)
+@router.get("/jobs/{ref}/status", response_model=JobStatusOut)
+async def status(ref: str, ctx: LoopContext = Depends(get_ctx), user: User = Depends(current_user)) -> JSONResponse:
+    """The cheap read that clients poll: one indexed row, no joins, no response-model pass."""
+    return JSONResponse(await run_in_threadpool(_status, ctx, user, ref))
 
 
 def _status(ctx: LoopContext, user: User, ref: str) -> dict[str, object]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from deepdock.errors import NotFoundError, PermissionDeniedError, SpecError, UnschedulableError
@@ -137,7 +137,7 @@ def list_jobs(
     if project:
         query = query.where(Job.project_id == select(Project.id).where(Project.name == project).scalar_subquery())
     if name:
-        query = query.where(or_(Job.name == name, Job.name.like(f"{name}%")))
+        query = query.where(Job.name == name)
     if before is not None:
         query = query.where(Job.created_at < before)
     return list(session.scalars(query.order_by(Job.created_at.desc()).limit(limit)))
