@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from tests.conftest import TEST_LABEL
+from tests.conftest import IN_CI, TEST_LABEL
 
 from deepdock.envs.base import OFFLINE_LABEL, bootstrap_base, offline_image_name
 from deepdock.envs.build import build_env, plan_env
@@ -84,6 +84,8 @@ def run(docker_client, image: str, *cmd: str) -> str:
 def test_offline_base_is_labelled_and_has_python(docker_client, offline_base):
     image = docker_client.images.get(offline_base)
     if image.labels.get(OFFLINE_LABEL) != "offline":
+        if IN_CI:  # CI bootstraps its base: an upstream image there means the offline path did not run
+            pytest.fail(f"{offline_base} is not the bootstrapped base under CI=true")
         pytest.skip(f"{offline_base} is an upstream image here, not a bootstrapped one")
     assert run(docker_client, offline_base, "python3", "-c", "import sys, venv, ssl; print(sys.version_info[:2])"
                ).strip() == "(3, 11)"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -25,9 +27,14 @@ user_app = typer.Typer(help="Users and their tokens (admin).", no_args_is_help=T
 project_app = typer.Typer(help="Projects and quotas.", no_args_is_help=True)
 
 
-def _fail(exc: DeepdockError) -> None:
-    err_console.print(f"[red]error:[/red] {exc.message}")
-    raise typer.Exit(1)
+@contextmanager
+def api_errors() -> Iterator[None]:
+    """Any deepdock error becomes one red line and exit status 1 (no traceback for user errors)."""
+    try:
+        yield
+    except DeepdockError as exc:
+        err_console.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(1) from None
 
 
 def server(
@@ -51,11 +58,9 @@ def node_add(
 ) -> None:
     """Register a Docker engine as a node."""
     labels = dict(item.partition("=")[::2] for item in label or [])
-    try:
+    with api_errors():
         with Client() as client:
             node = client.add_node(name, engine, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, labels=labels)
-    except DeepdockError as exc:
-        _fail(exc)
     console.print(f"node [bold]{node['name']}[/bold] added: {node['cpus']:g} CPUs, "
                   f"{human_bytes(node['memory'])}, {len(node['gpus'])} GPU(s)")
 
@@ -63,11 +68,9 @@ def node_add(
 @node_app.command("ls")
 def node_ls() -> None:
     """Nodes with capacity, what is allocated on them, and health."""
-    try:
+    with api_errors():
         with Client() as client:
             nodes = client.nodes()
-    except DeepdockError as exc:
-        _fail(exc)
     table = Table("NAME", "STATUS", "CPUS (alloc/total)", "MEMORY (alloc/total)", "GPUS", "ENGINE", "SEEN")
     for n in nodes:
         gpus = ", ".join(f"{g['index']}:{g['model']} {human_bytes(g['memory'])}" for g in n["gpus"]) or "0"
@@ -81,22 +84,18 @@ def node_ls() -> None:
 @node_app.command("drain")
 def node_drain(name: str, undo: Annotated[bool, typer.Option("--undo", help="make it schedulable again")] = False) -> None:
     """Stop placing new jobs on a node (running ones continue)."""
-    try:
+    with api_errors():
         with Client() as client:
             client.set_node_status(name, "ready" if undo else "draining")
-    except DeepdockError as exc:
-        _fail(exc)
     console.print(f"node {name}: {'ready' if undo else 'draining'}")
 
 
 @node_app.command("rm")
 def node_rm(name: str, force: Annotated[bool, typer.Option(help="even if jobs run there")] = False) -> None:
     """Unregister a node."""
-    try:
+    with api_errors():
         with Client() as client:
             client.remove_node(name, force=force)
-    except DeepdockError as exc:
-        _fail(exc)
     console.print(f"node {name} removed")
 
 
@@ -132,7 +131,7 @@ def run(
     follow: Annotated[bool, typer.Option("--follow", "-F", help="stream logs until the job ends")] = False,
 ) -> None:
     """Submit a job from a spec file, or inline: deepdock run --env env.yaml --cpus 2 -- python train.py"""
-    try:
+    with api_errors():
         if file is not None:
             spec = load_job_spec(file)
         elif command:
@@ -147,8 +146,6 @@ def run(
             if follow:
                 status = stream_logs(client, job["id"])
                 raise typer.Exit(0 if status == "SUCCEEDED" else 1)
-    except DeepdockError as exc:
-        _fail(exc)
 
 
 def stream_logs(client: Client, job_id: str) -> str:
@@ -177,11 +174,9 @@ def ps(
 ) -> None:
     """List jobs (active ones unless --all)."""
     statuses = status or (None if all_ else ["QUEUED", "SCHEDULED", "STARTING", "RUNNING"])
-    try:
+    with api_errors():
         with Client() as client:
             jobs = client.jobs(status=statuses, project=project, limit=limit)
-    except DeepdockError as exc:
-        _fail(exc)
     table = Table("ID", "NAME", "PROJECT", "STATUS", "RESOURCES", "SUBMITTED", "REASON")
     for j in jobs:
         reason = (j["pending_reason"] or {}).get("message") if j["status"] == "QUEUED" else j["status_reason"]
@@ -192,11 +187,9 @@ def ps(
 
 def describe(job: str) -> None:
     """Everything about one job: status, why it is pending, attempts, placement, history."""
-    try:
+    with api_errors():
         with Client() as client:
             d = client.job(job)
-    except DeepdockError as exc:
-        _fail(exc)
     console.print(f"[bold]{d['name']}[/bold] ({d['id']})  project={d['project']}  user={d['user']}")
     console.print(f"status:   {d['status']}  {d['status_reason']}")
     if d["pending_reason"]:
@@ -225,7 +218,7 @@ def logs(
     rank: Annotated[int, typer.Option(help="replica rank")] = 0,
 ) -> None:
     """Print a job's logs (kept by the server after the container is gone)."""
-    try:
+    with api_errors():
         with Client() as client:
             if follow and attempt is None and rank == 0:
                 stream_logs(client, client.job(job)["id"])
@@ -233,17 +226,13 @@ def logs(
             for chunk in client.logs(job, follow=follow, attempt=attempt, rank=rank):
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
-    except DeepdockError as exc:
-        _fail(exc)
 
 
 def stop(job: str) -> None:
     """Stop a job: SIGTERM, a grace period (default 30 s), then SIGKILL."""
-    try:
+    with api_errors():
         with Client() as client:
             j = client.stop(job)
-    except DeepdockError as exc:
-        _fail(exc)
     console.print(f"job {j['id']}: {'stopped' if j['status'] == 'STOPPED' else 'stopping'}")
 
 
@@ -251,22 +240,18 @@ def stop(job: str) -> None:
 def user_add(name: str, project: Annotated[list[str] | None, typer.Option(help="repeatable")] = None,
              admin: bool = False) -> None:
     """Create a user; prints their API token once."""
-    try:
+    with api_errors():
         with Client() as client:
             u = client.create_user(name, projects=project or [], is_admin=admin)
-    except DeepdockError as exc:
-        _fail(exc)
     console.print(f"user {u['name']} created; token (shown once): {u['token']}")
 
 
 @project_app.command("ls")
 def project_ls() -> None:
     """Projects you can see, with quotas."""
-    try:
+    with api_errors():
         with Client() as client:
             projects = client.projects()
-    except DeepdockError as exc:
-        _fail(exc)
     table = Table("PROJECT", "QUOTA CPUS", "QUOTA MEMORY", "QUOTA GPUS")
     for p in projects:
         table.add_row(p["name"], str(p["quota_cpus"] or "-"), human_bytes(p["quota_memory"]), str(p["quota_gpus"] or "-"))
@@ -276,11 +261,9 @@ def project_ls() -> None:
 @project_app.command("quota")
 def project_quota(name: str, cpus: float | None = None, memory: str | None = None, gpus: float | None = None) -> None:
     """Set a project's guaranteed quota (idle capacity beyond it may be borrowed)."""
-    try:
+    with api_errors():
         with Client() as client:
             client.set_quota(name, cpus=cpus, memory=parse_bytes(memory) if memory else None, gpus=gpus)
-    except DeepdockError as exc:
-        _fail(exc)
     console.print(f"project {name}: quota set")
 
 

@@ -64,8 +64,7 @@ def _ensure_image(ctx: LoopContext, job: Job, node: Node) -> str:
     try:
         if is_local_engine(node.engine_url):
             return build_env(spec, docker_client=client, offline=True).tag
-        local = docker.DockerClient(base_url=ctx.settings.docker_host or None) if ctx.settings.docker_host \
-            else docker.from_env(timeout=IMAGE_COPY_TIMEOUT_S)
+        local = docker.DockerClient(base_url=ctx.settings.docker_host or None, timeout=IMAGE_COPY_TIMEOUT_S)
         try:
             tag = build_env(spec, docker_client=local, offline=True).tag
             copy_image(local, client, tag)
