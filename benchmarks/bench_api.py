@@ -51,7 +51,10 @@ def seed(home: Path, n_jobs: int) -> list[str]:
             ids.append(job_id)
             rows.append(Job(id=job_id, name=f"job-{i % 500}", project_id=projects[i % 10].id, user_id=user.id,
                             spec={"name": f"job-{i % 500}", "image": "x", "command": ["true"]}, status=STATUSES[i % 5],
-                            cpus=1, memory=1 << 30, priority=i % 3, submitted_at=now - n_jobs + i,
+                            # The QUEUED fifth asks for a GPU, which the local node lacks: they wait (with
+                            # pending reasons) instead of churning through start failures of image "x".
+                            cpus=1, memory=1 << 30, gpus=1 if STATUSES[i % 5] == "QUEUED" else 0,
+                            priority=i % 3, submitted_at=now - n_jobs + i,
                             created_at=now - n_jobs + i, updated_at=now))
             events.append(JobEvent(job_id=job_id, to_status="QUEUED", reason="submitted", at=now - n_jobs + i))
         session.add_all(rows)

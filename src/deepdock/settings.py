@@ -24,12 +24,17 @@ class Settings(BaseSettings):
     port: int = 8765
     server_url: str = ""
     token: str = ""
+    # API worker processes of `deepdock server`; 0 = one per core, at most 4. With more than one, the
+    # background loops run in the parent (control) process and the workers only answer requests.
+    workers: int = 0
     # Engine of the first node registered on a fresh server ("" = docker's own defaults / DOCKER_HOST).
     docker_host: str = ""
     # pip index of PyTorch's CPU/CUDA wheels; "" disables it (then the host's pip config must provide them).
     pytorch_index_url: str = "https://download.pytorch.org/whl"
     # Background loop periods.
-    scheduler_interval_s: float = 0.05
+    # The scheduler runs when woken (submit, finish, node change) and at least this often, so that
+    # time-based policy (aging, reservations) advances while nothing happens.
+    scheduler_idle_period_s: float = 5.0
     reconcile_interval_s: float = 0.5
     node_health_interval_s: float = 5.0
     stop_grace_s: float = 30.0

@@ -40,11 +40,12 @@ def api_errors() -> Iterator[None]:
 def server(
     host: Annotated[str, typer.Option(help="address to listen on")] = "",
     port: Annotated[int, typer.Option(help="port to listen on")] = 0,
+    workers: Annotated[int, typer.Option(help="API worker processes (0 = one per core, at most 4)")] = 0,
 ) -> None:
     """Run the deepdock server (SQLite + artifacts under ~/.deepdock; the local engine is the first node)."""
     from deepdock.server.run import serve
 
-    serve(host=host or None, port=port or None)
+    serve(host=host or None, port=port or None, workers=workers or None)
 
 
 @node_app.command("add")

@@ -17,6 +17,7 @@ from deepdock.config import write_config
 from deepdock.errors import DeepdockError
 from deepdock.server.background.context import LoopContext
 from deepdock.server.background.controller import Controller
+from deepdock.server.background.wake import WakeSender, wake_socket_path
 from deepdock.server.db.models import Node
 from deepdock.server.db.session import Database
 from deepdock.server.deps import TokenCache
@@ -70,39 +71,58 @@ class TimingMiddleware:
             self.histogram.labels(scope["method"], getattr(route, "path", "other")).observe(time.perf_counter() - start)
 
 
+def prepare_control_plane(ctx: LoopContext, *, register_local_node: bool) -> str | None:
+    """Once per start, before any request: migrate, create the admin on first start, register the
+    local engine. Returns the new admin token on first start."""
+    ctx.settings.home.mkdir(parents=True, exist_ok=True)
+    ctx.db.migrate()
+    with ctx.db.session() as session:
+        token = bootstrap_admin(session)
+    if token is not None:
+        path = write_config(ctx.settings, ctx.settings.url, token)
+        log.warning("first start: admin token written to %s", path)
+    if register_local_node:
+        _register_local_node(ctx)
+    return token
+
+
+def new_context(settings: Settings, backend_factory: BackendFactory = docker_backend_for) -> LoopContext:
+    store = LogStore(settings.home / "logs")
+    return LoopContext(db=Database(settings.db_url), pool=BackendPool(backend_factory), settings=settings,
+                       logs=store, followers=LogFollowers(store))
+
+
 def create_app(
     settings: Settings,
     *,
     backend_factory: BackendFactory = docker_backend_for,
     start_loops: bool = True,
     register_local_node: bool = True,
+    api_only: bool = False,
 ) -> FastAPI:
-    db = Database(settings.db_url)
-    store = LogStore(settings.home / "logs")
-    ctx = LoopContext(db=db, pool=BackendPool(backend_factory), settings=settings, logs=store,
-                      followers=LogFollowers(store))
+    """The API. ``api_only``: a worker of a multi-process server, whose control process has already
+    prepared the database and runs the background loops; the worker only answers requests and
+    forwards wake-ups (see background/wake.py)."""
+    ctx = new_context(settings, backend_factory)
+    db = ctx.db
     controller = Controller(ctx)
-    metrics = Metrics()
+    metrics = Metrics(db)
+    if api_only:
+        ctx.wake_sender = WakeSender(wake_socket_path(settings.home))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.home.mkdir(parents=True, exist_ok=True)
-        db.migrate()
-        with db.session() as session:
-            token = bootstrap_admin(session)
-        if token is not None:
-            path = write_config(settings, settings.url, token)
-            log.warning("first start: admin token written to %s", path)
-            app.state.bootstrap_token = token
-        if register_local_node:
-            _register_local_node(ctx)
-        if start_loops:
+        if not api_only:
+            app.state.bootstrap_token = prepare_control_plane(ctx, register_local_node=register_local_node)
+        if start_loops and not api_only:
             controller.start()
         try:
             yield
         finally:
-            if start_loops:
+            if start_loops and not api_only:
                 controller.stop()
+            if ctx.wake_sender is not None:
+                ctx.wake_sender.close()
             ctx.pool.close()
             db.dispose()
 
@@ -136,7 +156,7 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
-        return Response(metrics.render(db), media_type="text/plain; version=0.0.4")
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     for router in (jobs.router, nodes.router, admin.router):
         app.include_router(router, prefix=API_PREFIX)

@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deepdock.server.background.wake import WakeSender
 from deepdock.server.db.session import Database
 from deepdock.server.services.logs import LogFollowers, LogStore
 from deepdock.server.services.nodes import BackendPool
@@ -29,6 +30,14 @@ class LoopContext:
     starting: set[int] = field(default_factory=set)
     stopping: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # In an API worker process the loops run elsewhere: wake-ups also go to the control process.
+    wake_sender: WakeSender | None = None
+
+    def wake(self, target: str) -> None:
+        """Tell the scheduler or the reconciler that there is work, wherever it runs."""
+        (self.wake_scheduler if target == "scheduler" else self.wake_reconciler).set()
+        if self.wake_sender is not None:
+            self.wake_sender.send(target)
 
     @property
     def artifacts_root(self) -> Path:

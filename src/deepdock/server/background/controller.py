@@ -19,8 +19,6 @@ from deepdock.server.db.models import Lease, now_s
 LEASE_NAME = "background-loops"
 LEASE_TTL_S = 15.0
 MAX_PARALLEL_STARTS = 8
-# The scheduler also runs on this period without being woken, so time-based policy (aging) advances.
-SCHEDULER_IDLE_PERIOD_S = 5.0
 
 
 class Controller:
@@ -80,7 +78,11 @@ class Controller:
         while not self._stop.is_set():
             try:
                 if self._try_lease():
-                    self.has_lease.set()
+                    if not self.has_lease.is_set():
+                        # Wake-ups that arrived while another holder's lease ran out were dropped.
+                        self.has_lease.set()
+                        self.ctx.wake_scheduler.set()
+                        self.ctx.wake_reconciler.set()
                 else:
                     self.has_lease.clear()
             except Exception:  # noqa: BLE001
@@ -91,7 +93,7 @@ class Controller:
     # -- loops -----------------------------------------------------------------------------------------
     def _scheduler_loop(self) -> None:
         while not self._stop.is_set():
-            self.ctx.wake_scheduler.wait(SCHEDULER_IDLE_PERIOD_S)
+            self.ctx.wake_scheduler.wait(self.ctx.settings.scheduler_idle_period_s)
             self.ctx.wake_scheduler.clear()
             if self._stop.is_set() or not self.has_lease.wait(1.0):
                 continue

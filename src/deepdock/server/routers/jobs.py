@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
@@ -56,7 +55,7 @@ def submit(body: SubmitJob, ctx: LoopContext = Depends(get_ctx), session: Sessio
            user: User = Depends(current_user)) -> JobOut:
     job = job_service.submit_job(session, user, body.spec, code_sha256=body.code_sha256)
     session.commit()
-    ctx.wake_scheduler.set()
+    ctx.wake("scheduler")
     return job_out(job)
 
 
@@ -102,13 +101,24 @@ def describe(ref: str, ctx: LoopContext = Depends(get_ctx), session: Session = D
 
 @router.get("/jobs/{ref}/status", response_model=JobStatusOut)
 async def status(ref: str, ctx: LoopContext = Depends(get_ctx), user: User = Depends(current_user)) -> JSONResponse:
-    """The cheap read that clients poll: one indexed row, no joins, no response-model pass."""
-    return JSONResponse(await run_in_threadpool(_status, ctx, user, ref))
+    """The cheap read that clients poll: one indexed row, no joins, no response-model pass.
+
+    Run on the event loop, not the thread pool: the read takes ~0.1 ms, while the hop to a worker
+    thread and back cost ~0.45 ms of CPU per request here (status reads went from ~800 to ~1,300/s
+    on one worker). A PostgreSQL outage cannot stall the loop for long: connects time out (session.py).
+    """
+    return JSONResponse(_status(ctx, user, ref))
 
 
 def _status(ctx: LoopContext, user: User, ref: str) -> dict[str, object]:
+    with ctx.db.engine.connect() as conn:
+        found = job_service.job_status(conn, user, ref)
+    if found is not None:
+        return found
     with ctx.db.session() as session:
-        return job_service.job_status(session, user, ref)
+        job = job_service.get_job(session, user, ref)  # by name, or the 404
+        return {"id": job.id, "status": job.status, "status_reason": job.status_reason,
+                "pending_reason": job.pending_reason}
 
 
 @router.post("/jobs/{ref}/stop", response_model=JobOut)
@@ -116,8 +126,8 @@ def stop(ref: str, ctx: LoopContext = Depends(get_ctx), session: Session = Depen
          user: User = Depends(current_user)) -> JobOut:
     job = job_service.request_stop(session, user, ref)
     session.commit()
-    ctx.wake_reconciler.set()
-    ctx.wake_scheduler.set()
+    ctx.wake("reconciler")
+    ctx.wake("scheduler")
     return job_out(job)
 
 

@@ -37,7 +37,7 @@ def add_node(body: NodeIn, ctx: LoopContext = Depends(get_ctx), user: User = Dep
         ctx.db.session, ctx.pool, user, body.name, body.engine_url,
         tls_ca=body.tls_ca, tls_cert=body.tls_cert, tls_key=body.tls_key, labels=body.labels,
     )
-    ctx.wake_scheduler.set()
+    ctx.wake("scheduler")
     return node_out(node, {})
 
 
@@ -45,7 +45,7 @@ def add_node(body: NodeIn, ctx: LoopContext = Depends(get_ctx), user: User = Dep
 def set_status(name: str, body: NodeStatusIn, ctx: LoopContext = Depends(get_ctx),
                session: Session = Depends(get_session), user: User = Depends(current_user)) -> NodeOut:
     node = node_service.set_node_status(session, user, name, body.status)
-    ctx.wake_scheduler.set()
+    ctx.wake("scheduler")
     return node_out(node, node_service.allocations(session))
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Connection, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from deepdock.errors import NotFoundError, PermissionDeniedError, SpecError, UnschedulableError
 from deepdock.scheduler.types import GPU, NodeState, Resources
-from deepdock.server.db.models import Attempt, CodeBlob, Job, JobEvent, Node, User, now_s
+from deepdock.server.db.models import Attempt, CodeBlob, Job, JobEvent, Membership, Node, User, now_s
 from deepdock.server.services import lifecycle
 from deepdock.server.services.auth import project_for_submit, visible_project_ids
 from deepdock.server.services.nodes import NODE_UNREACHABLE
@@ -99,17 +99,24 @@ def get_job(session: Session, user: User, ref: str) -> Job:
     return job
 
 
-def job_status(session: Session, user: User, ref: str) -> dict[str, object]:
-    """Status columns of one job by id, without loading the ORM object (the hot polling path)."""
-    row = session.execute(
-        select(Job.id, Job.status, Job.status_reason, Job.pending_reason, Job.project_id).where(Job.id == ref)
-    ).first()
+# Built once: constructing a select() per call costs more than running it (~200 µs vs ~90 µs here).
+_STATUS_BY_ID = select(Job.id, Job.status, Job.status_reason, Job.pending_reason, Job.project_id).where(
+    Job.id == bindparam("ref")
+)
+_MEMBERSHIP = select(Membership.project_id).where(
+    Membership.user_id == bindparam("user_id"), Membership.project_id == bindparam("project_id")
+)
+
+
+def job_status(conn: Connection, user: User, ref: str) -> dict[str, object] | None:
+    """Status of a job by id on a plain connection (the hot polling path: no ORM session, no object
+    load). None when the id is unknown or not visible: the caller falls back to ``get_job``, which
+    resolves names and raises the proper 404."""
+    row = conn.execute(_STATUS_BY_ID, {"ref": ref}).first()
     if row is None:
-        job = get_job(session, user, ref)  # by name, or a proper 404
-        row = (job.id, job.status, job.status_reason, job.pending_reason, job.project_id)
-    visible = visible_project_ids(session, user)
-    if visible is not None and row[4] not in visible:
-        raise NotFoundError(f"no job {ref!r}")
+        return None
+    if not user.is_admin and conn.execute(_MEMBERSHIP, {"user_id": user.id, "project_id": row[4]}).first() is None:
+        return None
     return {"id": row[0], "status": row[1], "status_reason": row[2], "pending_reason": row[3]}
 
 
