@@ -145,3 +145,30 @@ def test_node_loss_requeues_onto_the_other_node(make_server, cluster, monkeypatc
     b.finish(c.id, 0)
     wait_for(lambda: status_of(client, on_a[0]["id"]) == "RUNNING", what="rerun on b")
     assert b.list_containers({LABEL_JOB: on_a[0]["id"]})
+
+
+def test_listing_filters_merge_statuses_newest_first_and_page(make_server, cluster):
+    cluster.add("a", cpus=4)
+    client = make_server()
+    client.post("/api/v1/nodes", json={"name": "a", "engine_url": "fake://a"})
+    running = [submit(client, name=f"r{i}", project="vision", resources={"cpus": 1, "memory": "1g"}) for i in range(4)]
+    for job in running:
+        wait_for(lambda job=job: status_of(client, job["id"]) == "RUNNING")
+    queued = [submit(client, name="q", project="nlp", resources={"cpus": 1, "memory": "1g"}) for _ in range(3)]
+    for job in queued:
+        wait_for(lambda job=job: client.get(f"/api/v1/jobs/{job['id']}").json()["pending_reason"] is not None)
+
+    both = client.get("/api/v1/jobs", params={"status": ["QUEUED", "RUNNING"]}).json()
+    assert [j["id"] for j in both] == [j["id"] for j in reversed(running + queued)]  # one merged, newest-first list
+    assert {j["project"] for j in both} == {"vision", "nlp"} and all(j["user"] == "admin" for j in both)
+    top = client.get("/api/v1/jobs", params={"status": ["RUNNING", "QUEUED"], "limit": 2}).json()
+    assert [j["id"] for j in top] == [queued[2]["id"], queued[1]["id"]]
+    assert [j["id"] for j in client.get("/api/v1/jobs", params={"project": "vision", "status": "RUNNING"}).json()] \
+        == [j["id"] for j in reversed(running)]
+    assert len(client.get("/api/v1/jobs", params={"name": "q"}).json()) == 3
+    assert client.get("/api/v1/jobs", params={"project": "nlp", "status": "RUNNING"}).json() == []
+    oldest_queued = client.get(f"/api/v1/jobs/{queued[0]['id']}").json()
+    page = client.get("/api/v1/jobs", params={"before": oldest_queued["submitted_at"]}).json()
+    assert [j["id"] for j in page] == [j["id"] for j in reversed(running)]
+    r = client.get("/api/v1/jobs", params={"status": "SLEEPING"})
+    assert r.status_code == 422 and "SLEEPING" in r.json()["error"]["message"]
