@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs deepdock and what it needs on a fresh Debian 12 machine (run as root or with sudo):
 # Docker's engine from Debian's docker.io (started if no engine answers), debootstrap for offline base
-# images, busybox-static for the test image, PostgreSQL, and a virtualenv with deepdock in .venv.
+# images, busybox-static for the test image, openssl for the TLS test engine, PostgreSQL, and a
+# virtualenv with deepdock in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ need_pkgs=()
 command -v dockerd >/dev/null || need_pkgs+=(docker.io)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need_pkgs+=(debootstrap)
 [ -x /bin/busybox ] || need_pkgs+=(busybox-static)
+command -v openssl >/dev/null || need_pkgs+=(openssl)  # certificates of the TLS test engine
 [ -d /usr/lib/postgresql ] || need_pkgs+=(postgresql)
 python3 -c "import venv, ensurepip" 2>/dev/null || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

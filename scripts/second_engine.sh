@@ -4,7 +4,11 @@
 #   scripts/second_engine.sh start   # starts it (no-op if it already answers), waits until it answers
 #   scripts/second_engine.sh stop    # stops it (SIGTERM, then SIGKILL after STOP_TIMEOUT_S)
 #   scripts/second_engine.sh status  # exit 0 when it answers
-# Needs root and dockerd. Overridable: DEEPDOCK_ENGINE2_ROOT, DEEPDOCK_ENGINE2_SOCK.
+# It also listens on tcp://127.0.0.1:$TLS_PORT with mutual TLS (certificates made here with openssl,
+# in $TLS_DIR), so that `deepdock node add --engine tcp://... --tls-ca --tls-cert --tls-key` is tested
+# against a real TLS engine.
+# Needs root, dockerd and openssl. Overridable: DEEPDOCK_ENGINE2_ROOT, DEEPDOCK_ENGINE2_SOCK,
+# DEEPDOCK_ENGINE2_TLS_PORT.
 set -euo pipefail
 
 DATA_ROOT="${DEEPDOCK_ENGINE2_ROOT:-/var/lib/deepdock-engine2}"
@@ -12,11 +16,33 @@ EXEC_ROOT="/run/deepdock-engine2"
 PIDFILE="/run/deepdock-engine2.pid"
 SOCK="${DEEPDOCK_ENGINE2_SOCK:-/run/deepdock-engine2.sock}"
 LOG="/var/log/deepdock-engine2.log"
+TLS_DIR="/etc/deepdock-engine2/tls"
+TLS_PORT="${DEEPDOCK_ENGINE2_TLS_PORT:-23761}"
 START_TIMEOUT_S=60
 STOP_TIMEOUT_S=30
 
 answers() {
   docker -H "unix://$SOCK" version --format '{{.Server.Version}}' >/dev/null 2>&1
+}
+
+tls_certs() {
+  # A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, valid for ten years.
+  [[ -f "$TLS_DIR/client-key.pem" ]] && return 0
+  mkdir -p "$TLS_DIR"
+  (
+    cd "$TLS_DIR"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=deepdock-engine2-ca" \
+      -keyout ca-key.pem -out ca.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server-key.pem -out server.csr 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 3650 \
+      -extfile server.ext -out server-cert.pem 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=deepdock-client" -keyout client-key.pem -out client.csr 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 3650 \
+      -extfile client.ext -out client-cert.pem 2>/dev/null
+    chmod 0600 ./*-key.pem
+  )
 }
 
 start() {
@@ -25,6 +51,7 @@ start() {
     return 0
   fi
   mkdir -p "$DATA_ROOT" "$EXEC_ROOT"
+  tls_certs
   # Same flags as the main engine here: no iptables, no default bridge (containers use network none).
   # "nvidia" is registered as an alias of runc so that GPU discovery's probe path runs here too
   # (it finds no NVIDIA device driver and must report 0 GPUs); on GPU hosts the real runtime is used.
@@ -34,6 +61,11 @@ start() {
     --exec-root "$EXEC_ROOT" \
     --pidfile "$PIDFILE" \
     -H "unix://$SOCK" \
+    -H "tcp://127.0.0.1:$TLS_PORT" \
+    --tlsverify \
+    --tlscacert "$TLS_DIR/ca.pem" \
+    --tlscert "$TLS_DIR/server-cert.pem" \
+    --tlskey "$TLS_DIR/server-key.pem" \
     --iptables=false \
     --ip-masq=false \
     --bridge=none \

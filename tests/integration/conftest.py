@@ -27,6 +27,9 @@ TEST_UID = 1000
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECOND_ENGINE_SCRIPT = REPO_ROOT / "scripts" / "second_engine.sh"
 SECOND_ENGINE_URL = "unix:///run/deepdock-engine2.sock"
+# The same engine's mutual-TLS listener and the certificates second_engine.sh made for it.
+SECOND_ENGINE_TLS_URL = "tcp://127.0.0.1:23761"
+SECOND_ENGINE_TLS_DIR = Path("/etc/deepdock-engine2/tls")
 # A fresh dockerd needs a few seconds to come up; the script waits this long at most.
 SECOND_ENGINE_START_TIMEOUT_S = 60
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import docker
+import requests
 import docker.errors
 from docker.types import Mount
 
@@ -74,6 +75,19 @@ class TlsConfig:
     key: str | None = None
     verify: bool = True
 
+    def to_docker(self) -> docker.tls.TLSConfig:
+        client_cert = (self.cert, self.key) if self.cert and self.key else None
+        return docker.tls.TLSConfig(client_cert=client_cert, ca_cert=self.ca,
+                                    verify=(self.ca or True) if self.verify else False)
+
+
+def use_own_ca(api: docker.APIClient) -> None:
+    """Make a TLS client verify with its own CA. requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a
+    session's CA (docker/docker-py#2433), so on hosts that set them every TLS engine failed verification.
+    Proxies from the environment still apply."""
+    api.trust_env = False
+    api.proxies = requests.utils.get_environ_proxies(api.base_url)
+
 
 def parse_docker_time(value: str | None) -> float | None:
     """RFC 3339 with up to nanoseconds (docker's format) -> epoch seconds; zero time -> None."""
@@ -105,14 +119,11 @@ class DockerBackend(ComputeBackend, StatsSource):
         self.timeout_s = timeout_s
         self.probe_image = probe_image
         self.capacity_ttl_s = capacity_ttl_s
-        tls_config: docker.tls.TLSConfig | bool = False
-        if tls is not None:
-            client_cert = (tls.cert, tls.key) if tls.cert and tls.key else None
-            tls_config = docker.tls.TLSConfig(
-                client_cert=client_cert, ca_cert=tls.ca, verify=(tls.ca or True) if tls.verify else False
-            )
         with engine_errors(self.engine_url, "connect"):
-            self._api = docker.APIClient(base_url=self.engine_url, version=API_VERSION, timeout=timeout_s, tls=tls_config)
+            self._api = docker.APIClient(base_url=self.engine_url, version=API_VERSION, timeout=timeout_s,
+                                         tls=tls.to_docker() if tls is not None else False)
+        if tls is not None:
+            use_own_ca(self._api)
         self._capacity_lock = threading.Lock()
         self._capacity: tuple[float, NodeCapacity] | None = None
 

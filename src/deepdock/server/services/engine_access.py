@@ -44,17 +44,21 @@ def copy_image(source: Any, target: Any, tag: str) -> None:
 
 def docker_client_for(node: Node, backend: ComputeBackend) -> Any | None:
     """A docker SDK client for ``node``, or None when the node's backend is not a Docker engine."""
-    from deepdock.compute.docker import DockerBackend
+    from deepdock.compute.docker import DockerBackend, TlsConfig, use_own_ca
+    from deepdock.compute.docker.backend import API_VERSION
 
     if not isinstance(backend, DockerBackend):
         return None
     import docker
 
-    tls: Any = False
-    if node.tls_ca or node.tls_cert:
-        cert = (node.tls_cert, node.tls_key) if node.tls_cert and node.tls_key else None
-        tls = docker.tls.TLSConfig(client_cert=cert, ca_cert=node.tls_ca, verify=node.tls_ca or True)
-    return docker.DockerClient(base_url=backend.engine_url, tls=tls, timeout=ARCHIVE_TIMEOUT_S)
+    if not (node.tls_ca or node.tls_cert):
+        return docker.DockerClient(base_url=backend.engine_url, version=API_VERSION, timeout=ARCHIVE_TIMEOUT_S)
+    tls = TlsConfig(ca=node.tls_ca, cert=node.tls_cert, key=node.tls_key)
+    # A pinned version: "auto" would call the engine before use_own_ca() can take effect.
+    client = docker.DockerClient(base_url=backend.engine_url, version=API_VERSION, tls=tls.to_docker(),
+                                 timeout=ARCHIVE_TIMEOUT_S)
+    use_own_ca(client.api)
+    return client
 
 
 def export_dir(client: Any, container_id: str, path: str, dest: Path) -> int:
