@@ -6,6 +6,7 @@ No I/O and no clock: the server loop and the simulator drive the same objects.
 from deepdock.scheduler.capacity import Allocator
 from deepdock.scheduler.engine import QueuePolicy
 from deepdock.scheduler.fit import can_ever_fit, fits_now
+from deepdock.scheduler.history import ServiceHistory
 from deepdock.scheduler.registry import POLICIES, get_policy
 from deepdock.scheduler.types import (
     GPU,
@@ -26,6 +27,7 @@ from deepdock.scheduler.types import (
 
 __all__ = [
     "GPU", "POLICIES", "Allocator", "ClusterState", "Decision", "JobRequest", "NodeState", "PendingReason",
-    "Place", "Policy", "Preempt", "QueuePolicy", "ReplicaPlacement", "Resources", "RunningJob", "Wait",
+    "Place", "Policy", "Preempt", "QueuePolicy", "ReplicaPlacement", "Resources", "RunningJob", "ServiceHistory",
+    "Wait",
     "can_ever_fit", "fits_now", "get_policy", "service_rate",
 ]

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from deepdock.scheduler.history import ServiceHistory
 
 # Float comparisons of shares and cpus tolerate this much rounding error.
 EPSILON = 1e-9
@@ -123,6 +126,9 @@ class ClusterState:
     running: list[RunningJob] = field(default_factory=list)
     # Per-project guaranteed totals (not per replica). Idle capacity beyond them may be borrowed.
     quotas: dict[str, Resources] = field(default_factory=dict)
+    # Optional: GPU-service that finished jobs attained (the simulator fills it as jobs complete). The
+    # default policy ranks by a Gittins index learned from it; None or too few samples: plain LAS.
+    history: ServiceHistory | None = None
 
 
 @dataclass(slots=True)

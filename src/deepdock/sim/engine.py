@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from deepdock.scheduler.fit import can_ever_fit
+from deepdock.scheduler.history import ServiceHistory
 from deepdock.scheduler.types import (
     EPSILON,
     GPU,
@@ -100,7 +101,8 @@ class _Simulation:
         self.penalty = penalty
         self.estimates = estimates
         self.nodes = {n.name: n for n in nodes}
-        self.state = ClusterState(nodes, [], quotas)
+        self.history = ServiceHistory()
+        self.state = ClusterState(nodes, [], quotas, self.history)
         self.pending: dict[str, JobRequest] = {}
         self.work: dict[str, float] = {}
         self.traces = {j.id: j for j in self.jobs}
@@ -181,11 +183,13 @@ class _Simulation:
         executed = run.executed_before + elapsed
         rec = self.records[job_id]
         rec.executed = executed
+        rate = service_rate(rj.resources, rj.replicas)
+        attained = run.attained_before + elapsed * rate
         if finished:
             rec.end_time = now
+            self.history.record(rate, attained)  # what the scheduler learns from: no durations
             return
         rec.preemptions += 1
-        attained = run.attained_before + elapsed * service_rate(rj.resources, rj.replicas)
         t = run.trace
         self.pending[job_id] = JobRequest(
             id=t.id, resources=t.resources, replicas=t.replicas, priority=t.priority, project=t.project,

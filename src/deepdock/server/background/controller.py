@@ -12,7 +12,7 @@ from deepdock.scheduler import get_policy
 from deepdock.server.background.context import LoopContext, log
 from deepdock.server.background.health import check_nodes
 from deepdock.server.background.reconciler import reconcile_once
-from deepdock.server.background.scheduling import run_cycle
+from deepdock.server.background.scheduling import FinishedJobs, run_cycle
 from deepdock.server.background.starter import start_attempt
 from deepdock.server.db.models import Lease, now_s
 
@@ -30,6 +30,7 @@ class Controller:
         self._threads: list[threading.Thread] = []
         self._starts = ThreadPoolExecutor(MAX_PARALLEL_STARTS, thread_name_prefix="start")
         self.has_lease = threading.Event()
+        self.finished = FinishedJobs()
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -105,7 +106,7 @@ class Controller:
 
     def schedule_once(self) -> None:
         with self.ctx.db.session() as session:
-            placed = run_cycle(session, self.policy, now_s())
+            placed = run_cycle(session, self.policy, now_s(), self.finished)
         for attempt_id in placed:
             self.submit_start(attempt_id)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from deepdock.scheduler.history import ServiceHistory
 from deepdock.scheduler.types import (
     GPU,
     ClusterState,
@@ -19,6 +20,7 @@ from deepdock.scheduler.types import (
     Resources,
     RunningJob,
     Wait,
+    service_rate,
 )
 from deepdock.server.db.models import Attempt, Job, Node, Project, Replica
 from deepdock.server.services import lifecycle
@@ -32,6 +34,36 @@ def container_name(job_id: str, attempt: int, rank: int) -> str:
 
 def _resources(job: Job) -> Resources:
     return Resources(cpus=job.cpus, memory=job.memory, gpus=job.gpus)
+
+
+# How many of the most recent finished jobs seed the history when the loops start (a new lease holder).
+HISTORY_WINDOW = 20_000
+
+
+class FinishedJobs:
+    """The scheduler's ServiceHistory, fed from jobs as they finish: what the default policy's Gittins
+    index learns from (the simulator feeds the same object at each completion)."""
+
+    def __init__(self) -> None:
+        self.history = ServiceHistory()
+        self._mark: tuple[float, str] | None = None  # (finished_at, id) of the last job recorded
+
+    def update(self, session: Session) -> None:
+        query = select(Job.finished_at, Job.id, Job.cpus, Job.memory, Job.gpus, Job.replicas, Job.attained_service).where(
+            Job.status.in_(lifecycle.TERMINAL), Job.finished_at.is_not(None)
+        )
+        if self._mark is None:
+            newest = query.order_by(Job.finished_at.desc(), Job.id.desc()).limit(HISTORY_WINDOW)
+            rows = list(reversed(session.execute(newest).all()))
+        else:
+            at, job_id = self._mark
+            later = or_(Job.finished_at > at, and_(Job.finished_at == at, Job.id > job_id))
+            rows = list(session.execute(query.where(later).order_by(Job.finished_at, Job.id)))
+        for finished_at, job_id, cpus, memory, gpus, replicas, attained in rows:
+            self.history.record(service_rate(Resources(cpus=cpus, memory=memory, gpus=gpus), replicas), attained or 0.0)
+            self._mark = (finished_at, job_id)
+        if self._mark is None:
+            self._mark = (0.0, "")
 
 
 def build_state(session: Session, now: float) -> tuple[ClusterState, list[JobRequest], dict[str, Job]]:
@@ -110,11 +142,14 @@ def build_state(session: Session, now: float) -> tuple[ClusterState, list[JobReq
     return ClusterState(nodes=nodes, running=running, quotas=quotas), queue, {j.id: j for j in queued + active_jobs}
 
 
-def run_cycle(session: Session, policy: Policy, now: float) -> list[int]:
+def run_cycle(session: Session, policy: Policy, now: float, finished: FinishedJobs | None = None) -> list[int]:
     """Apply one round of decisions; returns the ids of the attempts placed (to be started)."""
     state, queue, jobs = build_state(session, now)
     if not queue:
         return []
+    if finished is not None:
+        finished.update(session)
+        state.history = finished.history
     placed: list[int] = []
     for decision in policy.schedule(state, queue, now):
         job = jobs[decision.job_id]

@@ -104,6 +104,8 @@ class Job(Base):
         Index("ix_jobs_status_created", "status", "created_at"),
         Index("ix_jobs_project_status_created", "project_id", "status", "created_at"),
         Index("ix_jobs_name_created", "name", "created_at"),
+        # The scheduler reads jobs finished since its last cycle (its service history).
+        Index("ix_jobs_finished", "finished_at", "id"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
