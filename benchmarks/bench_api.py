@@ -1,6 +1,6 @@
 """API figures with 10,000 jobs stored: filtered listing latency and sustained status reads.
 
-    .venv/bin/python benchmarks/bench_api.py [--jobs 10000] [--seconds 10] [--threads 8]
+    .venv/bin/python -m benchmarks.bench_api [--jobs 10000] [--seconds 10] [--threads 8] [--workers N]
 
 The jobs are written straight into the server's database (the API path of submitting is not what is
 measured here), then a real server answers over HTTP. Baseline in the same run: ``/healthz`` (no
@@ -123,13 +123,15 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=0, help="API worker processes (0: the server's default)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         ids = seed(home, args.jobs)
         # No engine is needed to answer reads; keep the node list empty so nothing else runs.
-        with BenchServer(home, DEEPDOCK_DOCKER_HOST="unix:///nonexistent.sock") as srv:
+        with BenchServer(home, DEEPDOCK_DOCKER_HOST="unix:///nonexistent.sock",
+                         DEEPDOCK_WORKERS=str(args.workers)) as srv:
             headers = {"Authorization": f"Bearer {srv.token}"}
             with httpx.Client(base_url=srv.url, headers=headers) as c:
                 c.get("/api/v1/jobs").raise_for_status()  # warm up
@@ -143,6 +145,7 @@ def main() -> None:
             health_rps = sustained(srv.url, srv.token, ["/healthz"], args.seconds, args.threads)
     result = {
         "jobs_stored": args.jobs,
+        "workers": args.workers,
         "list_p50_ms": percentile(list_lat, 50) * 1000,
         "list_p99_ms": percentile(list_lat, 99) * 1000,
         "healthz_p99_ms": percentile(health_lat, 99) * 1000,

@@ -1,7 +1,7 @@
 """Training throughput of the digits job in a deepdock container vs the same script as a bare process.
 
     .venv/bin/pip install torch==2.13.0 scikit-learn==1.5.2     # for the bare-process side
-    .venv/bin/python benchmarks/bench_train.py [--rounds 3] [--epochs 30]
+    .venv/bin/python -m benchmarks.bench_train [--rounds 3] [--epochs 30]
 
 Both sides run src/deepdock/demo/train_digits.py with the same thread count and report samples/s of the
 training loop itself (data loading and interpreter start excluded). Rounds alternate bare, container,
