@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import docker
-import requests
 import docker.errors
+import requests
 from docker.types import Mount
 
 from deepdock.compute.base import (
