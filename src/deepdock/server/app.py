@@ -105,7 +105,8 @@ def create_app(
     forwards wake-ups (see background/wake.py)."""
     ctx = new_context(settings, backend_factory)
     db = ctx.db
-    controller = Controller(ctx)
+    # An API worker runs no loops: its control process does.
+    controller = Controller(ctx) if start_loops and not api_only else None
     metrics = Metrics(db)
     if api_only:
         ctx.wake_sender = WakeSender(wake_socket_path(settings.home))
@@ -114,12 +115,12 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not api_only:
             app.state.bootstrap_token = prepare_control_plane(ctx, register_local_node=register_local_node)
-        if start_loops and not api_only:
+        if controller is not None:
             controller.start()
         try:
             yield
         finally:
-            if start_loops and not api_only:
+            if controller is not None:
                 controller.stop()
             if ctx.wake_sender is not None:
                 ctx.wake_sender.close()
