@@ -103,6 +103,10 @@ class Controller:
             except Exception:  # noqa: BLE001 - the loop must survive a bad cycle
                 log.exception("scheduling cycle failed")
                 time.sleep(0.5)
+                # Retry: the wake-up that started this cycle is spent, and the work it announced is not
+                # done (a transient error, e.g. SQLite refusing a stale read's upgrade to a write while
+                # an API worker process commits, would otherwise leave it for the idle period).
+                self.ctx.wake_scheduler.set()
 
     def schedule_once(self) -> None:
         with self.ctx.db.session() as session:
