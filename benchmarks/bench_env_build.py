@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/bench_env_build.py [--json out.json]
 
-Needs a Docker engine on this host (builds fetch wheels from 127.0.0.1) and the host's pip config to provide torch 2.13.0+cpu (find-links). Measures, in
+Needs a Docker engine on this host (builds fetch wheels from 127.0.0.1)
+and the host's pip config to provide torch 2.13.0+cpu (find-links). Measures, in
 one run, on the same offline (Debian-bootstrapped) python 3.11 base and from the same wheels:
   * cold offline build (empty deepdock cache, --no-cache layers, base present), goal <= 90 s
   * code-only rebuild, goal <= 2 s, vs the naive style (COPY . . then pip install) after a code change

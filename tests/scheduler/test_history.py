@@ -43,13 +43,14 @@ def test_gittins_index_of_a_two_point_distribution() -> None:
     assert h.index(1, 3_000) > h.index(1, 1_000) > h.index(1, 100)
 
 
-def test_classes_pool_until_they_have_samples_and_tail_decays_like_las() -> None:
+def test_classes_pool_until_they_have_samples_and_tail_holds_its_last_value() -> None:
     h = _two_point()
     assert size_class(1) == 0 and size_class(4) == 1 and size_class(16) == 2
     # No 2–8 GPU job has finished yet: the pooled distribution (here the 1-GPU one) stands in.
     assert h.index(4, 0) == h.index(1, 0)
-    # Beyond every finished job there is nothing to learn from: least attained service first.
-    assert h.index(1, 10 * LONG) > h.index(1, 100 * LONG) > 0
+    # Beyond every finished job there is nothing to learn from: such jobs tie (and run first come, first
+    # served, with no preemption between them) instead of sharing GPUs round-robin as under LAS.
+    assert h.index(1, 10 * LONG) == h.index(1, 100 * LONG) > 0
     assert gittins_table([]) == []
 
 

@@ -7,7 +7,7 @@ from deepdock.server.db.models import Job, Project, User
 from deepdock.server.db.session import Database
 
 
-def _add_jobs(db: Database, rows: list[tuple[str, str, float | None, float, float]]) -> None:
+def _add_jobs(db: Database, rows: list[tuple[str, str, float | None, float, float]], cohort: str | None = None) -> None:
     """rows: (id, status, finished_at, gpus, attained GPU-seconds)."""
     with db.session() as session:
         user = session.query(User).first() or User(name="u", is_admin=True)
@@ -17,7 +17,8 @@ def _add_jobs(db: Database, rows: list[tuple[str, str, float | None, float, floa
         for job_id, status, finished_at, gpus, attained in rows:
             session.add(Job(id=job_id, name=job_id, project_id=project.id, user_id=user.id, spec={}, status=status,
                             cpus=1, memory=1 << 30, gpus=gpus, replicas=1, priority=0, submitted_at=0.0,
-                            created_at=0.0, updated_at=0.0, finished_at=finished_at, attained_service=attained))
+                            created_at=0.0, updated_at=0.0, finished_at=finished_at, attained_service=attained,
+                            cohort=cohort))
 
 
 def test_finished_jobs_are_recorded_once_and_incrementally(db_url):
@@ -54,3 +55,15 @@ def test_an_empty_database_gives_an_empty_history(db_url):
         finished.update(session)
     assert len(finished.history) == 1
     db.dispose()
+
+
+def test_finished_jobs_inform_their_cohort(db_url):
+    db = Database(db_url)
+    db.migrate()
+    _add_jobs(db, [(f"x{i}", "SUCCEEDED", float(i), 1, 60.0 if i % 2 else 4000.0) for i in range(40)])
+    _add_jobs(db, [("s1", "SUCCEEDED", 100.0, 1, 4000.0)], cohort="slow")
+    finished = FinishedJobs()
+    with db.session() as session:
+        finished.update(session)
+    assert finished.history.has_cohort("slow") and not finished.history.has_cohort("other")
+    assert finished.history.index(1, 0, "slow") < finished.history.index(1, 0)

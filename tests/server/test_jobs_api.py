@@ -172,3 +172,19 @@ def test_listing_filters_merge_statuses_newest_first_and_page(make_server, clust
     assert [j["id"] for j in page] == [j["id"] for j in reversed(running)]
     r = client.get("/api/v1/jobs", params={"status": "SLEEPING"})
     assert r.status_code == 422 and "SLEEPING" in r.json()["error"]["message"]
+
+
+def test_jobs_submitted_together_share_a_cohort(make_server, cluster):
+    cluster.add("a")
+    client = make_server()
+    assert client.post("/api/v1/nodes", json={"name": "a", "engine_url": "fake://a"}).status_code == 201
+    first, second = submit(client), submit(client)
+    other_shape = submit(client, resources={"cpus": 1, "memory": "1g"})
+    named = submit(client, cohort="sweep-7")
+    cohorts = {j["id"]: client.get(f"/api/v1/jobs/{j['id']}").json()["cohort"]
+               for j in (first, second, other_shape, named)}
+    assert cohorts[first["id"]] == cohorts[second["id"]] == first["id"]
+    assert cohorts[other_shape["id"]] == other_shape["id"]
+    assert cohorts[named["id"]] == "default/sweep-7"
+    bad = client.post("/api/v1/jobs", json={"spec": {**JOB, "cohort": "Not A Name!"}})
+    assert bad.status_code == 422 and "cohort" in bad.text

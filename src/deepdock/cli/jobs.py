@@ -199,6 +199,7 @@ def describe(job: str) -> None:
     console.print(f"image:    {d['image'] or '(environment, built at start)'}")
     console.print(f"request:  {d['replicas']} x ({d['cpus']:g} CPUs, {human_bytes(d['memory'])}, {d['gpus']:g} GPUs)  "
                   f"priority={d['priority']}  retries left={d['retries_left']}")
+    console.print(f"service:  {d['attained_service']:,.0f} GPU-s attained  cohort={d['cohort'] or '-'}")
     console.print(f"artifacts: {d['artifacts_dir']}")
     for a in d["attempt_list"]:
         console.print(f"attempt {a['number']}: {a['status']} {a['reason']}")

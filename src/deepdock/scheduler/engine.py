@@ -53,10 +53,13 @@ class WaitNote:
 class CycleContext:
     """What a policy's hooks may look at during one cycle."""
 
-    def __init__(self, state: ClusterState, now: float) -> None:
+    def __init__(self, state: ClusterState, now: float, queue: Sequence[JobRequest] = ()) -> None:
         self.state = state
         self.now = now
+        self.queue = queue
         self._shares: FairShare | None = None
+        # Whatever a policy derives once per cycle from state and queue (keyed by the policy).
+        self.memo: dict[str, object] = {}
 
     @property
     def shares(self) -> FairShare:
@@ -120,7 +123,7 @@ class Cycle:
         self.policy = policy
         self.state = state
         self.now = now
-        self.ctx = CycleContext(state, now)
+        self.ctx = CycleContext(state, now, queue)
         self.alloc = Allocator(state.nodes)
         keys = policy.rank_many(queue, self.ctx)
         order = sorted(range(len(queue)), key=lambda i: (keys[i], queue[i].submit_time, queue[i].id))

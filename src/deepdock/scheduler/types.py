@@ -97,6 +97,8 @@ class JobRequest:
     executed: float = 0.0
     # When the job last stopped running (preempted); Tiresias-style starvation counts from here.
     last_stop_time: float | None = None
+    # The batch it was submitted with (scheduler/cohort.py): finished members inform its ranking.
+    cohort: str | None = None
 
 
 @dataclass(slots=True)
@@ -118,6 +120,7 @@ class RunningJob:
     submit_time: float = 0.0
     # Already told to stop (preempted); its resources are still held until it is gone.
     stopping: bool = False
+    cohort: str | None = None
 
 
 @dataclass(slots=True)

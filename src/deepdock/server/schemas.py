@@ -114,6 +114,9 @@ class JobStatusOut(BaseModel):
 
 
 class JobDetail(JobOut):
+    # The batch the scheduler groups it with (scheduler/cohort.py), and the service it has attained.
+    cohort: str | None
+    attained_service: float
     spec: dict[str, Any]
     events: list[EventOut]
     attempt_list: list[AttemptOut]

@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from deepdock.scheduler.cohort import CohortTracker, cohort_key
 from deepdock.scheduler.fit import can_ever_fit
 from deepdock.scheduler.history import ServiceHistory
 from deepdock.scheduler.types import (
@@ -102,6 +103,8 @@ class _Simulation:
         self.estimates = estimates
         self.nodes = {n.name: n for n in nodes}
         self.history = ServiceHistory()
+        self.cohorts = CohortTracker()
+        self.cohort_of: dict[str, str] = {}
         self.state = ClusterState(nodes, [], quotas, self.history)
         self.pending: dict[str, JobRequest] = {}
         self.work: dict[str, float] = {}
@@ -142,10 +145,13 @@ class _Simulation:
             self.records[job.id].rejected = why
             return
         self.work[job.id] = job.duration
+        cohort = self.cohort_of[job.id] = job.cohort or self.cohorts.assign(
+            cohort_key(job.project, job.user, job.resources, job.replicas, job.gpu_type), job.id,
+            job.submit_time)
         self.pending[job.id] = JobRequest(
             id=job.id, resources=job.resources, replicas=job.replicas, priority=job.priority,
             project=job.project, user=job.user, submit_time=job.submit_time, preemptible=job.preemptible,
-            gpu_type=job.gpu_type, runtime_estimate=job.duration if self.estimates else None,
+            gpu_type=job.gpu_type, runtime_estimate=job.duration if self.estimates else None, cohort=cohort,
         )
         if job.resources.gpus <= 0:
             self.gpu_free_jobs_pending += 1
@@ -170,7 +176,7 @@ class _Simulation:
             priority=req.priority, project=req.project, user=req.user, preemptible=req.preemptible,
             start_time=now, attained_service=req.attained_service, gpu_type=req.gpu_type,
             runtime_estimate=work if self.estimates else None, executed=req.executed,
-            submit_time=req.submit_time,
+            submit_time=req.submit_time, cohort=req.cohort,
         )
         self.running[req.id] = _Run(trace, rj, now, req.executed, req.attained_service, work, self.tokens)
         heapq.heappush(self.heap, (now + max(0.0, work - req.executed), self.tokens, req.id))
@@ -187,7 +193,7 @@ class _Simulation:
         attained = run.attained_before + elapsed * rate
         if finished:
             rec.end_time = now
-            self.history.record(rate, attained)  # what the scheduler learns from: no durations
+            self.history.record(rate, attained, self.cohort_of[job_id])  # what it learns from: no durations
             return
         rec.preemptions += 1
         t = run.trace
@@ -195,7 +201,7 @@ class _Simulation:
             id=t.id, resources=t.resources, replicas=t.replicas, priority=t.priority, project=t.project,
             user=t.user, submit_time=t.submit_time, preemptible=t.preemptible, gpu_type=t.gpu_type,
             runtime_estimate=run.work if self.estimates else None, attained_service=attained,
-            executed=executed, last_stop_time=now,
+            executed=executed, last_stop_time=now, cohort=self.cohort_of[job_id],
         )
         if t.resources.gpus <= 0:
             self.gpu_free_jobs_pending += 1

@@ -16,6 +16,7 @@ Columns / keys (only ``submit_time`` and ``duration`` are required):
 | project, user | tenancy (fair share, quotas) | default |
 | priority | higher runs first | 0 |
 | preemptible | may be preempted | true |
+| cohort | the batch it was submitted with (sweep, grid) | assigned as the server does |
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class TraceJob:
     user: str = "default"
     priority: int = 0
     preemptible: bool = True
+    # Explicit batch name; when None the simulator assigns one as the server does (scheduler/cohort.py).
+    cohort: str | None = None
 
     @property
     def total_gpus(self) -> float:
@@ -91,6 +94,7 @@ def job_from_record(rec: dict[str, Any], row: int, source: str) -> TraceJob:
             user=str(rec.get("user") or "default"),
             priority=0 if _blank(rec.get("priority")) else int(rec["priority"]),
             preemptible=bool(preemptible),
+            cohort=None if _blank(rec.get("cohort")) else str(rec["cohort"]),
         )
     except (ValueError, TypeError, KeyError) as exc:
         raise SpecError(f"{where}: {exc}") from None

@@ -87,6 +87,9 @@ class JobSpec(StrictModel):
     project: str = "default"
     max_runtime: float | None = Field(None, description="seconds; YAML accepts '2h'")
     runtime_estimate: float | None = None
+    # Names the batch (sweep, grid, folds) this job belongs to; without it the server groups jobs of one
+    # user, project and shape submitted within a minute of each other (scheduler/cohort.py).
+    cohort: str | None = None
     stop_grace: float | None = None
     retry: RetrySpec = Field(default_factory=RetrySpec)
 
@@ -95,6 +98,13 @@ class JobSpec(StrictModel):
     def _name(cls, v: str) -> str:
         if not _NAME_RE.match(v):
             raise ValueError("name must be 1-63 chars of a-z, 0-9, '_', '.', '-' and start with a letter or digit")
+        return v
+
+    @field_validator("cohort")
+    @classmethod
+    def _cohort(cls, v: str | None) -> str | None:
+        if v is not None and not _NAME_RE.match(v):
+            raise ValueError("cohort must be 1-63 chars of a-z, 0-9, '_', '.', '-' and start with a letter or digit")
         return v
 
     @field_validator("command", mode="before")

@@ -37,7 +37,7 @@ import math
 from collections.abc import Sequence
 
 from deepdock.scheduler.engine import CycleContext, QueuePolicy, Rank
-from deepdock.scheduler.history import ServiceHistory
+from deepdock.scheduler.history import ServiceHistory, service_bin, size_class
 from deepdock.scheduler.policies.baselines import starving
 from deepdock.scheduler.types import JobRequest, RunningJob, service_rate
 
@@ -46,7 +46,7 @@ LAS_BASE_GPU_S = 600.0
 # A waiting job preempts a running one of equal priority only this many levels below it.
 PREEMPT_LEVEL_GAP = 3
 # With a Gittins index: only if its index is this many times the running job's.
-PREEMPT_INDEX_RATIO = 8.0
+PREEMPT_INDEX_RATIO = 1.25
 # A blocked job earmarks nodes only after waiting this long (seconds): earmarked nodes idle while they
 # drain, which costs every other job; preemption usually starts a fresh gang sooner, and the reservation
 # is the backstop that bounds how long any gang can be passed over.
@@ -69,6 +69,37 @@ def _history(ctx: CycleContext) -> ServiceHistory | None:
     return h if h is not None and h.ready else None
 
 
+def _unfinished_by_cohort(ctx: CycleContext, hist: ServiceHistory) -> dict[str, tuple[int, ...]]:
+    """Service bins reached by members of cohorts that have finished members, and that are running or
+    were preempted: censored observations of their cohort's distribution (``ServiceHistory.index``).
+    Built once per cycle."""
+    memo = ctx.memo.get("unfinished")
+    if memo is None:
+        seen: dict[str, list[int]] = {}
+        for member in [*ctx.state.running, *ctx.queue]:
+            if member.attained_service > 0 and member.cohort is not None and hist.has_cohort(member.cohort):
+                seen.setdefault(member.cohort, []).append(service_bin(member.attained_service))
+        memo = ctx.memo["unfinished"] = {c: tuple(sorted(bins)) for c, bins in seen.items()}
+    return memo  # type: ignore[return-value]
+
+
+def _index(hist: ServiceHistory, job: JobRequest | RunningJob, ctx: CycleContext) -> float:
+    """The job's Gittins index, memoized per cycle: it depends only on the size class, the service bin
+    and the cohort (if one of its members finished), which most queued jobs share."""
+    memo: dict[tuple[int, int, str | None], float] | None = ctx.memo.get("index")  # type: ignore[assignment]
+    if memo is None:
+        memo = ctx.memo["index"] = {}
+    rate = service_rate(job.resources, job.replicas)
+    attained = job.attained_service
+    cohort = job.cohort if job.cohort is not None and hist.has_cohort(job.cohort) else None
+    key = (size_class(rate), service_bin(attained) if attained > 0 else 0, cohort)
+    value = memo.get(key)
+    if value is None:
+        unfinished = _unfinished_by_cohort(ctx, hist).get(cohort, ()) if cohort is not None else ()
+        value = memo[key] = hist.index(rate, attained, cohort, unfinished)
+    return value
+
+
 class DefaultPolicy(QueuePolicy):
     name = "default"
     preemptive = True
@@ -84,13 +115,13 @@ class DefaultPolicy(QueuePolicy):
         since = job.last_stop_time if job.last_stop_time is not None else job.submit_time
         return now - since >= STARVE_FACTOR * max(job.executed, STARVE_MIN_EXECUTED_S)
 
-    def _score(self, job: JobRequest, now: float, hist: ServiceHistory | None) -> float:
+    def _score(self, job: JobRequest, ctx: CycleContext, hist: ServiceHistory | None) -> float:
         """Lower is sooner: the LAS level, or minus the Gittins index; -inf when starving."""
         if hist is None:
-            return self._level(job, now)
-        if self._starving(job, now):
+            return self._level(job, ctx.now)
+        if self._starving(job, ctx.now):
             return -math.inf
-        return -hist.index(service_rate(job.resources, job.replicas), job.attained_service)
+        return -_index(hist, job, ctx)
 
     def rank(self, job: JobRequest, ctx: CycleContext) -> Rank:
         shares = ctx.shares
@@ -98,7 +129,7 @@ class DefaultPolicy(QueuePolicy):
         return (
             -job.priority,
             borrowing,
-            self._score(job, ctx.now, _history(ctx)),
+            self._score(job, ctx, _history(ctx)),
             shares.project_share(job.project),
             shares.user_share(job.project, job.user),
             job.submit_time,
@@ -108,8 +139,8 @@ class DefaultPolicy(QueuePolicy):
         if ctx.state.quotas or len({(j.project, j.user) for j in jobs}) > 1:
             return [self.rank(j, ctx) for j in jobs]
         # One tenant and no quotas: the fair-share terms are equal for everyone, so skip computing them.
-        now, hist, score = ctx.now, _history(ctx), self._score
-        return [(-j.priority, 0, score(j, now, hist), 0.0, 0.0, j.submit_time) for j in jobs]
+        hist, score = _history(ctx), self._score
+        return [(-j.priority, 0, score(j, ctx, hist), 0.0, 0.0, j.submit_time) for j in jobs]
 
     def may_reserve(self, job: JobRequest, ctx: CycleContext) -> bool:
         since = job.last_stop_time if job.last_stop_time is not None else job.submit_time
@@ -123,9 +154,7 @@ class DefaultPolicy(QueuePolicy):
             return las_level(victim.attained_service) >= self._level(job, ctx.now) + PREEMPT_LEVEL_GAP
         if self._starving(job, ctx.now) and las_level(victim.attained_service) >= PREEMPT_LEVEL_GAP - 1:
             return True  # as in the LAS fallback, where starving is level -1
-        mine = hist.index(service_rate(job.resources, job.replicas), job.attained_service)
-        theirs = hist.index(service_rate(victim.resources, victim.replicas), victim.attained_service)
-        return mine >= PREEMPT_INDEX_RATIO * theirs
+        return _index(hist, job, ctx) >= PREEMPT_INDEX_RATIO * _index(hist, victim, ctx)
 
     def preempt_reason(self, job: JobRequest, victims: list[RunningJob]) -> str:
         parts = []

@@ -49,7 +49,8 @@ class FinishedJobs:
         self._mark: tuple[float, str] | None = None  # (finished_at, id) of the last job recorded
 
     def update(self, session: Session) -> None:
-        query = select(Job.finished_at, Job.id, Job.cpus, Job.memory, Job.gpus, Job.replicas, Job.attained_service).where(
+        query = select(Job.finished_at, Job.id, Job.cpus, Job.memory, Job.gpus, Job.replicas, Job.attained_service,
+                       Job.cohort).where(
             Job.status.in_(lifecycle.TERMINAL), Job.finished_at.is_not(None)
         )
         if self._mark is None:
@@ -59,8 +60,9 @@ class FinishedJobs:
             at, job_id = self._mark
             later = or_(Job.finished_at > at, and_(Job.finished_at == at, Job.id > job_id))
             rows = list(session.execute(query.where(later).order_by(Job.finished_at, Job.id)))
-        for finished_at, job_id, cpus, memory, gpus, replicas, attained in rows:
-            self.history.record(service_rate(Resources(cpus=cpus, memory=memory, gpus=gpus), replicas), attained or 0.0)
+        for finished_at, job_id, cpus, memory, gpus, replicas, attained, cohort in rows:
+            rate = service_rate(Resources(cpus=cpus, memory=memory, gpus=gpus), replicas)
+            self.history.record(rate, attained or 0.0, cohort)
             self._mark = (finished_at, job_id)
         if self._mark is None:
             self._mark = (0.0, "")
@@ -110,6 +112,7 @@ def build_state(session: Session, now: float) -> tuple[ClusterState, list[JobReq
             gpu_type=j.gpu_type,
             submit_time=j.submitted_at,
             stopping=j.stop_requested is not None,
+            cohort=j.cohort,
         )
         for j in active_jobs
     ]
@@ -136,6 +139,7 @@ def build_state(session: Session, now: float) -> tuple[ClusterState, list[JobReq
             gpu_type=j.gpu_type,
             runtime_estimate=(j.spec or {}).get("runtime_estimate"),
             attained_service=j.attained_service,
+            cohort=j.cohort,
         )
         for j in queued
     ]

@@ -129,6 +129,8 @@ class Job(Base):
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     # GPU-seconds (or CPU-seconds for CPU jobs) of service attained over all attempts: 2D-LAS input.
     attained_service: Mapped[float] = mapped_column(Float, default=0)
+    # The batch it was submitted with (scheduler/cohort.py): its finished members inform the ranking.
+    cohort: Mapped[str | None] = mapped_column(String(160), nullable=True)
     pending_reason: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # What the user or the scheduler asked for; the reconciler makes it so.
     stop_requested: Mapped[str | None] = mapped_column(String(32), nullable=True)  # user | preempted | runtime

@@ -102,7 +102,8 @@ def describe(ref: str, ctx: LoopContext = Depends(get_ctx), session: Session = D
         EventOut(at=e.at, attempt=e.attempt, from_status=e.from_status, to_status=e.to_status, reason=e.reason)
         for e in job_service.job_events(session, job.id)
     ]
-    return JobDetail(**job_out(job).model_dump(), spec=job.spec, events=events, attempt_list=attempts,
+    return JobDetail(**job_out(job).model_dump(), cohort=job.cohort, attained_service=job.attained_service,
+                     spec=job.spec, events=events, attempt_list=attempts,
                      artifacts_dir=str(ctx.artifacts_root / job.id))
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from deepdock.errors import NotFoundError, PermissionDeniedError, SpecError, UnschedulableError
+from deepdock.scheduler.cohort import COHORT_GAP_S
 from deepdock.scheduler.types import GPU, NodeState, Resources
 from deepdock.server.db.models import Attempt, CodeBlob, Job, JobEvent, Membership, Node, Project, User, now_s
 from deepdock.server.services import lifecycle
@@ -40,6 +41,25 @@ def node_states_for_capacity(nodes: list[Node]) -> list[NodeState]:
     ]
 
 
+def _cohort(session: Session, project: Project, user: User, spec: JobSpec, job_id: str, now: float) -> str:
+    """The spec's named cohort, or the cohort of this user's previous job of the same shape in the project
+    if it was submitted at most COHORT_GAP_S ago (the rule of ``scheduler.cohort.CohortTracker``), or a
+    new one named after this job."""
+    if spec.cohort is not None:
+        return f"{project.name}/{spec.cohort}"
+    r = spec.resources
+    gpu_type = Job.gpu_type.is_(None) if r.gpu_type is None else Job.gpu_type == r.gpu_type
+    previous = session.scalar(
+        select(Job.cohort)
+        .where(Job.project_id == project.id, Job.created_at >= now - COHORT_GAP_S, Job.user_id == user.id,
+               Job.cpus == r.cpus, Job.memory == r.memory, Job.gpus == r.gpus, Job.replicas == spec.replicas,
+               gpu_type)
+        .order_by(Job.created_at.desc())
+        .limit(1)
+    )
+    return previous or job_id
+
+
 def submit_job(session: Session, user: User, spec: JobSpec, *, code_sha256: str | None = None) -> Job:
     from deepdock.scheduler import can_ever_fit
 
@@ -55,8 +75,9 @@ def submit_job(session: Session, user: User, spec: JobSpec, *, code_sha256: str 
     )
     if problem is not None:
         raise UnschedulableError(problem)
+    job_id, submitted = new_job_id(), now_s()
     job = Job(
-        id=new_job_id(),
+        id=job_id,
         name=spec.name,
         project_id=project.id,
         user_id=user.id,
@@ -72,6 +93,9 @@ def submit_job(session: Session, user: User, spec: JobSpec, *, code_sha256: str 
         gpu_type=r.gpu_type,
         preemptible=spec.preemptible,
         retries_left=spec.retry.max_retries,
+        cohort=_cohort(session, project, user, spec, job_id, submitted),
+        submitted_at=submitted,
+        created_at=submitted,
     )
     session.add(job)
     session.add(JobEvent(job_id=job.id, from_status=None, to_status=lifecycle.QUEUED, reason="submitted"))
