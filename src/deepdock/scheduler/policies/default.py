@@ -6,7 +6,8 @@ Ranking, best first:
 3. starving jobs (waited ``STARVE_FACTOR`` × what they have run) — nothing waits forever;
 4. expected completion per unit of investment: the Gittins index of the job's attained GPU-service under
    the distribution of service that *finished* jobs of its size class needed (``ClusterState.history``,
-   learned online; see ``scheduler/history.py``). Until enough jobs have finished (or when the caller
+   learned online; see ``scheduler/history.py``), blended with its cohort's once members of its batch
+   have finished (``scheduler/cohort.py``). Until enough jobs have finished (or when the caller
    keeps no history) this falls back to least attained service on a fine log scale (2D-LAS over
    GPUs × time), which the Gittins index reduces to when sizes have a decreasing hazard rate;
 5. dominant-resource fair share of the project, then of the user (DRF);
@@ -22,13 +23,21 @@ The best-ranked job that cannot start (typically a large gang) reserves nodes af
 ``RESERVE_AFTER_WAIT_S``, so small jobs backfill around it without starving it; with runtime estimates,
 backfill onto reserved nodes is EASY-style.
 
-Why a learned Gittins index rather than LAS levels (Philly replay, 0.25 capacity, mean JCT; see
-docs/benchmarks.md): plain LAS 43,083 s, Tiresias 39,324 s, this policy 37,800 s (SRTF with oracle
-durations 23,318 s). LAS shares GPUs round-robin among long jobs, so in busy VCs they all finish late;
-the learned index keeps a job running while it is likely close to a typical length of its class, and
-ranks size classes against each other by how soon they tend to finish per GPU-second. Tuned on the
-replay: an index ratio of 8 for preemption (2: slightly worse; 1: jobs of equal index preempt each
-other forever), reservations kept (dropping them gains ~3% but loses the bound on a gang's wait).
+Why a learned Gittins index rather than LAS levels (Philly replay, 0.25 capacity, mean JCT, SRTF with
+oracle durations 23,318 s, Tiresias 39,324 s; see docs/benchmarks.md): plain LAS 43,083 s; the index per
+size class with a 1/a tail and an index ratio of 8 for preemption, 37,800 s. LAS shares GPUs
+round-robin among long jobs, so in busy VCs they all finish late; the index keeps a job running while it
+is likely close to a typical length of its class. Steps since, each a whole default-policy replay:
+- cohorts from finished members only: 39,330 s (worse: the first members to finish are the short ones);
+  with unfinished members as censored observations (Kaplan-Meier): 38,384 s;
+- the tail holding its last value instead of decaying like 1/a: 37,500 s (37,658 s without cohorts);
+- preemption at an index ratio of 2: 36,866 s; of 1.25: 35,118 s (the Gittins rule proper is 1; the
+  margin stops two jobs from trading places at every bin edge; the sim charges every restart);
+- at ratio 1.25, cohorts are worth about 3% (36,821 s without, 35,934 s with, both with a 4 h starvation
+  floor, which itself did not help).
+Not adopted: dropping starvation protection altogether gives 33,877 s, but then nothing bounds how long a
+job that ran a little waits behind a backlog of fresh ones; dropping reservations gains ~3% but loses the
+bound on a gang's wait.
 """
 
 from __future__ import annotations
