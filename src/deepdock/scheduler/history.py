@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 # Bin edges: 0, BASE, BASE·2^(1/k), ... up to about MAX_GPU_S.
 BASE_GPU_S = 60.0
@@ -120,17 +121,27 @@ def gittins_table(samples: list[float]) -> list[float]:
     return table
 
 
+class _Built(NamedTuple):
+    """One build of a class's table, and the cumulative distribution it came from (for blending)."""
+
+    samples: int
+    table: list[float]
+    count: list[float]
+    total: list[float]
+    serial: int  # unique per build: what a cohort's cached blend was made from
+
+
 class ServiceHistory:
     """Completed jobs' GPU-service, by size class and by cohort, and Gittins indices built from it."""
 
     def __init__(self) -> None:
         self._samples: dict[int, list[float]] = {0: [], 1: [], 2: []}
-        # class -> (samples when built, table, cumulative count, cumulative total)
-        self._tables: dict[int, tuple[int, list[float], list[float], list[float]]] = {}
+        self._tables: dict[int, _Built] = {}
+        self._builds = 0
         self._n = 0
         self._cohorts: dict[str, list[float]] = {}
         # cohort -> (its completions and class build when blended, blended F, blended T, index per bin)
-        self._cohort_index: dict[str, tuple[tuple[int, int], list[float], list[float], dict[int, float]]] = {}
+        self._cohort_index: dict[str, tuple[tuple[int, int, tuple[int, ...]], list[float], list[float], dict[int, float]]] = {}
 
     def __len__(self) -> int:
         return self._n
@@ -150,28 +161,29 @@ class ServiceHistory:
         """Enough completions to rank by Gittins index at all (otherwise: plain LAS)."""
         return self._n >= MIN_SAMPLES
 
-    def _built(self, cls: int) -> tuple[int, list[float], list[float], list[float]]:
+    def _built(self, cls: int) -> _Built:
         n = self._n if cls == POOLED else len(self._samples[cls])
         built = self._tables.get(cls)
-        if built is not None and n - built[0] < max(REFRESH_MIN, built[0] * REFRESH_FRACTION):
+        if built is not None and n - built.samples < max(REFRESH_MIN, built.samples * REFRESH_FRACTION):
             return built
         if cls == POOLED:
             samples = [x for s in self._samples.values() for x in s]
         else:
             samples = self._samples[cls]
         count, total = cumulative(samples)
-        built = (n, gittins_table(samples), count, total)
+        self._builds += 1
+        built = _Built(n, gittins_table(samples), count, total, self._builds)
         self._tables[cls] = built
         return built
 
-    def _class_built(self, gpus: float) -> tuple[int, list[float], list[float], list[float]] | None:
+    def _class_built(self, gpus: float) -> _Built | None:
         cls = size_class(gpus)
         if len(self._samples[cls]) >= MIN_SAMPLES:
             built = self._built(cls)
-            if built[1]:
+            if built.table:
                 return built
         built = self._built(POOLED)
-        return built if built[1] else None
+        return built if built.table else None
 
     def has_cohort(self, cohort: str | None) -> bool:
         """Whether some member of ``cohort`` has finished (only then does the cohort change an index)."""
@@ -198,11 +210,11 @@ class ServiceHistory:
         if not siblings or (max(siblings) <= edge and (not unfinished or _EDGES[unfinished[-1]] <= edge)):
             # Nothing finished in its cohort, or it is past everything its cohort has shown: the class
             # alone says what remains.
-            return built[1][b]
-        key = (len(siblings), id(built), unfinished)
+            return built.table[b]
+        key = (len(siblings), built.serial, unfinished)
         cached = self._cohort_index.get(cohort)  # type: ignore[arg-type]
         if cached is None or cached[0] != key:
-            count, total = _blend(siblings, unfinished, built[2], built[3])
+            count, total = _blend(siblings, unfinished, built.count, built.total)
             cached = (key, count, total, {})
             self._cohort_index[cohort] = cached  # type: ignore[index]
         per_bin = cached[3]

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from deepdock.specs.common import StrictModel, load_yaml, parse_bytes, parse_duration, parse_model
 from deepdock.specs.env import EnvSpec, load_env_spec
@@ -93,18 +93,11 @@ class JobSpec(StrictModel):
     stop_grace: float | None = None
     retry: RetrySpec = Field(default_factory=RetrySpec)
 
-    @field_validator("name")
+    @field_validator("name", "cohort")
     @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME_RE.match(v):
-            raise ValueError("name must be 1-63 chars of a-z, 0-9, '_', '.', '-' and start with a letter or digit")
-        return v
-
-    @field_validator("cohort")
-    @classmethod
-    def _cohort(cls, v: str | None) -> str | None:
+    def _name(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is not None and not _NAME_RE.match(v):
-            raise ValueError("cohort must be 1-63 chars of a-z, 0-9, '_', '.', '-' and start with a letter or digit")
+            raise ValueError(f"{info.field_name} must be 1-63 chars of a-z, 0-9, '_', '.', '-' and start with a letter or digit")
         return v
 
     @field_validator("command", mode="before")
