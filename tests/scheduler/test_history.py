@@ -76,6 +76,17 @@ def test_default_finishes_a_job_about_to_complete_before_a_younger_one() -> None
     assert placed_ids(get_policy("default").schedule(ClusterState([node("n0", gpus=1)]), queue, 100)) == ["young"]
 
 
+def test_past_every_finished_job_the_furthest_along_runs_first() -> None:
+    # Both are beyond everything the history has seen: equal index. The one closer to done (more
+    # service) goes first, wherever it sits in submission order.
+    h = _two_point()
+    queue = [job("early", submit=0, attained_service=20 * LONG, executed=20 * LONG, last_stop_time=99),
+             job("later", submit=50, attained_service=40 * LONG, executed=40 * LONG, last_stop_time=99)]
+    assert h.index(1, 20 * LONG) == h.index(1, 40 * LONG)
+    state = ClusterState([node("n0", gpus=1)], history=h)
+    assert placed_ids(get_policy("default").schedule(state, queue, 100)) == ["later"]
+
+
 def test_index_preemption_needs_a_large_ratio() -> None:
     h = _two_point()
     # A fresh job (index 1/120) vs a running one at 100 GPU-s (index ~1/3,755): preempt.
