@@ -38,9 +38,10 @@ is likely close to a typical length of its class. Steps since, each a whole defa
 - at ratio 1.25, cohorts are worth about 3% (36,821 s without, 35,934 s with, both with a 4 h starvation
   floor, which itself did not help);
 - ties broken by more attained service instead of submission order: 33,733 s.
-Not adopted: dropping starvation protection altogether gives 33,877 s, but then nothing bounds how long a
-job that ran a little waits behind a backlog of fresh ones; dropping reservations gains ~3% but loses the
-bound on a gang's wait.
+Not adopted: dropping starvation protection gave 33,877 s before the tie-break and gains nothing after it,
+and without it nothing bounds how long a job that ran a little waits behind a backlog of fresh ones;
+dropping reservations gains ~1–3% (within the replay's noise) but loses the bound on a gang's wait. Why
+the rest of the gap to SRTF is not the policy's to close: benchmarks/bench_philly_predictor.py.
 """
 
 from __future__ import annotations
