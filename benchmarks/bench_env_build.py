@@ -45,10 +45,10 @@ def _fresh_home(root: Path, name: str) -> None:
 
 
 def _naive_build(client, ctx: Path) -> float:
-    from deepdock.envs import engine
+    from deepdock.envs import docker_api
 
     started = time.monotonic()
-    engine.run_build(client, tag=NAIVE_TAG, groups=[], path=str(ctx), labels=BENCH_LABEL)
+    docker_api.run_build(client, tag=NAIVE_TAG, groups=[], path=str(ctx), labels=BENCH_LABEL)
     return time.monotonic() - started
 
 
@@ -58,15 +58,17 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["DEEPDOCK_PYTORCH_INDEX_URL"] = ""  # this host's pip find-links provides torch
 
-    from deepdock.envs import engine
+    from deepdock.envs import docker_api
     from deepdock.envs.base import bootstrap_base, offline_image_name
     from deepdock.envs.build import build_env
     from deepdock.specs.env import EnvSpec
 
-    client = engine.connect()
+    client = docker_api.connect()
     base = offline_image_name(PYTHON)
-    if not engine.image_exists(client, base):
-        bootstrap_base(client, PYTHON, progress=print)
+    if not docker_api.image_exists(client, base):
+        from deepdock.settings import get_settings
+
+        bootstrap_base(client, PYTHON, progress=print, mirror=get_settings().debian_mirror)
     spec = EnvSpec(python=PYTHON, framework={"name": "torch", "version": TORCH}, accelerator="cpu", pip=["numpy"])
     work = Path(tempfile.mkdtemp(prefix="deepdock-bench-"))
     code = work / "code"

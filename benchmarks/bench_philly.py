@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from deepdock.settings import get_settings
 from deepdock.sim.runner import comparison, load_workload, render_table, run_policies
 
 POLICIES = ["default", "fifo", "fifo-backfill", "sjf", "srtf", "tiresias"]
@@ -30,7 +31,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     started = time.perf_counter()
-    workload = load_workload("philly", None, args.capacity)
+    workload = load_workload("philly", None, args.capacity, get_settings().philly_dir)
     rows = comparison(run_policies(POLICIES, workload, args.workers))
     wall = time.perf_counter() - started
     console = Console(width=160)

@@ -24,9 +24,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from deepdock.scheduler.cohort import CohortTracker, cohort_key
-from deepdock.scheduler.engine import CycleContext, QueuePolicy, Rank
-from deepdock.scheduler.registry import POLICIES
-from deepdock.scheduler.types import JobRequest, RunningJob, service_rate
+from deepdock.scheduler.policies import POLICIES
+from deepdock.scheduler.queue_policy import CycleContext, QueuePolicy, Rank
+from deepdock.scheduler.types import JobRequest, RunningJob, gpu_time_rate
+from deepdock.settings import get_settings
 from deepdock.sim.metrics import summarize
 from deepdock.sim.runner import Partition, load_workload, run_policies
 from deepdock.sim.trace import TraceJob
@@ -64,7 +65,7 @@ class PredictedSrtf(QueuePolicy):
     def _remaining(job: JobRequest | RunningJob) -> float:
         predicted, executed = PREDICTED[job.id], job.executed
         left = predicted - executed if predicted > executed + 60.0 else executed
-        return left * service_rate(job.resources, job.replicas)
+        return left * gpu_time_rate(job.resources, job.replicas)
 
     def rank(self, job: JobRequest, ctx: CycleContext) -> Rank:
         return (self._remaining(job),)
@@ -78,7 +79,7 @@ def main() -> None:
     ap.add_argument("--capacity", type=float, default=0.25)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
-    workload: list[Partition] = load_workload("philly", None, args.capacity)
+    workload: list[Partition] = load_workload("philly", None, args.capacity, get_settings().philly_dir)
     for part in workload:
         PREDICTED.update(cohort_predictions(part.jobs))
     POLICIES[PredictedSrtf.name] = PredictedSrtf  # forked workers inherit the registration

@@ -13,7 +13,7 @@ import random
 import time
 
 from deepdock.scheduler import GPU, ClusterState, JobRequest, NodeState, Place, Resources, get_policy
-from deepdock.scheduler.history import ServiceHistory
+from deepdock.scheduler.history import AttainedHistory
 
 GIB = 1024**3
 NODE_CPUS = 96.0
@@ -39,18 +39,18 @@ def make_jobs(n: int, seed: int = SEED) -> list[JobRequest]:
         jobs.append(JobRequest(f"job-{i:05d}", Resources(cpus, 16 * GIB, float(gpus)), replicas=replicas,
                                priority=rng.choice([0, 0, 0, 1]), submit_time=float(i),
                                project=f"p{rng.randrange(4)}", user=f"u{rng.randrange(16)}"))
-        if rng.random() < 0.2:  # preempted earlier: has run and attained service, ranks by it
+        if rng.random() < 0.2:  # preempted earlier: has run and attained GPU time, ranks by it
             executed = rng.uniform(60, 36_000)
             jobs[-1].executed = executed
-            jobs[-1].attained_service = executed * max(gpus * replicas, 1)
+            jobs[-1].attained_gpu_s = executed * max(gpus * replicas, 1)
             jobs[-1].last_stop_time = float(i)
     return jobs
 
 
-def make_history(n: int, seed: int = SEED) -> ServiceHistory:
-    """Completions with heavy-tailed GPU-service (log-normal, median ~1 GPU-hour), as the server keeps."""
+def make_history(n: int, seed: int = SEED) -> AttainedHistory:
+    """Completions with heavy-tailed GPU time (log-normal, median ~1 GPU-hour), as the server keeps."""
     rng = random.Random(seed + 1)
-    history = ServiceHistory()
+    history = AttainedHistory()
     for _ in range(n):
         gpus = rng.choice([1, 1, 1, 2, 4, 8, 16])
         history.record(float(gpus), gpus * rng.lognormvariate(8.0, 2.0))
@@ -107,7 +107,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=10000)
     ap.add_argument("--policy", default="default")
     ap.add_argument("--history", type=int, default=2000,
-                    help="finished jobs in the service history the default policy ranks by (0: none, LAS)")
+                    help="finished jobs in the attained-GPU-time history the default policy ranks by (0: none, LAS)")
     args = ap.parse_args()
     nodes = make_nodes(args.nodes)
     jobs = make_jobs(args.jobs)

@@ -1,7 +1,8 @@
 """Typed Python client of deepdock's REST API (the CLI is a thin layer over it).
 
-Errors come back as the same ``deepdock.errors`` classes the server raised, so callers catch
-``UnschedulableError`` or ``SpecError`` rather than parsing HTTP bodies.
+Every method returns the wire models of ``deepdock.api`` (``JobOut``, ``JobDetail``, ``NodeOut``...), the
+same classes the server answers with. Errors come back as the same ``deepdock.errors`` classes the server
+raised, so callers catch ``UnschedulableError`` or ``SpecError`` rather than parsing HTTP bodies.
 """
 
 from __future__ import annotations
@@ -9,12 +10,29 @@ from __future__ import annotations
 import io
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, TypeAdapter
 
+from deepdock.api.enums import JobStatus, NodeStatus
+from deepdock.api.models import (
+    CodeOut,
+    JobDetail,
+    JobOut,
+    JobStatusOut,
+    MemberIn,
+    NodeIn,
+    NodeOut,
+    ProjectOut,
+    QuotaIn,
+    SubmitJob,
+    TokenOut,
+    UserIn,
+    UserOut,
+)
 from deepdock.config import read_config
 from deepdock.errors import DeepdockError, EngineUnreachableError, error_from_wire
 from deepdock.settings import Settings, get_settings
@@ -24,6 +42,9 @@ API = "/api/v1"
 REQUEST_TIMEOUT_S = 30.0
 # Never packaged with the user's code: they are large, local, or secret-bearing by convention.
 CODE_EXCLUDES = {".git", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", "node_modules"}
+
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class ServerUnreachableError(EngineUnreachableError):
@@ -77,40 +98,48 @@ class Client:
         _raise_for_error(response)
         return response
 
+    def _call(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        return model.model_validate(self._request(method, path, **kwargs).json())
+
+    def _get_list(self, adapter: TypeAdapter[list[M]], path: str, **kwargs: Any) -> list[M]:
+        return adapter.validate_python(self._request("GET", path, **kwargs).json())
+
     # -- jobs --------------------------------------------------------------------------------------------
-    def upload_code(self, root: Path) -> str:
-        data = package_code(root)
-        return str(self._request("POST", "/code", content=data,
-                                 headers={"Content-Type": "application/gzip"}).json()["sha256"])
+    def upload_code(self, root: Path) -> CodeOut:
+        """Package ``root`` (see ``package_code``) and upload it; the answer names it by its sha256."""
+        return self._call(CodeOut, "POST", "/code", content=package_code(root),
+                         headers={"Content-Type": "application/gzip"})
 
-    def submit(self, spec: JobSpec, code_sha256: str | None = None) -> dict[str, Any]:
-        body = {"spec": spec.model_dump(mode="json"), "code_sha256": code_sha256}
-        return self._request("POST", "/jobs", json=body).json()  # type: ignore[no-any-return]
+    def submit(self, spec: JobSpec, code_sha256: str | None = None) -> JobOut:
+        body = SubmitJob(spec=spec, code_sha256=code_sha256)
+        return self._call(JobOut, "POST", "/jobs", json=body.model_dump(mode="json"))
 
-    def run(self, spec: JobSpec) -> dict[str, Any]:
+    def run(self, spec: JobSpec) -> JobOut:
         """Upload the spec's code folder (if any) and submit."""
-        sha = self.upload_code(Path(spec.code)) if spec.code else None
+        sha = self.upload_code(Path(spec.code)).sha256 if spec.code else None
         return self.submit(spec, sha)
 
-    def jobs(self, *, status: list[str] | None = None, project: str | None = None, name: str | None = None,
-             limit: int = 100) -> list[dict[str, Any]]:
+    def jobs(self, *, status: Sequence[JobStatus | str] | None = None, project: str | None = None,
+             name: str | None = None, limit: int = 100) -> list[JobOut]:
         params: dict[str, Any] = {"limit": limit}
         if status:
-            params["status"] = status
+            params["status"] = [str(s) for s in status]
         if project:
             params["project"] = project
         if name:
             params["name"] = name
-        return self._request("GET", "/jobs", params=params).json()  # type: ignore[no-any-return]
+        return self._get_list(_JOBS, "/jobs", params=params)
 
-    def job(self, ref: str) -> dict[str, Any]:
-        return self._request("GET", f"/jobs/{ref}").json()  # type: ignore[no-any-return]
+    def job(self, ref: str) -> JobDetail:
+        """Everything about one job, by id or name."""
+        return self._call(JobDetail, "GET", f"/jobs/{ref}")
 
-    def status(self, ref: str) -> dict[str, Any]:
-        return self._request("GET", f"/jobs/{ref}/status").json()  # type: ignore[no-any-return]
+    def status(self, ref: str) -> JobStatusOut:
+        """The cheap read to poll."""
+        return self._call(JobStatusOut, "GET", f"/jobs/{ref}/status")
 
-    def stop(self, ref: str) -> dict[str, Any]:
-        return self._request("POST", f"/jobs/{ref}/stop").json()  # type: ignore[no-any-return]
+    def stop(self, ref: str) -> JobOut:
+        return self._call(JobOut, "POST", f"/jobs/{ref}/stop")
 
     def logs(self, ref: str, *, follow: bool = False, attempt: int | None = None, rank: int = 0) -> Iterator[bytes]:
         params: dict[str, Any] = {"follow": follow, "rank": rank}
@@ -126,35 +155,54 @@ class Client:
             raise ServerUnreachableError(f"deepdock server at {self.url} did not answer ({exc})") from None
 
     # -- nodes -------------------------------------------------------------------------------------------
-    def nodes(self) -> list[dict[str, Any]]:
-        return self._request("GET", "/nodes").json()  # type: ignore[no-any-return]
+    def nodes(self) -> list[NodeOut]:
+        return self._get_list(_NODES, "/nodes")
 
     def add_node(self, name: str, engine_url: str, *, tls_ca: str | None = None, tls_cert: str | None = None,
-                 tls_key: str | None = None, labels: dict[str, str] | None = None) -> dict[str, Any]:
-        body = {"name": name, "engine_url": engine_url, "tls_ca": tls_ca, "tls_cert": tls_cert, "tls_key": tls_key,
-                "labels": labels or {}}
-        return self._request("POST", "/nodes", json=body).json()  # type: ignore[no-any-return]
+                 tls_key: str | None = None, labels: dict[str, str] | None = None) -> NodeOut:
+        body = NodeIn(name=name, engine_url=engine_url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
+                      labels=labels or {})
+        return self._call(NodeOut, "POST", "/nodes", json=body.model_dump(mode="json"))
 
-    def set_node_status(self, name: str, status: str) -> dict[str, Any]:
-        return self._request("PATCH", f"/nodes/{name}", json={"status": status}).json()  # type: ignore[no-any-return]
+    def set_node_status(self, name: str, status: NodeStatus | str) -> NodeOut:
+        """``ready`` or ``draining``."""
+        return self._call(NodeOut, "PATCH", f"/nodes/{name}", json={"status": str(status)})
+
+    def drain_node(self, name: str, *, undo: bool = False) -> NodeOut:
+        """Stop placing new jobs on the node (running ones continue); ``undo`` makes it schedulable again."""
+        return self.set_node_status(name, NodeStatus.READY if undo else NodeStatus.DRAINING)
 
     def remove_node(self, name: str, *, force: bool = False) -> None:
         self._request("DELETE", f"/nodes/{name}", params={"force": force})
 
     # -- tenancy -----------------------------------------------------------------------------------------
-    def me(self) -> dict[str, Any]:
-        return self._request("GET", "/me").json()  # type: ignore[no-any-return]
+    def me(self) -> UserOut:
+        return self._call(UserOut, "GET", "/me")
 
-    def create_user(self, name: str, *, projects: list[str], is_admin: bool = False) -> dict[str, Any]:
-        body = {"name": name, "projects": projects, "is_admin": is_admin}
-        return self._request("POST", "/users", json=body).json()  # type: ignore[no-any-return]
+    def create_user(self, name: str, *, projects: list[str], is_admin: bool = False) -> UserOut:
+        """The answer carries the user's API token, which is shown only this once."""
+        body = UserIn(name=name, projects=projects, is_admin=is_admin)
+        return self._call(UserOut, "POST", "/users", json=body.model_dump(mode="json"))
 
-    def projects(self) -> list[dict[str, Any]]:
-        return self._request("GET", "/projects").json()  # type: ignore[no-any-return]
+    def create_token(self) -> TokenOut:
+        """A new API token for the calling user."""
+        return self._call(TokenOut, "POST", "/tokens")
 
-    def set_quota(self, project: str, *, cpus: float | None, memory: int | None, gpus: float | None) -> dict[str, Any]:
-        body = {"cpus": cpus, "memory": memory, "gpus": gpus}
-        return self._request("PUT", f"/projects/{project}/quota", json=body).json()  # type: ignore[no-any-return]
+    def projects(self) -> list[ProjectOut]:
+        return self._get_list(_PROJECTS, "/projects")
+
+    def add_member(self, project: str, user: str, *, role: str = "member") -> None:
+        body = MemberIn(user=user, role=role)
+        self._request("POST", f"/projects/{project}/members", json=body.model_dump(mode="json"))
+
+    def set_quota(self, project: str, *, cpus: float | None, memory: int | None, gpus: float | None) -> ProjectOut:
+        body = QuotaIn(cpus=cpus, memory=memory, gpus=gpus)
+        return self._call(ProjectOut, "PUT", f"/projects/{project}/quota", json=body.model_dump(mode="json"))
+
+
+_JOBS = TypeAdapter(list[JobOut])
+_NODES = TypeAdapter(list[NodeOut])
+_PROJECTS = TypeAdapter(list[ProjectOut])
 
 
 def _raise_for_error(response: httpx.Response) -> None:

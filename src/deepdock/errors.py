@@ -77,6 +77,13 @@ class EngineUnreachableError(EngineError):
     code = "engine_unreachable"
 
 
+class UnsupportedError(EngineError):
+    """A node's backend lacks an ability the request needs (compute.abilities.ability)."""
+
+    status_code = 422
+    code = "unsupported"
+
+
 class ImageMissingError(EngineError):
     status_code = 404
     code = "image_missing"
@@ -113,6 +120,7 @@ ERRORS_BY_CODE: dict[str, type[DeepdockError]] = {
         PayloadTooLargeError,
         EngineError,
         EngineUnreachableError,
+        UnsupportedError,
         ImageMissingError,
         BuildError,
         LockError,

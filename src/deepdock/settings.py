@@ -5,8 +5,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_WHEEL_PORT = 47811  # = envs.wheelserver.DEFAULT_PORT
+DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"  # = envs.base.DEFAULT_DEBIAN_MIRROR
 
 
 def _default_home() -> Path:
@@ -43,6 +46,19 @@ class Settings(BaseSettings):
     # Put on every container the server creates, beside its own deepdock.* labels (for example a cost
     # centre; the integration tests use it to find and clean up what they made). JSON in the env var.
     container_labels: dict[str, str] = Field(default_factory=dict)
+    # Env builds: the loopback port the wheel server listens on while a build fetches its wheels (fixed,
+    # because build args are part of the classic builder's cache key; empty = the default).
+    wheel_port: int = Field(DEFAULT_WHEEL_PORT, ge=1, le=65535)
+    # Env builds: the Debian mirror debootstrap installs an offline python base from.
+    debian_mirror: str = DEFAULT_DEBIAN_MIRROR
+    # The Philly trace folder (philly.csv, vcs.csv) for `deepdock sim --trace philly` and the benchmarks;
+    # unset: ../shared/traces/philly beside the repository.
+    philly_dir: Path | None = None
+
+    @field_validator("wheel_port", mode="before")
+    @classmethod
+    def _blank_port(cls, v: object) -> object:
+        return DEFAULT_WHEEL_PORT if isinstance(v, str) and not v.strip() else v
 
     @property
     def db_url(self) -> str:

@@ -1,4 +1,4 @@
-"""The backend contract, run against the in-memory FakeBackend."""
+"""The backend contract and the ability contracts, run against the in-memory FakeBackend."""
 
 from __future__ import annotations
 
@@ -8,19 +8,28 @@ import time
 import pytest
 
 from deepdock.compute.base import ComputeBackend
-from deepdock.compute.conformance import BackendContract, ContractHarness
-from deepdock.compute.fake import FakeBackend, FakeClock
+from deepdock.compute.testing.conformance import (
+    BackendContract,
+    FileTransferContract,
+    FileTransferHarness,
+    ImageTransferContract,
+    ImageTransferHarness,
+    NetworkingContract,
+)
+from deepdock.compute.testing.fake import FakeBackend, FakeClock
 
 IMAGE = "deepdock/fake-image:1"
 
 
-class FakeHarness(ContractHarness):
+class FakeHarness(FileTransferHarness, ImageTransferHarness):
     def __init__(self) -> None:
         self.clock = FakeClock()
         self.fake = FakeBackend(images=[IMAGE], clock=self.clock)
         self.backend = self.fake
+        self.second = FakeBackend(clock=self.clock, engine_url="fake://second")
         self.image = IMAGE
         self.labels = {"deepdock.test": "contract"}
+        self._images = 0
 
     def now(self) -> float:
         return self.clock()
@@ -55,13 +64,41 @@ class FakeHarness(ContractHarness):
         threading.Thread(target=emit, daemon=True).start()
         return cid
 
+    def run_writing(self, files: dict[str, bytes]) -> str:
+        cid = self.fake.run(self.spec(["sh", "-c", "write files"]))
+        for path, data in files.items():
+            self.fake.put_file(cid, path, data)
+        self.fake.finish(cid, 0)
+        return cid
+
+    def new_image(self) -> str:
+        self._images += 1
+        tag = f"deepdock/fake-new:{self._images}"
+        self.fake.add_image(tag)
+        return tag
+
     def unreachable_backend(self) -> tuple[ComputeBackend, str]:
         down = FakeBackend(images=[IMAGE], engine_url="fake://down")
         down.set_unreachable(True)
         return down, "fake://down"
 
 
+@pytest.fixture
+def harness() -> FakeHarness:
+    return FakeHarness()
+
+
 class TestFakeBackendContract(BackendContract):
-    @pytest.fixture
-    def harness(self) -> FakeHarness:
-        return FakeHarness()
+    pass
+
+
+class TestFakeFileTransfer(FileTransferContract):
+    pass
+
+
+class TestFakeNetworking(NetworkingContract):
+    pass
+
+
+class TestFakeImageTransfer(ImageTransferContract):
+    pass

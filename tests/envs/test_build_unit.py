@@ -9,7 +9,7 @@ import docker
 import pytest
 
 from deepdock.envs import build as build_mod
-from deepdock.envs import engine
+from deepdock.envs import docker_api
 from deepdock.envs.build import build_env, code_tree_hash, env_tag, plan_env
 from deepdock.errors import BuildError, PayloadTooLargeError
 from deepdock.specs.env import EnvSpec
@@ -104,7 +104,7 @@ def test_build_error_names_the_step_group():
     client = FakeClient(set())
     client.api = FailingAPI()
     with pytest.raises(BuildError) as exc:
-        engine.run_build(client, tag="t:1", groups=["base", "deps", "metadata"], path=".")
+        docker_api.run_build(client, tag="t:1", groups=["base", "deps", "metadata"], path=".")
     assert exc.value.step == "deps"
     assert "step group 'deps'" in exc.value.message and "No matching distribution" in exc.value.output
 
@@ -151,3 +151,60 @@ def test_build_context_holds_no_wheels(monkeypatch, tmp_path):
     assert sorted(names) == ["Dockerfile", "deps.lock", "framework.lock", "lock.json"]
     assert "torch==2.13.0+cpu --hash=sha256:" in framework_pins
     assert build_mod.wheel_route(plan.lock, "framework") in plan.dockerfile
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_build_passes_the_debian_mirror_from_settings_or_its_caller(monkeypatch, tmp_path):
+    from deepdock.envs import base as base_mod
+    from deepdock.settings import get_settings
+
+    _fake_pip_store(monkeypatch, tmp_path)
+    seen: list[str] = []
+
+    def fake_ensure_base(client, resolved, *, offline, progress=None, mirror):
+        seen.append(mirror)
+        raise _Stop
+
+    monkeypatch.setattr(base_mod, "ensure_base", fake_ensure_base)
+    spec = EnvSpec(framework={"name": "torch", "version": "2.13.0"}, accelerator="cpu")
+    monkeypatch.setenv("DEEPDOCK_DEBIAN_MIRROR", "http://mirror.invalid/debian")
+    get_settings.cache_clear()
+    with pytest.raises(_Stop):
+        build_env(spec, docker_client=FakeClient(set()), offline=True)
+    with pytest.raises(_Stop):
+        build_env(spec, docker_client=FakeClient(set()), offline=True, debian_mirror="http://other.invalid/debian")
+    assert seen == ["http://mirror.invalid/debian", "http://other.invalid/debian"]
+
+
+def test_offline_bootstrap_debootstraps_from_the_given_mirror(monkeypatch):
+    from deepdock.envs import base as base_mod
+    from deepdock.envs.compat import resolve
+
+    seen: list[str] = []
+
+    def fake_rootfs(python, *, progress=None, mirror):
+        seen.append(mirror)
+        raise _Stop
+
+    monkeypatch.setattr(base_mod, "rootfs_tarball", fake_rootfs)
+    resolved = resolve(EnvSpec(), pytorch_index_url="")
+    with pytest.raises(_Stop):
+        base_mod.ensure_base(FakeClient(set()), resolved, offline=True, mirror="http://mirror.invalid/debian")
+    with pytest.raises(_Stop):
+        base_mod.ensure_base(FakeClient(set()), resolved, offline=True)
+    assert seen == ["http://mirror.invalid/debian", base_mod.DEFAULT_DEBIAN_MIRROR]
+
+
+def test_settings_defaults_are_the_libraries_defaults(monkeypatch):
+    from deepdock.envs import base as base_mod
+    from deepdock.envs import wheelserver
+    from deepdock.settings import Settings
+
+    for var in ("DEEPDOCK_DEBIAN_MIRROR", "DEEPDOCK_WHEEL_PORT", "DEEPDOCK_PHILLY_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    s = Settings()
+    assert (s.debian_mirror, s.wheel_port, s.philly_dir) == \
+        (base_mod.DEFAULT_DEBIAN_MIRROR, wheelserver.DEFAULT_PORT, None)

@@ -1,23 +1,36 @@
-"""DockerBackend against the real engine: the shared contract, then what only `docker inspect` shows."""
+"""DockerBackend against real engines: the shared contracts (protocol, files, networks, image transfer
+to the second engine), then what only `docker inspect` or a real connection shows."""
 
 from __future__ import annotations
 
 import io
+import posixpath
 import shlex
+import socket
 import tarfile
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 
+import docker
 import pytest
+from tests.integration.conftest import TEST_LABEL
 
 from deepdock.compute.base import ComputeBackend, ContainerSpec, VolumeMount
-from deepdock.compute.conformance import (
+from deepdock.compute.docker import DockerBackend
+from deepdock.compute.testing.conformance import (
     BackendContract,
-    ContractHarness,
+    FileTransferContract,
+    FileTransferHarness,
+    ImageTransferContract,
+    ImageTransferHarness,
+    NetworkingContract,
+    contract_network_name,
+    tar_of,
     wait_finished,
     wait_for,
 )
-from deepdock.compute.docker import DockerBackend
 from deepdock.errors import EngineError, EngineUnreachableError, SpecError
 
 pytestmark = pytest.mark.docker
@@ -32,7 +45,7 @@ STOP_GRACE_S = 3.0
 APP_UID = 1000
 
 
-class DockerHarness(ContractHarness):
+class DockerHarness(FileTransferHarness):
     def __init__(self, backend: DockerBackend, image: str, labels: dict[str, str]) -> None:
         self.backend = backend
         self.image = image
@@ -60,12 +73,49 @@ class DockerHarness(ContractHarness):
         script = f"for l in {words}; do sleep {interval_s}; echo $l; done"
         return self.backend.run(self.spec(["sh", "-c", script]))
 
+    def run_writing(self, files: dict[str, bytes]) -> str:
+        # Contents travel in the environment, so no quoting of data is needed.
+        env = {f"F{i}": data.decode() for i, data in enumerate(files.values())}
+        script = "; ".join(f"mkdir -p {shlex.quote(posixpath.dirname(path))} && printf '%s' \"$F{i}\" > {shlex.quote(path)}"
+                           for i, path in enumerate(files))
+        cid = self.backend.run(self.spec(["sh", "-c", f"set -e; {script}"], env=env))
+        assert wait_finished(self.backend, cid).exit_code == 0, b"".join(self.backend.logs(cid))
+        return cid
+
     def unreachable_backend(self) -> tuple[ComputeBackend, str]:
         return DockerBackend(UNREACHABLE_SOCKET_URL, timeout_s=UNREACHABLE_TIMEOUT_S), UNREACHABLE_SOCKET_URL
 
 
+class DockerTransferHarness(DockerHarness, ImageTransferHarness):
+    """The main engine and the second engine (scripts/second_engine.sh) as source and target."""
+
+    def __init__(self, backend: DockerBackend, second: DockerBackend, image: str, labels: dict[str, str]) -> None:
+        super().__init__(backend, image, labels)
+        self.second = second
+        self.made: list[str] = []
+
+    def new_image(self) -> str:
+        # A fresh image (its own content, so its own id) carrying the test label: a real transfer, and
+        # labelled_cleanup removes it from the main engine.
+        tag = f"deepdock-test-xfer:{uuid.uuid4().hex[:12]}"
+        repository, _, version = tag.partition(":")
+        rootfs = tar_of({"etc/deepdock-xfer": tag.encode()})
+        changes = [f"LABEL {k}={v}" for k, v in self.labels.items()]
+        self.backend._api.import_image_from_data(rootfs, repository=repository, tag=version, changes=changes)
+        self.made.append(tag)
+        return tag
+
+    def cleanup(self) -> None:
+        for backend in (self.backend, self.second):
+            for tag in self.made:
+                try:
+                    backend._api.remove_image(tag, force=True)
+                except docker.errors.NotFound:
+                    pass
+
+
 @pytest.fixture
-def backend() -> DockerBackend:
+def backend() -> Iterator[DockerBackend]:
     b = DockerBackend()
     yield b
     b.close()
@@ -78,6 +128,39 @@ def harness(backend, busybox_image, labelled_cleanup) -> DockerHarness:
 
 class TestDockerBackendContract(BackendContract):
     pass
+
+
+class TestDockerFileTransfer(FileTransferContract):
+    pass
+
+
+class TestDockerNetworking(NetworkingContract):
+    pass
+
+
+class TestSecondEngineNetworking(NetworkingContract):
+    """The same on the second engine (also ``--bridge=none --iptables=false``, its own data root)."""
+
+    @pytest.fixture
+    def harness(self, second_engine, busybox_image, labelled_cleanup) -> Iterator[DockerHarness]:
+        second = DockerBackend(second_engine)
+        yield DockerHarness(second, busybox_image, labelled_cleanup)
+        # labelled_cleanup only sees the main engine: clean this one the same way.
+        for state in second.list_containers(labelled_cleanup):
+            second.remove(state.id)
+        for name in second.list_networks(labelled_cleanup):
+            second.remove_network(name)
+        second.close()
+
+
+class TestDockerImageTransfer(ImageTransferContract):
+    @pytest.fixture
+    def harness(self, backend, second_engine, busybox_image, labelled_cleanup) -> Iterator[DockerTransferHarness]:
+        second = DockerBackend(second_engine)
+        h = DockerTransferHarness(backend, second, busybox_image, labelled_cleanup)
+        yield h
+        h.cleanup()
+        second.close()
 
 
 def _output(backend: DockerBackend, cid: str) -> str:
@@ -260,3 +343,35 @@ def test_unreachable_engine_url_is_named(url):
                 shm_size=MIB,
             )
         )
+
+
+def test_a_published_port_is_reachable_from_the_host(harness):
+    # `docker-proxy` forwards the host port (no iptables needed); what another node would connect to.
+    nets = harness.backend
+    name = contract_network_name()
+    nets.create_network(name, harness.labels)
+    script = "echo ready; while true; do echo pong | nc -l -p 8080; done"
+    cid = harness.backend.run(harness.spec(["sh", "-c", script], network=name, ports=[8080]))
+    wait_for(lambda: b"ready" in b"".join(harness.backend.logs(cid)))
+    host_port = harness.backend.inspect(cid).ports[8080]
+
+    def answers() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", host_port), timeout=2) as conn:
+                return conn.recv(16).startswith(b"pong")
+        except OSError:
+            return False
+
+    wait_for(answers, timeout_s=15)
+    harness.backend.remove(cid)
+    nets.remove_network(name)
+
+
+def test_networks_carry_their_labels_and_are_bridges(harness, docker_client):
+    name = contract_network_name()
+    network_id = harness.backend.create_network(name, {**harness.labels, "deepdock.job": "j1"})
+    info = docker_client.api.inspect_network(network_id)
+    assert info["Name"] == name and info["Driver"] == "bridge"
+    assert info["Labels"] == {**harness.labels, "deepdock.job": "j1"}
+    assert info["Labels"][TEST_LABEL] == harness.labels[TEST_LABEL]
+    harness.backend.remove_network(name)

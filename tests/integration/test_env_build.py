@@ -61,7 +61,7 @@ def offline_base(docker_client, env_home) -> str:
     try:
         docker_client.images.get(name)
     except Exception:  # noqa: BLE001 - missing: build it
-        bootstrap_base(docker_client, "3.11")
+        bootstrap_base(docker_client, "3.11", mirror=get_settings().debian_mirror)
     return name
 
 

@@ -11,7 +11,7 @@ from tests.integration.server_process import ServerProcess
 from deepdock.compute.docker import DockerBackend
 from deepdock.scheduler import get_policy
 from deepdock.scheduler.types import NodeState, Resources
-from deepdock.sim.engine import simulate
+from deepdock.sim.simulator import simulate
 from deepdock.sim.trace import TraceJob
 from deepdock.specs.job import JobSpec
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from deepdock.compute.base import ContainerSpec
-from deepdock.compute.conformance import wait_finished
 from deepdock.compute.docker import DockerBackend
+from deepdock.compute.testing.conformance import wait_finished
 from deepdock.errors import EngineUnreachableError
 
 pytestmark = pytest.mark.docker

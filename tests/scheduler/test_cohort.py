@@ -6,7 +6,7 @@ import pytest
 
 from deepdock.scheduler import ClusterState, get_policy
 from deepdock.scheduler.cohort import COHORT_GAP_S, CohortTracker, cohort_key
-from deepdock.scheduler.history import BASE_GPU_S, ServiceHistory, service_bin
+from deepdock.scheduler.history import BASE_GPU_S, AttainedHistory, attained_bin
 from deepdock.scheduler.types import Resources
 from deepdock.sim.trace import job_from_record
 
@@ -15,9 +15,9 @@ from .helpers import job, node, placed_ids
 LONG = BASE_GPU_S * 2**6
 
 
-def _history(n: int = 16) -> ServiceHistory:
+def _history(n: int = 16) -> AttainedHistory:
     """The class: half the jobs need BASE_GPU_S, half LONG; no cohort has finished anything."""
-    h = ServiceHistory()
+    h = AttainedHistory()
     for _ in range(n):
         h.record(1, BASE_GPU_S)
         h.record(1, LONG)
@@ -50,7 +50,7 @@ def test_unfinished_members_count_as_censored_observations() -> None:
     # the finished one would call the cohort fast.
     h = _history()
     h.record(1, BASE_GPU_S, cohort="c")
-    censored = (service_bin(10 * BASE_GPU_S),) * 3
+    censored = (attained_bin(10 * BASE_GPU_S),) * 3
     assert h.index(1, 0, "c", censored) < h.index(1, 0, "c")
     # Past everything the cohort has shown, the class alone decides.
     assert h.index(1, 2 * LONG, "c") == h.index(1, 2 * LONG)

@@ -18,10 +18,10 @@ def test_idle_capacity_is_borrowed_beyond_quota() -> None:
 def test_owner_reclaims_its_guarantee_by_preemption() -> None:
     quotas = {"a": Resources(64, 512 * GIB, 2), "b": Resources(64, 512 * GIB, 2)}
     state = occupy(ClusterState([node("n0", gpus=4)], [
-        running("a1", "n0", [0, 1], project="a", attained_service=10),
-        running("a2", "n0", [2, 3], project="a", attained_service=99),
+        running("a1", "n0", [0, 1], project="a", attained_gpu_s=10),
+        running("a2", "n0", [2, 3], project="a", attained_gpu_s=99),
     ], quotas=quotas))
-    # Same priority, and b's job has no service advantage large enough: only the quota entitles it.
+    # Same priority, and b's job has no attained-GPU-time advantage large enough: only the quota entitles it.
     out = by_job(get_policy("priority").schedule(state, [job("b1", gpus=2, project="b")], 0))
     assert isinstance(out["b1"], Preempt) and out["b1"].victims == ["a1"]
 
@@ -43,25 +43,25 @@ def test_drf_orders_projects_by_dominant_share() -> None:
     assert placed_ids(get_policy("default").schedule(state, queue, 10)) == ["light-1"]
 
 
-def test_default_prefers_least_attained_service() -> None:
+def test_default_prefers_least_attained_gpu_time() -> None:
     state = ClusterState([node("n0", gpus=1)])
-    queue = [job("old", submit=0, attained_service=50_000, executed=50_000, last_stop_time=99),
+    queue = [job("old", submit=0, attained_gpu_s=50_000, executed=50_000, last_stop_time=99),
              job("new", submit=50)]
     assert placed_ids(get_policy("default").schedule(state, queue, 100)) == ["new"]
 
 
-def test_default_preempts_only_across_a_service_gap() -> None:
-    state = occupy(ClusterState([node("n0", gpus=1)], [running("r", "n0", [0], attained_service=100)]))
+def test_default_preempts_only_across_a_gpu_time_gap() -> None:
+    state = occupy(ClusterState([node("n0", gpus=1)], [running("r", "n0", [0], attained_gpu_s=100)]))
     out = by_job(get_policy("default").schedule(state, [job("q")], 0))
-    assert isinstance(out["q"], Wait), "both have little service: no churn"
-    state = occupy(ClusterState([node("n0", gpus=1)], [running("r", "n0", [0], attained_service=100_000)]))
+    assert isinstance(out["q"], Wait), "both have little GPU time: no churn"
+    state = occupy(ClusterState([node("n0", gpus=1)], [running("r", "n0", [0], attained_gpu_s=100_000)]))
     out = by_job(get_policy("default").schedule(state, [job("q")], 0))
     assert isinstance(out["q"], Preempt) and out["q"].victims == ["r"]
 
 
 def test_starving_job_is_promoted() -> None:
     state = ClusterState([node("n0", gpus=1)])
-    starved = job("starved", submit=0, attained_service=100_000, executed=100, last_stop_time=0)
+    starved = job("starved", submit=0, attained_gpu_s=100_000, executed=100, last_stop_time=0)
     fresh = job("fresh", submit=500)
     # Tiresias promotes after waiting 10× the executed time (1,000 s here), the default after 20×.
     assert placed_ids(get_policy("tiresias").schedule(state, [starved, fresh], 900)) == ["fresh"]
@@ -73,7 +73,7 @@ def test_starving_job_is_promoted() -> None:
 def test_tiresias_uses_discrete_queues_fifo_within() -> None:
     state = ClusterState([node("n0", gpus=1)])
     # Both below the first threshold: same queue, so submission order decides (unlike continuous LAS).
-    queue = [job("early", submit=0, attained_service=3_000, executed=3_000, last_stop_time=9_000),
-             job("late", submit=10, attained_service=0)]
+    queue = [job("early", submit=0, attained_gpu_s=3_000, executed=3_000, last_stop_time=9_000),
+             job("late", submit=10, attained_gpu_s=0)]
     assert placed_ids(get_policy("tiresias").schedule(state, queue, 10_000)) == ["early"]
     assert isinstance(by_job(get_policy("tiresias").schedule(state, queue, 10_000))["late"], Wait)

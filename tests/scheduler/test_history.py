@@ -1,4 +1,4 @@
-"""The learned service distribution and the Gittins index the default policy ranks by."""
+"""The learned GPU-time distribution and the Gittins index the default policy ranks by."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from deepdock.scheduler import ClusterState, Place, Preempt, Wait, get_policy
 from deepdock.scheduler.history import (
     BASE_GPU_S,
     MIN_SAMPLES,
-    ServiceHistory,
+    AttainedHistory,
+    attained_bin,
     gittins_table,
-    service_bin,
     size_class,
 )
 from deepdock.scheduler.policies.default import STARVE_FACTOR, STARVE_MIN_EXECUTED_S
 from deepdock.scheduler.types import Resources
-from deepdock.sim.engine import simulate
+from deepdock.sim.simulator import simulate
 from deepdock.sim.trace import TraceJob
 
 from .helpers import GIB, by_job, job, node, occupy, placed_ids, running
@@ -23,9 +23,9 @@ from .helpers import GIB, by_job, job, node, occupy, placed_ids, running
 LONG = BASE_GPU_S * 2**6  # 3,840 GPU-s: a bin edge, so the expected values below are exact
 
 
-def _two_point(n: int = 16, gpus: float = 1) -> ServiceHistory:
+def _two_point(n: int = 16, gpus: float = 1) -> AttainedHistory:
     """Half the jobs need BASE_GPU_S (60 GPU-s), half need LONG."""
-    h = ServiceHistory()
+    h = AttainedHistory()
     for _ in range(n):
         h.record(gpus, BASE_GPU_S)
         h.record(gpus, LONG)
@@ -38,7 +38,7 @@ def test_gittins_index_of_a_two_point_distribution() -> None:
     assert h.index(1, 0) == pytest.approx(1 / 120)
     # Past 60 every survivor needs LONG in total: completion rate 1 / (LONG - a), rising as a grows.
     a = BASE_GPU_S * 2**0.5
-    assert service_bin(100) == service_bin(a)
+    assert attained_bin(100) == attained_bin(a)
     assert h.index(1, 100) == pytest.approx(1 / (LONG - a))
     assert h.index(1, 3_000) > h.index(1, 1_000) > h.index(1, 100)
 
@@ -55,22 +55,22 @@ def test_classes_pool_until_they_have_samples_and_tail_holds_its_last_value() ->
 
 
 def test_empty_or_young_history_falls_back_to_las() -> None:
-    queue = [job("old", submit=0, attained_service=50_000, executed=50_000, last_stop_time=99),
+    queue = [job("old", submit=0, attained_gpu_s=50_000, executed=50_000, last_stop_time=99),
              job("new", submit=50)]
-    young = ServiceHistory()
+    young = AttainedHistory()
     for _ in range(MIN_SAMPLES - 1):
         young.record(1, 60_000)
     assert not young.ready
-    for h in (None, ServiceHistory(), young):
+    for h in (None, AttainedHistory(), young):
         state = ClusterState([node("n0", gpus=1)], history=h)
         assert placed_ids(get_policy("default").schedule(state, queue, 100)) == ["new"]
 
 
 def test_default_finishes_a_job_about_to_complete_before_a_younger_one() -> None:
-    # LAS would run the younger job (less service); the learned distribution says the older one is
+    # LAS would run the younger job (less GPU time); the learned distribution says the older one is
     # almost surely near the end of its LONG run.
-    queue = [job("young", submit=0, attained_service=100, executed=100, last_stop_time=99),
-             job("old", submit=50, attained_service=3_500, executed=3_500, last_stop_time=99)]
+    queue = [job("young", submit=0, attained_gpu_s=100, executed=100, last_stop_time=99),
+             job("old", submit=50, attained_gpu_s=3_500, executed=3_500, last_stop_time=99)]
     state = ClusterState([node("n0", gpus=1)], history=_two_point())
     assert placed_ids(get_policy("default").schedule(state, queue, 100)) == ["old"]
     assert placed_ids(get_policy("default").schedule(ClusterState([node("n0", gpus=1)]), queue, 100)) == ["young"]
@@ -78,10 +78,10 @@ def test_default_finishes_a_job_about_to_complete_before_a_younger_one() -> None
 
 def test_past_every_finished_job_the_furthest_along_runs_first() -> None:
     # Both are beyond everything the history has seen: equal index. The one closer to done (more
-    # service) goes first, wherever it sits in submission order.
+    # GPU time) goes first, wherever it sits in submission order.
     h = _two_point()
-    queue = [job("early", submit=0, attained_service=20 * LONG, executed=20 * LONG, last_stop_time=99),
-             job("later", submit=50, attained_service=40 * LONG, executed=40 * LONG, last_stop_time=99)]
+    queue = [job("early", submit=0, attained_gpu_s=20 * LONG, executed=20 * LONG, last_stop_time=99),
+             job("later", submit=50, attained_gpu_s=40 * LONG, executed=40 * LONG, last_stop_time=99)]
     assert h.index(1, 20 * LONG) == h.index(1, 40 * LONG)
     state = ClusterState([node("n0", gpus=1)], history=h)
     assert placed_ids(get_policy("default").schedule(state, queue, 100)) == ["later"]
@@ -90,14 +90,14 @@ def test_past_every_finished_job_the_furthest_along_runs_first() -> None:
 def test_index_preemption_needs_a_large_ratio() -> None:
     h = _two_point()
     # A fresh job (index 1/120) vs a running one at 100 GPU-s (index ~1/3,755): preempt.
-    state = occupy(ClusterState([node("n0", gpus=1)], [running("r", "n0", [0], attained_service=100)],
+    state = occupy(ClusterState([node("n0", gpus=1)], [running("r", "n0", [0], attained_gpu_s=100)],
                                 history=h))
     out = by_job(get_policy("default").schedule(state, [job("q")], 0))
     assert isinstance(out["q"], Preempt) and out["q"].victims == ["r"]
     # Two jobs of about the same index do not trade places.
-    state = occupy(ClusterState([node("n0", gpus=1)], [running("r", "n0", [0], attained_service=200)],
+    state = occupy(ClusterState([node("n0", gpus=1)], [running("r", "n0", [0], attained_gpu_s=200)],
                                 history=h))
-    q = job("q", attained_service=150, executed=150, last_stop_time=0)
+    q = job("q", attained_gpu_s=150, executed=150, last_stop_time=0)
     assert isinstance(by_job(get_policy("default").schedule(state, [q], 10))["q"], Wait)
 
 
@@ -112,7 +112,7 @@ def test_low_index_gang_is_promoted_after_waiting() -> None:
     assert placed_ids(get_policy("default").schedule(state, queue, later)) == ["gang"]
 
 
-def test_simulator_fills_history_with_service_at_completion() -> None:
+def test_simulator_fills_history_with_gpu_time_at_completion() -> None:
     seen: list[list[float]] = []
 
     class Spy:
@@ -136,4 +136,4 @@ def test_simulator_fills_history_with_service_at_completion() -> None:
     # handed to the policy, only what finished jobs attained.
     assert seen[-1] == [200.0, 300.0]
     assert all(isinstance(d, Place) for d in get_policy("default").schedule(
-        ClusterState(nodes, history=ServiceHistory()), [job("x")], 0))
+        ClusterState(nodes, history=AttainedHistory()), [job("x")], 0))

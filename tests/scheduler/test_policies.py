@@ -18,7 +18,7 @@ from deepdock.scheduler.types import (
 from .helpers import by_job, job, node, occupy, placed_ids, running
 
 
-def test_registry_names_and_unknown_policy() -> None:
+def test_policy_names_and_unknown_policy() -> None:
     assert {"default", "fifo", "fifo-backfill", "sjf", "srtf", "tiresias", "priority"} <= set(POLICIES)
     with pytest.raises(SpecError) as err:
         get_policy("lottery")
@@ -61,12 +61,12 @@ def test_srtf_preempts_job_with_more_remaining_time() -> None:
 
 def test_priority_orders_then_preempts_lower_priority() -> None:
     state = occupy(ClusterState([node("n0", gpus=2)], [
-        running("low-old", "n0", [0], priority=0, start_time=0, attained_service=500),
-        running("low-new", "n0", [1], priority=0, start_time=90, attained_service=10),
+        running("low-old", "n0", [0], priority=0, start_time=0, attained_gpu_s=500),
+        running("low-new", "n0", [1], priority=0, start_time=90, attained_gpu_s=10),
     ]))
     queue = [job("hi", priority=5, submit=100), job("mid", priority=1, submit=50)]
     out = by_job(get_policy("priority").schedule(state, queue, 100))
-    # "hi" ranks first and takes the cheapest victim: least attained service, most recent start.
+    # "hi" ranks first and takes the cheapest victim: least attained GPU time, most recent start.
     assert isinstance(out["hi"], Preempt) and out["hi"].victims == ["low-new"]
     assert "priority 5" in out["hi"].reason
     assert isinstance(out["mid"], Preempt) and out["mid"].victims == ["low-old"]
@@ -81,8 +81,8 @@ def test_non_preemptible_jobs_are_never_victims() -> None:
 def test_preemption_takes_a_minimal_victim_set() -> None:
     # Two 1-GPU victims are cheap but useless on their own; the 4-GPU job needs node n1 (4 busy GPUs).
     state = occupy(ClusterState([node("n0", gpus=4), node("n1", gpus=4)], [
-        running("a", "n0", [0], start_time=5, attained_service=1),
-        running("b", "n1", [0, 1, 2, 3], start_time=0, attained_service=100),
+        running("a", "n0", [0], start_time=5, attained_gpu_s=1),
+        running("b", "n1", [0, 1, 2, 3], start_time=0, attained_gpu_s=100),
     ]))
     out = by_job(get_policy("priority").schedule(state, [job("hi", gpus=4, priority=1)], 10))
     assert isinstance(out["hi"], Preempt) and out["hi"].victims in (["a"], ["b"])
@@ -156,6 +156,26 @@ def test_insufficient_resources_message_names_the_resource() -> None:
     out = by_job(get_policy("fifo-backfill").schedule(state, [job("q", gpus=4)], 0))
     assert out["q"].reason.code == INSUFFICIENT_RESOURCES
     assert out["q"].reason.message == "no node has 4 free GPUs; the most free on one node is 2"
+
+
+def test_single_replica_reason_is_not_gang_wording() -> None:
+    # GPUs are free on "a" but its CPUs are taken; CPUs are free on "b", which has no GPUs.
+    state = occupy(ClusterState([node("a", gpus=4, cpus=8), node("b", gpus=0, cpus=64)], [
+        running("cpu-hog", "a", [], cpus=8, priority=9, preemptible=False)]))
+    out = by_job(get_policy("fifo-backfill").schedule(state, [job("one", gpus=1, cpus=4)], 0))
+    reason = out["one"].reason
+    assert reason.code == INSUFFICIENT_RESOURCES
+    assert "replicas" not in reason.message and "together" in reason.message
+    assert reason.message == ("no single node has its GPUs, CPUs and memory free at once: each is free "
+                              "somewhere, but not together on one node")
+
+
+def test_gang_reason_keeps_gang_wording() -> None:
+    state = occupy(ClusterState([node("n0", gpus=2), node("n1", gpus=2)], [
+        running("r", "n1", [0], priority=9, preemptible=False)]))
+    out = by_job(get_policy("fifo-backfill").schedule(state, [job("gang", gpus=2, replicas=2)], 0))
+    assert out["gang"].reason.message == \
+        "its 2 replicas must start together and the free capacity cannot hold all of them"
 
 
 def test_every_job_gets_one_decision_and_positions_are_dense() -> None:

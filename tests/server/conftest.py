@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from deepdock.compute.base import GpuInfo, NodeCapacity
-from deepdock.compute.fake import FakeBackend
+from deepdock.compute.pool import KIND_FAKE, NodeConnection
+from deepdock.compute.testing.fake import FakeBackend
 from deepdock.server.app import create_app
 from deepdock.settings import Settings
 
@@ -47,8 +48,8 @@ class FakeCluster:
         self.engines[name] = FakeBackend(capacity=capacity, images={"busybox:latest"}, clock=time.time)
         return self.engines[name]
 
-    def factory(self, node) -> FakeBackend:  # type: ignore[no-untyped-def]
-        return self.engines[node.engine_url.removeprefix("fake://")]
+    def factory(self, conn: NodeConnection) -> FakeBackend:
+        return self.engines[conn.engine_url.removeprefix("fake://")]
 
 
 @pytest.fixture
@@ -63,7 +64,7 @@ def make_server(tmp_path, db_url, cluster) -> Iterator[Callable[..., TestClient]
     def make(**overrides) -> TestClient:  # type: ignore[no-untyped-def]
         settings = Settings(home=tmp_path / "home", database_url=db_url, reconcile_interval_s=0.05,
                             node_health_interval_s=0.2, stop_grace_s=1, **overrides)
-        app = create_app(settings, backend_factory=cluster.factory, register_local_node=False)
+        app = create_app(settings, factories={KIND_FAKE: cluster.factory}, register_local_node=False)
         client = TestClient(app)
         client.__enter__()
         token = app.state.bootstrap_token

@@ -1,8 +1,8 @@
-"""The scheduler's service history, fed from finished jobs in the database (SQLite and PostgreSQL)."""
+"""The scheduler's attained-GPU-time history, fed from finished jobs in the database (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-from deepdock.server.background.scheduling import FinishedJobs
+from deepdock.server.background.schedule import FinishedJobs
 from deepdock.server.db.models import Job, Project, User
 from deepdock.server.db.session import Database
 
@@ -17,7 +17,7 @@ def _add_jobs(db: Database, rows: list[tuple[str, str, float | None, float, floa
         for job_id, status, finished_at, gpus, attained in rows:
             session.add(Job(id=job_id, name=job_id, project_id=project.id, user_id=user.id, spec={}, status=status,
                             cpus=1, memory=1 << 30, gpus=gpus, replicas=1, priority=0, submitted_at=0.0,
-                            created_at=0.0, updated_at=0.0, finished_at=finished_at, attained_service=attained,
+                            created_at=0.0, updated_at=0.0, finished_at=finished_at, attained_gpu_s=attained,
                             cohort=cohort))
 
 

@@ -121,7 +121,7 @@ def test_queue_waits_with_reason_when_full(make_server, cluster):
 
 
 def test_node_loss_requeues_onto_the_other_node(make_server, cluster, monkeypatch):
-    from deepdock.server.background import health
+    from deepdock.server.background import node_health as health
 
     monkeypatch.setattr(health, "NODE_LOST_AFTER_S", 0.3)
     a = cluster.add("a", cpus=4)

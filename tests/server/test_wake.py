@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from deepdock.server.background.wake import RECONCILER, SCHEDULER, WakeListener, WakeSender, wake_socket_path
+from deepdock.server.wake import RECONCILER, SCHEDULER, WakeListener, WakeSender, wake_socket_path
 
 
 def test_datagrams_set_the_matching_event(tmp_path):

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 import pytest
 
+from deepdock.settings import get_settings
 from deepdock.sim.philly import default_philly_dir, load_philly, restart_penalty
 
-pytestmark = pytest.mark.skipif(not (default_philly_dir() / "philly.csv").is_file(),
-                                reason="the Philly trace is not present in ../shared/traces/philly")
+PHILLY_DIR = get_settings().philly_dir or default_philly_dir()
+pytestmark = pytest.mark.skipif(not (PHILLY_DIR / "philly.csv").is_file(),
+                                reason=f"the Philly trace is not present in {PHILLY_DIR}")
 
 
 def test_replay_selection_and_capacity() -> None:
-    parts = load_philly(scale=0.25)
+    parts = load_philly(PHILLY_DIR, scale=0.25)
     assert len(parts) == 11
     assert sum(len(p.jobs) for p in parts) == 68_503
     assert sum(p.gpus for p in parts) == 704
     assert all(len(n.gpus) == 8 for p in parts for n in p.nodes)
-    full = load_philly(scale=1.0)
+    full = load_philly(PHILLY_DIR, scale=1.0)
     assert sum(p.gpus for p in full) == 2_816
 
 
 def test_large_jobs_take_whole_nodes_and_penalties() -> None:
-    parts = load_philly(scale=0.25)
+    parts = load_philly(PHILLY_DIR, scale=0.25)
     jobs = [j for p in parts for j in p.jobs]
     big = [j for j in jobs if j.replicas > 1]
     assert big and all(j.resources.gpus == 8 for j in big)

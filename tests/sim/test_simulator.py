@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from deepdock.errors import SpecError
 from deepdock.scheduler import GPU, NodeState, Resources, get_policy
 from deepdock.sim.cluster import load_cluster
-from deepdock.sim.engine import simulate
 from deepdock.sim.metrics import summarize
+from deepdock.sim.simulator import simulate
 from deepdock.sim.trace import TraceJob, load_trace
 
 GIB = 1024**3
@@ -97,6 +97,29 @@ def test_trace_csv_and_jsonl_and_errors(tmp_path: Path) -> None:
         load_trace(bad)
 
 
+def test_trace_gpu_memory_column(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("id,submit_time,duration,gpus,gpu_memory\na,0,10,1,40g\nb,0,10,1,\n")
+    jobs = {j.id: j for j in load_trace(path)}
+    assert jobs["a"].gpu_memory == 40 * GIB and jobs["b"].gpu_memory is None
+    path.write_text("id,submit_time,duration,gpus,gpu_memory\nc,0,10,0,40g\n")
+    with pytest.raises(SpecError, match="gpu_memory must be positive and needs gpus"):
+        load_trace(path)
+
+
+def test_simulator_honours_gpu_memory(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("nodes:\n  - {name: small, cpus: 16, memory: 64g, gpus: 4, gpu_memory: 24g}\n"
+                    "  - {name: big, cpus: 16, memory: 64g, gpus: 1, gpu_memory: 80g}\n")
+    jobs = [_job("a", 0, 10, 1, gpu_memory=40 * GIB), _job("b", 0, 10, 1, gpu_memory=40 * GIB),
+            _job("c", 0, 10, 1), _job("huge", 0, 10, 1, gpu_memory=96 * GIB)]
+    res = simulate(jobs, load_cluster(path), get_policy("fifo-backfill"))
+    assert res.jobs["a"].placements[0].node == "big" and res.jobs["a"].start_time == 0
+    assert res.jobs["b"].placements[0].node == "big" and res.jobs["b"].start_time == 10, "waits for the big GPU"
+    assert res.jobs["c"].placements[0].node == "small" and res.jobs["c"].start_time == 0
+    assert res.jobs["huge"].rejected == "needs GPUs with at least 96.0 GiB; the largest here have 80.0 GiB"
+
+
 def test_cluster_yaml_groups_and_quotas(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("nodes:\n  - {name: gpu, count: 3, cpus: 32, memory: 256g, gpus: 4, gpu_type: h100}\n"
@@ -109,6 +132,38 @@ def test_cluster_yaml_groups_and_quotas(tmp_path: Path) -> None:
     path.write_text("nodes:\n  - {name: a, cpus: 1, memory: 1g, colour: red}\n")
     with pytest.raises(SpecError, match="unknown field"):
         load_cluster(path)
+
+
+def _tiny_philly(folder: Path) -> Path:
+    folder.mkdir()
+    (folder / "vcs.csv").write_text("vc,gpus\nvc1,16\n")
+    (folder / "philly.csv").write_text("cluster,timestamp,num_gpus,duration\n"
+                                       "vc1,2017-10-01 00:00:00,1,100\nvc1,2017-10-01 00:01:00,12,50\n"
+                                       "vc1,2017-09-30 23:59:59,1,10\nother,2017-10-02 00:00:00,1,10\n")
+    return folder
+
+
+def test_philly_folder_is_the_callers(tmp_path: Path) -> None:
+    from deepdock.sim.runner import load_workload
+
+    parts = load_workload("philly", None, 1.0, _tiny_philly(tmp_path / "philly"))
+    assert [p.name for p in parts] == ["vc1"] and len(parts[0].nodes) == 2
+    assert [(j.replicas, j.resources.gpus) for j in parts[0].jobs] == [(1, 1.0), (2, 8.0)]
+
+
+def test_cli_sim_reads_the_philly_folder_from_settings(tmp_path: Path, monkeypatch) -> None:
+    from deepdock.cli.main import app
+    from deepdock.settings import get_settings
+
+    monkeypatch.setenv("DEEPDOCK_PHILLY_DIR", str(_tiny_philly(tmp_path / "philly")))
+    get_settings.cache_clear()
+    try:
+        assert get_settings().philly_dir == tmp_path / "philly"
+        result = CliRunner().invoke(app, ["sim", "--trace", "philly", "--policy", "fifo", "--workers", "1"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "2 jobs" in result.output
 
 
 def test_cli_sim_prints_table_and_writes_json(tmp_path: Path) -> None:

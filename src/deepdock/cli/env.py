@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deepdock.errors import DeepdockError
+from deepdock.settings import get_settings
 from deepdock.specs.env import load_env_spec
 
 # soft_wrap: tags and hashes must stay copy-pasteable, never folded mid-word.
@@ -48,7 +49,7 @@ def _stamp(started: float):  # noqa: ANN202 - a tiny progress printer
 @env_app.command("dockerfile")
 def dockerfile_cmd(file: Path = SpecOpt, code: Path | None = CodeOpt) -> None:
     """Print the generated Dockerfile(s) (locks the spec first if its lock is not cached)."""
-    from deepdock.envs.build import code_tree_hash, plan_env
+    from deepdock.envs import code_tree_hash, plan_env
     from deepdock.envs.dockerfile import render_code_dockerfile
 
     try:
@@ -66,7 +67,7 @@ def dockerfile_cmd(file: Path = SpecOpt, code: Path | None = CodeOpt) -> None:
 def lock_cmd(file: Path = SpecOpt,
              json_out: bool = typer.Option(False, "--json", help="Print the lock as JSON.")) -> None:
     """Resolve the spec's requirements and print the lock (name==version + sha256 per wheel)."""
-    from deepdock.envs.build import plan_env
+    from deepdock.envs import plan_env
 
     try:
         plan = plan_env(load_env_spec(file), progress=_stamp(time.monotonic()))
@@ -91,12 +92,14 @@ def build_cmd(
     no_cache: bool = typer.Option(False, "--no-cache", help="Rebuild every layer."),
 ) -> None:
     """Build the environment image (and the code image on top of it); print the tag."""
-    from deepdock.envs.build import build_env
+    from deepdock.envs import build_env
 
     started = time.monotonic()
+    settings = get_settings()
     try:
         result = build_env(load_env_spec(file), offline=offline, code_dir=code, no_cache=no_cache,
-                           progress=_stamp(started))
+                           progress=_stamp(started), debian_mirror=settings.debian_mirror,
+                           wheel_port=settings.wheel_port)
     except DeepdockError as exc:
         _fail(exc)
         return
@@ -108,7 +111,7 @@ def build_cmd(
 @env_app.command("ls")
 def ls_cmd() -> None:
     """List the images deepdock built (found by their deepdock.managed label)."""
-    from deepdock.envs.engine import connect
+    from deepdock.envs.docker_api import connect
     from deepdock.envs.inspect import managed_images
 
     try:
@@ -129,7 +132,7 @@ def ls_cmd() -> None:
 @env_app.command("inspect")
 def inspect_cmd(tag: str = typer.Argument(..., help="An image tag, e.g. deepdock/env:<hash>.")) -> None:
     """Show an image's size per layer group: base / system / framework / deps / code."""
-    from deepdock.envs.engine import connect
+    from deepdock.envs.docker_api import connect
     from deepdock.envs.inspect import layer_groups
 
     try:
@@ -153,14 +156,14 @@ def bootstrap_cmd(
 ) -> None:
     """Build the python base image from Debian packages (no registry needed) and tag it."""
     from deepdock.envs.base import bootstrap_base
-    from deepdock.envs.engine import connect
+    from deepdock.envs.docker_api import connect
 
     started = time.monotonic()
     try:
         if cuda:
             err_console.print(f"CUDA {cuda}: no CUDA libraries go into the base; the framework's wheels bring "
                               "them and the NVIDIA container runtime injects the driver.", highlight=False)
-        name = bootstrap_base(connect(), python, progress=_stamp(started))
+        name = bootstrap_base(connect(), python, progress=_stamp(started), mirror=get_settings().debian_mirror)
     except DeepdockError as exc:
         _fail(exc)
         return

@@ -1,10 +1,11 @@
-"""The ``deepdock`` command. Each area registers its commands from its own module."""
+"""The ``deepdock`` command. Each noun registers its commands from its own module."""
 
 from __future__ import annotations
 
 import typer
 
 from deepdock import __version__
+from deepdock.cli import demo, env, job, node, project, server, sim, user
 
 app = typer.Typer(
     name="deepdock",
@@ -20,23 +21,9 @@ def version() -> None:
     typer.echo(__version__)
 
 
-def _register() -> None:
-    # Imported here so that one area's optional imports never slow another's commands.
-    from deepdock.cli import env as env_cli
-
-    env_cli.register(app)
-    try:
-        from deepdock.cli import sim as sim_cli
-    except ImportError:  # the simulator lands separately
-        sim_cli = None
-    if sim_cli is not None:
-        sim_cli.register(app)
-    from deepdock.cli import jobs as jobs_cli
-
-    jobs_cli.register(app)
-
-
-_register()
+# The order is the order of `deepdock --help` (commands first, then the groups, each in this order).
+for noun in (env, sim, server, job, demo, node, user, project):
+    noun.register(app)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ def sim(
     """Simulate the scheduler on a job trace: one row per policy (JCT, queueing, makespan, utilization)."""
     from rich.console import Console
 
+    from deepdock.settings import get_settings
     from deepdock.sim.runner import comparison, load_workload, render_table, run_policies
 
     # The table has ten columns: when output is not a terminal (a pipe, a log), do not squeeze it to 80.
@@ -33,7 +34,8 @@ def sim(
     names = policy or ["default"]
     try:
         started = time.perf_counter()
-        workload = load_workload(trace, str(cluster) if cluster else None, philly_capacity)
+        workload = load_workload(trace, str(cluster) if cluster else None, philly_capacity,
+                                 get_settings().philly_dir)
         results = run_policies(names, workload, workers)
         wall = time.perf_counter() - started
     except DeepdockError as exc:

@@ -1,8 +1,9 @@
 """The compute protocol: what the server asks of a container engine, and nothing more.
 
 One small abstract class (``ComputeBackend``) with plain dataclasses going in and out, so the server's
-reconcilers never see a docker SDK object. Optional abilities (live stats) are separate small
-interfaces that a backend may also implement; check with ``isinstance(backend, StatsSource)``.
+reconcilers never see a docker SDK object. What only some engines can do (live stats, building and
+moving images, copying files, networks and published ports) are the small optional interfaces of
+``compute.abilities``; the server asks for one with ``ability(backend, Kind, node)``.
 
 Errors are always from ``deepdock.errors``:
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from deepdock.errors import EngineError
 
 # Label keys the server puts on every container it creates; ``list_containers`` filters on them so a
 # restarted server re-adopts what is already running instead of starting it twice.
@@ -41,6 +44,9 @@ EXIT_CODE_SIGTERM = 143
 EXIT_CODE_SIGKILL = 137
 
 DEFAULT_WORKDIR = "/workspace"
+# TCP port numbers a container may publish.
+MIN_PORT = 1
+MAX_PORT = 65535
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,8 @@ class ContainerSpec:
     ``user`` None means: the image's configured user when it is non-root, else root.
     ``code_archive`` is a tar (optionally gzip-compressed) extracted into ``workdir`` before start.
     ``network`` None means no network at all (``network_mode=none``).
+    ``ports`` are container TCP ports to publish on every host address with a host port the engine
+    picks (read back in ``ContainerState.ports``); publishing needs a ``network``.
     """
 
     name: str
@@ -107,11 +115,16 @@ class ContainerSpec:
     code_archive: bytes | None = None
     network: str | None = None
     hostname: str | None = None
+    ports: list[int] = field(default_factory=list)
 
 
 @dataclass
 class ContainerState:
-    """Observed state of one container. Times are epoch seconds; ``exit_code`` is None until it exits."""
+    """Observed state of one container. Times are epoch seconds; ``exit_code`` is None until it exits.
+
+    ``ports`` maps each published container port to its host port while the container runs (engines
+    release the host ports when it ends, so a finished container has none).
+    """
 
     id: str
     name: str
@@ -124,6 +137,7 @@ class ContainerState:
     error: str = ""
     image: str = ""
     created_at: float | None = None
+    ports: dict[int, int] = field(default_factory=dict)
 
     @property
     def running(self) -> bool:
@@ -202,9 +216,20 @@ class ComputeBackend(ABC):
         """Release connections. The backend must not be used afterwards."""
 
 
-class StatsSource(ABC):
-    """Optional ability: live resource usage of a running container."""
 
-    @abstractmethod
-    def stats(self, container_id: str) -> ContainerStats:
-        """One usage sample; ``NotFoundError`` if the container does not exist."""
+def check_ports(spec: ContainerSpec, engine_url: str) -> None:
+    """The one check of ``spec.ports``, shared by every backend so a spec fails alike everywhere.
+
+    A published port forwards to the container's address on a network; ``network=None`` has none.
+    """
+    if not spec.ports:
+        return
+    if spec.network is None:
+        raise EngineError(
+            f"container {spec.name}: publishing ports {spec.ports} needs a network (ContainerSpec.network is None)",
+            details={"engine": engine_url, "ports": list(spec.ports)},
+        )
+    bad = [p for p in spec.ports if not MIN_PORT <= p <= MAX_PORT]
+    if bad:
+        raise EngineError(f"container {spec.name}: invalid ports {bad} (allowed {MIN_PORT}-{MAX_PORT})",
+                          details={"engine": engine_url, "ports": bad})

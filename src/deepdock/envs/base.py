@@ -21,12 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deepdock.envs import engine
+from deepdock.envs import docker_api
 from deepdock.envs.compat import OFFLINE_SUITES, Resolved
 from deepdock.errors import BuildError, SpecError
 from deepdock.settings import get_settings
 
-DEBIAN_MIRROR = os.environ.get("DEEPDOCK_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+# The caller passes the mirror (settings.debian_mirror, env DEEPDOCK_DEBIAN_MIRROR); this is its default.
+DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBOOTSTRAP = "debootstrap"
 DEBOOTSTRAP_TIMEOUT_S = 1200
 IMPORT_TIMEOUT_S = 600
@@ -80,7 +81,7 @@ def _strip(root: Path) -> None:
     (root / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
 
 
-def rootfs_tarball(python: str, *, progress: Progress | None = None, mirror: str = DEBIAN_MIRROR) -> Path:
+def rootfs_tarball(python: str, *, progress: Progress | None = None, mirror: str = DEFAULT_DEBIAN_MIRROR) -> Path:
     """The stripped root filesystem as a tar, cached under ``cache_dir/bases`` (debootstrap once)."""
     say = progress or (lambda _msg: None)
     suite = suite_for(python)
@@ -109,12 +110,14 @@ def rootfs_tarball(python: str, *, progress: Progress | None = None, mirror: str
 
 
 def bootstrap_base(client: Any, python: str, *, progress: Progress | None = None,
-                   labels: dict[str, str] | None = None, name: str | None = None) -> str:
-    """Build and tag the offline base for ``python``; return its name (``python:3.11-slim-bookworm``)."""
+                   labels: dict[str, str] | None = None, name: str | None = None,
+                   mirror: str = DEFAULT_DEBIAN_MIRROR) -> str:
+    """Build and tag the offline base for ``python`` (debootstrap from ``mirror``); return its name
+    (``python:3.11-slim-bookworm``)."""
     say = progress or (lambda _msg: None)
     image = name or offline_image_name(python)
     suite = suite_for(python)
-    tarball = rootfs_tarball(python, progress=say)
+    tarball = rootfs_tarball(python, progress=say, mirror=mirror)
     repo, tag = image.rsplit(":", 1)
     all_labels = {OFFLINE_LABEL: "offline", f"{OFFLINE_LABEL}.suite": suite, **(labels or {})}
     changes = [f"ENV PATH={PATH_ENV}", "ENV LANG=C.UTF-8", 'CMD ["python3"]']
@@ -127,11 +130,13 @@ def bootstrap_base(client: Any, python: str, *, progress: Progress | None = None
     return image
 
 
-def ensure_base(client: Any, resolved: Resolved, *, offline: bool, progress: Progress | None = None) -> None:
-    """Make ``resolved.base_image`` present: reuse, else pull (unless offline), else bootstrap."""
+def ensure_base(client: Any, resolved: Resolved, *, offline: bool, progress: Progress | None = None,
+                mirror: str = DEFAULT_DEBIAN_MIRROR) -> None:
+    """Make ``resolved.base_image`` present: reuse, else pull (unless offline), else bootstrap (from
+    the Debian ``mirror``)."""
     say = progress or (lambda _msg: None)
     base = resolved.base_image
-    if engine.image_exists(client, base):
+    if docker_api.image_exists(client, base):
         return
     bootstrappable = resolved.python in OFFLINE_SUITES and base == offline_image_name(resolved.python)
     pull_error = "offline: not pulled"
@@ -149,4 +154,4 @@ def ensure_base(client: Any, resolved: Resolved, *, offline: bool, progress: Pro
         raise BuildError(f"base image {base} is missing and cannot be pulled ({pull_error}); {hint}",
                          step="base")
     say(f"base: {base} missing ({pull_error}); bootstrapping it from Debian packages")
-    bootstrap_base(client, resolved.python, progress=say)
+    bootstrap_base(client, resolved.python, progress=say, mirror=mirror)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from deepdock.envs import base as base_mod
-from deepdock.envs import engine, wheelserver
+from deepdock.envs import docker_api, wheelserver
 from deepdock.envs.compat import Resolved, resolve
 from deepdock.envs.dockerfile import (
     WHEELS_ARG,
@@ -136,29 +136,36 @@ def build_env(
     progress: Progress | None = None,
     labels: dict[str, str] | None = None,
     no_cache: bool = False,
+    debian_mirror: str | None = None,
+    wheel_port: int | None = None,
 ) -> BuildResult:
     """Build (or reuse) the image of ``spec``; with ``code_dir``, also the code image on top of it.
 
     ``offline``: never pull; a missing python base is bootstrapped from Debian packages instead.
     ``labels``: extra labels for the built images (tests use them for cleanup).
+    ``debian_mirror`` (for that bootstrap) and ``wheel_port`` (the wheel server's): None takes
+    ``settings.debian_mirror`` / ``settings.wheel_port``, as this module does for its other settings.
     """
     started = time.monotonic()
+    settings = get_settings()
+    mirror = settings.debian_mirror if debian_mirror is None else debian_mirror
+    port = settings.wheel_port if wheel_port is None else wheel_port
     say = progress or (lambda _msg: None)
-    client = docker_client or engine.connect()
+    client = docker_client or docker_api.connect()
     store = _store()
     plan = plan_env(spec, progress=say, store=store)
     build_labels = {ENV_HASH_LABEL: plan.env_hash, **(labels or {})}
-    cached = not no_cache and engine.image_exists(client, plan.tag)
+    cached = not no_cache and docker_api.image_exists(client, plan.tag)
     if cached:
         say(f"env: {plan.tag} exists")
     else:
-        base_mod.ensure_base(client, plan.resolved, offline=offline, progress=say)
+        base_mod.ensure_base(client, plan.resolved, offline=offline, progress=say, mirror=mirror)
         store.lock(spec, plan.resolved, say, need_wheels=True)
         house = store.wheelhouse(plan.lock)
         routes = {wheel_route(plan.lock, g): house / g for g in ("framework", "deps")}
-        with wheelserver.serve_wheels(routes, say) as wheels_url:
+        with wheelserver.serve_wheels(routes, say, port=port) as wheels_url:
             say(f"env: building {plan.tag} ({plan.resolved.describe()})")
-            engine.run_build(
+            docker_api.run_build(
                 client, tag=plan.tag, groups=step_groups(plan.dockerfile), progress=say,
                 fileobj=_env_context(plan), labels=build_labels, nocache=no_cache,
                 buildargs={WHEELS_ARG: wheels_url},
@@ -247,12 +254,12 @@ def build_code(client: Any, env_image: str, code_dir: Path, *, progress: Progres
     tree = code_tree_hash(code_dir)
     code_hash = hashlib.sha256(f"{env_image}\n{tree}".encode()).hexdigest()
     tag = f"{CODE_REPO}:{code_hash[:TAG_HASH_CHARS]}"
-    if not no_cache and engine.image_exists(client, tag):
+    if not no_cache and docker_api.image_exists(client, tag):
         say(f"code: {tag} exists")
         return CodeResult(tag=tag, image_id=client.images.get(tag).id, cached=True, code_hash=code_hash)
     dockerfile = render_code_dockerfile(env_image, code_hash)
     context = _code_context(code_dir, dockerfile, get_settings().max_code_bytes)
     say(f"code: building {tag}")
-    image_id = engine.run_build(client, tag=tag, groups=step_groups(dockerfile), progress=say,
+    image_id = docker_api.run_build(client, tag=tag, groups=step_groups(dockerfile), progress=say,
                                 fileobj=context, labels=labels, nocache=no_cache)
     return CodeResult(tag=tag, image_id=image_id, cached=False, code_hash=code_hash)

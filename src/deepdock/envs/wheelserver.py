@@ -6,7 +6,8 @@ host network and ``pip install --no-index --find-links $DEEPDOCK_WHEELS/<route>/
 fetches the wheels from here. Nothing but the wheels of registered routes is served, read-only, and
 only while a build holds the server.
 
-The port is fixed (``DEEPDOCK_WHEEL_PORT``, default :data:`DEFAULT_PORT`) because build args are part
+The port is fixed (``settings.wheel_port``, env ``DEEPDOCK_WHEEL_PORT``, default :data:`DEFAULT_PORT`;
+the caller passes it) because build args are part
 of the classic builder's cache key: a port that changed per build would defeat the layer cache. One
 server per process serves any number of concurrent builds (each route is ``<group>-<hash of its
 pins>``). When another process holds the port (another deepdock build), we wait for it up to
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import errno
 import html
-import os
 import shutil
 import threading
 import time
@@ -31,7 +31,7 @@ from deepdock.errors import BuildError
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 47811
-PORT_ENV = "DEEPDOCK_WHEEL_PORT"
+PORT_ENV = "DEEPDOCK_WHEEL_PORT"  # named in errors: where an operator sets the port (settings.wheel_port)
 PORT_WAIT_S = 600  # another process's build holds the port at most this long before we give up
 PORT_RETRY_S = 1.0
 SEND_CHUNK_BYTES = 1 << 20
@@ -44,16 +44,9 @@ _server: ThreadingHTTPServer | None = None
 _users = 0
 
 
-def configured_port() -> int:
-    raw = os.environ.get(PORT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_PORT
-    try:
-        port = int(raw)
-    except ValueError:
-        raise BuildError(f"{PORT_ENV}={raw!r} is not a port number", step="engine") from None
-    if not 1 <= port <= 65535:
-        raise BuildError(f"{PORT_ENV}={port} is not a port number (1-65535)", step="engine")
+def check_port(port: int) -> int:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise BuildError(f"{PORT_ENV}={port!r} is not a port number (1-65535)", step="engine")
     return port
 
 
@@ -134,12 +127,14 @@ def _bind(port: int, say: Progress) -> ThreadingHTTPServer:
 
 
 @contextmanager
-def serve_wheels(routes: dict[str, Path], progress: Progress | None = None) -> Iterator[str]:
+def serve_wheels(
+    routes: dict[str, Path], progress: Progress | None = None, *, port: int = DEFAULT_PORT
+) -> Iterator[str]:
     """Serve ``routes`` (URL path segment → directory of wheels) while the block runs; yield the base URL
-    (``http://127.0.0.1:<port>``). Nested and concurrent uses share one server."""
+    (``http://127.0.0.1:<port>``). Nested and concurrent uses share one server (the first one's port)."""
     global _server, _users
     say = progress or (lambda _msg: None)
-    port = configured_port()
+    port = check_port(port)
     with _lock:
         if _server is None:
             _server = _bind(port, say)

@@ -3,6 +3,9 @@
 Nodes sit in buckets by how many whole GPUs they have free (per GPU type, and for "any type"); partly used
 GPUs sit in buckets by their free share. Finding a node is then a walk up from the smallest bucket that
 could fit (best fit: multi-GPU jobs consolidate, and whole GPUs are not broken for small shares).
+A request for a minimum of GPU memory that some GPUs of its type lack gets buckets of its own (keyed by type
+and minimum), built on first use in a call; one that every GPU of its type meets uses the type's buckets,
+so requests without a memory floor cost nothing extra.
 The allocator is created per scheduling call from a ``ClusterState`` and mutated as the call places jobs,
 so that one call never over-commits.
 """
@@ -17,11 +20,19 @@ from deepdock.scheduler.types import EPSILON, NodeState, ReplicaPlacement, Resou
 SHARE_BUCKETS = 100
 _ANY = ""  # bucket key meaning "any GPU type"
 
+# Which GPUs a request may use: a type (``_ANY``: any), or (type, minimum GPU memory in bytes).
+Key = str | tuple[str, int]
+
+
+def _unpack(key: Key) -> tuple[str, int]:
+    return key if isinstance(key, tuple) else (key, 0)
+
 
 class NodeView:
     """Mutable free capacity of one node during one scheduling call."""
 
-    __slots__ = ("name", "cpus", "memory", "free_cpus", "free_memory", "gpu_types", "gpu_free", "counts")
+    __slots__ = ("name", "cpus", "memory", "free_cpus", "free_memory", "gpu_types", "gpu_memory", "gpu_free",
+                 "counts")
 
     def __init__(self, node: NodeState) -> None:
         self.name = node.name
@@ -30,14 +41,17 @@ class NodeView:
         self.free_cpus = float(node.free_cpus if node.free_cpus is not None else node.cpus)
         self.free_memory = int(node.free_memory if node.free_memory is not None else node.memory)
         self.gpu_types = [g.type for g in node.gpus]
+        self.gpu_memory = [g.memory for g in node.gpus]
         self.gpu_free = [g.free_share for g in node.gpus]
-        self.counts: dict[str, int] = {}  # bucket key -> whole-free count it is filed under
+        self.counts: dict[Key, int] = {}  # bucket key -> whole-free count it is filed under
 
-    def whole_free(self, gpu_type: str | None) -> int:
-        return sum(
-            1 for t, f in zip(self.gpu_types, self.gpu_free, strict=True)
-            if f >= 1 - EPSILON and (gpu_type is None or t == gpu_type)
-        )
+    def eligible(self, i: int, gpu_type: str | None, gpu_memory: int | None = None) -> bool:
+        """May a request for ``gpu_type`` with at least ``gpu_memory`` bytes use device ``i``?"""
+        return (gpu_type is None or self.gpu_types[i] == gpu_type) and \
+            (not gpu_memory or self.gpu_memory[i] >= gpu_memory)
+
+    def whole_free(self, gpu_type: str | None, gpu_memory: int | None = None) -> int:
+        return sum(1 for i, f in enumerate(self.gpu_free) if f >= 1 - EPSILON and self.eligible(i, gpu_type, gpu_memory))
 
     def fits_host(self, r: Resources, n: int = 1) -> bool:
         return self.free_cpus + EPSILON >= r.cpus * n and self.free_memory >= r.memory * n
@@ -47,10 +61,14 @@ class Allocator:
     def __init__(self, nodes: Iterable[NodeState]) -> None:
         self.nodes: dict[str, NodeView] = {}
         self.max_gpus_per_node = 0
-        self._buckets: dict[str, list[dict[str, None]]] = {}
-        self._shares: dict[str, list[dict[tuple[str, int], None]]] = {}
-        self._share_slot: dict[tuple[str, int], tuple[str, int]] = {}
-        self._max_cache: dict[str, int] = {}
+        self._buckets: dict[Key, list[dict[str, None]]] = {}
+        self._shares: dict[Key, list[dict[tuple[str, int], None]]] = {}
+        # (node, device) -> the share-list keys it is filed under and its level.
+        self._share_slot: dict[tuple[str, int], tuple[tuple[Key, ...], int]] = {}
+        self._max_cache: dict[Key, int] = {}
+        # Memory-floor keys in use in this call, and the least GPU memory per type (built on first need).
+        self._memory_keys: dict[tuple[str, int], None] = {}
+        self._least_memory: dict[str, int] | None = None
         node_list = [n for n in nodes if n.schedulable]
         self.max_gpus_per_node = max((len(n.gpus) for n in node_list), default=0)
         for node in node_list:
@@ -59,7 +77,30 @@ class Allocator:
             self._reindex(nv)
 
     # ---- index maintenance -------------------------------------------------------------------
-    def _bucket(self, key: str) -> list[dict[str, None]]:
+    def _key(self, gpu_type: str | None, gpu_memory: int | None) -> Key:
+        """The bucket key of a request: its type, or (type, floor) when the floor excludes some GPU."""
+        t = gpu_type or _ANY
+        if not gpu_memory:
+            return t
+        least = self._least_memory
+        if least is None:
+            least = self._least_memory = {}
+            for nv in self.nodes.values():
+                for gt, gm in zip(nv.gpu_types, nv.gpu_memory, strict=True):
+                    for k in (_ANY, gt):
+                        if gm < least.get(k, gm + 1):
+                            least[k] = gm
+        floor = least.get(t)
+        if floor is None or gpu_memory <= floor:
+            return t  # every GPU of the type is large enough (or there is none of the type at all)
+        key = (t, gpu_memory)
+        if key not in self._memory_keys:
+            self._memory_keys[key] = None
+            for nv in self.nodes.values():
+                self._reindex(nv)
+        return key
+
+    def _bucket(self, key: Key) -> list[dict[str, None]]:
         b = self._buckets.get(key)
         if b is None:
             b = self._buckets[key] = [{} for _ in range(self.max_gpus_per_node + 1)]
@@ -67,12 +108,17 @@ class Allocator:
 
     def _reindex(self, nv: NodeView) -> None:
         self._max_cache.clear()
-        wanted: dict[str, int] = {_ANY: 0}
+        wanted: dict[Key, int] = {_ANY: 0}
         for t, f in zip(nv.gpu_types, nv.gpu_free, strict=True):
             wanted.setdefault(t, 0)
             if f >= 1 - EPSILON:
                 wanted[_ANY] += 1
                 wanted[t] += 1
+        for key in self._memory_keys:
+            kt, floor = key
+            for t, m, f in zip(nv.gpu_types, nv.gpu_memory, nv.gpu_free, strict=True):
+                if m >= floor and (not kt or t == kt):
+                    wanted[key] = wanted.get(key, 0) + (1 if f >= 1 - EPSILON else 0)
         for key, count in wanted.items():
             old = nv.counts.get(key)
             if old != count:
@@ -82,27 +128,38 @@ class Allocator:
                 bucket[count][nv.name] = None
                 nv.counts[key] = count
         for i, (t, f) in enumerate(zip(nv.gpu_types, nv.gpu_free, strict=True)):
-            self._reindex_share(nv.name, i, t, f)
+            self._reindex_share(nv, i, t, f)
 
-    def _reindex_share(self, name: str, i: int, gpu_type: str, free: float) -> None:
-        slot_key = (name, i)
+    def _reindex_share(self, nv: NodeView, i: int, gpu_type: str, free: float) -> None:
+        slot_key = (nv.name, i)
         old = self._share_slot.pop(slot_key, None)
         if old is not None:
-            for key in (_ANY, gpu_type):
+            for key in old[0]:
                 del self._shares[key][old[1]][slot_key]
         if EPSILON < free < 1 - EPSILON:
             level = min(SHARE_BUCKETS - 1, int(free * SHARE_BUCKETS + EPSILON))
-            for key in (_ANY, gpu_type):
+            keys: tuple[Key, ...] = (_ANY, gpu_type)
+            if self._memory_keys:
+                memory = nv.gpu_memory[i]
+                keys += tuple(k for k in self._memory_keys if memory >= k[1] and (not k[0] or k[0] == gpu_type))
+            for key in keys:
                 lst = self._shares.get(key)
                 if lst is None:
                     lst = self._shares[key] = [{} for _ in range(SHARE_BUCKETS)]
                 lst[level][slot_key] = None
-            self._share_slot[slot_key] = (gpu_type, level)
+            self._share_slot[slot_key] = (keys, level)
 
     # ---- queries -----------------------------------------------------------------------------
-    def max_whole_free(self, gpu_type: str | None) -> int:
-        """The most whole GPUs free on one node (of the type, if given)."""
-        key = gpu_type or _ANY
+    def max_whole_free(self, gpu_type: str | None, gpu_memory: int | None = None) -> int:
+        """The most whole GPUs free on one node (of the type, and with at least the memory, if given)."""
+        return self._max_free(self._key(gpu_type, gpu_memory))
+
+    def largest_free_share(self, gpu_type: str | None, gpu_memory: int | None = None) -> float:
+        """The largest free share of one GPU that the request may use."""
+        return max((f for nv in self.nodes.values() for i, f in enumerate(nv.gpu_free)
+                    if nv.eligible(i, gpu_type, gpu_memory)), default=0.0)
+
+    def _max_free(self, key: Key) -> int:
         cached = self._max_cache.get(key)
         if cached is not None:
             return cached
@@ -116,10 +173,10 @@ class Allocator:
         return best
 
     def no_gpu_free(self) -> bool:
-        return not self._share_slot and self.max_whole_free(None) == 0
+        return not self._share_slot and self._max_free(_ANY) == 0
 
-    def _nodes_with_at_least(self, whole: int, gpu_type: str | None) -> Iterator[NodeView]:
-        bucket = self._buckets.get(gpu_type or _ANY)
+    def _nodes_with_at_least(self, whole: int, key: Key) -> Iterator[NodeView]:
+        bucket = self._buckets.get(key)
         if not bucket:
             return
         for count in range(whole, len(bucket)):
@@ -128,18 +185,18 @@ class Allocator:
                 yield self.nodes[name]
 
     def _find_node(
-        self, r: Resources, gpu_type: str | None, blocked: frozenset[str] | set[str], avoid: set[str],
+        self, r: Resources, key: Key, blocked: frozenset[str] | set[str], avoid: set[str],
         n: int = 1,
     ) -> NodeView | None:
         """Best fit for ``n`` replicas of ``r`` together on one node."""
         if r.gpu_share:
             if n != 1:
                 return None
-            return self._find_share(r, gpu_type, blocked, avoid)
+            return self._find_share(r, key, blocked, avoid)
         whole = r.whole_gpus * n
-        if whole > self.max_whole_free(gpu_type) and whole > 0:
+        if whole > self._max_free(key) and whole > 0:
             return None
-        for nv in self._nodes_with_at_least(whole, gpu_type if whole else None):
+        for nv in self._nodes_with_at_least(whole, key if whole else _ANY):
             if nv.name in blocked or nv.name in avoid:
                 continue
             if nv.fits_host(r, n):
@@ -147,10 +204,10 @@ class Allocator:
         return None
 
     def _find_share(
-        self, r: Resources, gpu_type: str | None, blocked: frozenset[str] | set[str], avoid: set[str]
+        self, r: Resources, key: Key, blocked: frozenset[str] | set[str], avoid: set[str]
     ) -> NodeView | None:
         share = r.gpu_share
-        lists = self._shares.get(gpu_type or _ANY)
+        lists = self._shares.get(key)
         if lists:
             # Best fit among partly used devices first, so whole GPUs stay whole.
             for level in range(int(share * SHARE_BUCKETS - EPSILON), SHARE_BUCKETS):
@@ -159,21 +216,22 @@ class Allocator:
                     if nv.gpu_free[i] + EPSILON >= share and name not in blocked and name not in avoid \
                             and nv.fits_host(r):
                         return nv
-        for nv in self._nodes_with_at_least(1, gpu_type):
+        for nv in self._nodes_with_at_least(1, key):
             if nv.name not in blocked and nv.name not in avoid and nv.fits_host(r):
                 return nv
         return None
 
     # ---- mutation ----------------------------------------------------------------------------
-    def _take(self, nv: NodeView, r: Resources, gpu_type: str | None) -> ReplicaPlacement:
+    def _take(self, nv: NodeView, r: Resources, key: Key) -> ReplicaPlacement:
         nv.free_cpus -= r.cpus
         nv.free_memory -= r.memory
-        types, free = nv.gpu_types, nv.gpu_free
+        types, mems, free = nv.gpu_types, nv.gpu_memory, nv.gpu_free
+        gpu_type, floor = _unpack(key)
         if r.gpu_share:
             share = r.gpu_share
             best = -1
             for i, f in enumerate(free):
-                if (gpu_type is None or types[i] == gpu_type) and f + EPSILON >= share:
+                if (not gpu_type or types[i] == gpu_type) and mems[i] >= floor and f + EPSILON >= share:
                     # Smallest sufficient free share: keep whole devices whole.
                     if best < 0 or f < free[best]:
                         best = i
@@ -185,7 +243,7 @@ class Allocator:
         for i, f in enumerate(free):
             if len(indices) == need:
                 break
-            if f >= 1 - EPSILON and (gpu_type is None or types[i] == gpu_type):
+            if f >= 1 - EPSILON and (not gpu_type or types[i] == gpu_type) and mems[i] >= floor:
                 indices.append(i)
         for i in indices:
             free[i] = 0.0
@@ -223,35 +281,38 @@ class Allocator:
         gpu_type: str | None = None,
         spread: bool = False,
         blocked: frozenset[str] | set[str] = frozenset(),
+        gpu_memory: int | None = None,
     ) -> list[ReplicaPlacement] | None:
-        """Place all replicas or none (the capacity is taken; ``release`` undoes it)."""
+        """Place all replicas or none (the capacity is taken; ``release`` undoes it). Only GPUs of
+        ``gpu_type`` (any when None) with at least ``gpu_memory`` bytes (any when None) are used."""
         if r.gpus > 1 and r.whole_gpus > self.max_gpus_per_node:
             return None
+        key = self._key(gpu_type, gpu_memory) if r.gpus > 0 else _ANY
         done: list[ReplicaPlacement] = []
-        ok = self._place_spread(r, replicas, gpu_type, blocked, done) if spread or replicas == 1 \
-            else self._place_packed(r, replicas, gpu_type, blocked, done)
+        ok = self._place_spread(r, replicas, key, blocked, done) if spread or replicas == 1 \
+            else self._place_packed(r, replicas, key, blocked, done)
         if not ok:
             self.release(r, done)
             return None
         return done
 
     def _place_spread(
-        self, r: Resources, n: int, gpu_type: str | None, blocked: frozenset[str] | set[str],
+        self, r: Resources, n: int, key: Key, blocked: frozenset[str] | set[str],
         done: list[ReplicaPlacement],
     ) -> bool:
         used: set[str] = set()
         for _ in range(n):
-            nv = self._find_node(r, gpu_type, blocked, used)
+            nv = self._find_node(r, key, blocked, used)
             if nv is None and used:  # spreading is a preference; share a node rather than not run
-                nv = self._find_node(r, gpu_type, blocked, set())
+                nv = self._find_node(r, key, blocked, set())
             if nv is None:
                 return False
-            done.append(self._take(nv, r, gpu_type))
+            done.append(self._take(nv, r, key))
             used.add(nv.name)
         return True
 
     def _place_packed(
-        self, r: Resources, n: int, gpu_type: str | None, blocked: frozenset[str] | set[str],
+        self, r: Resources, n: int, key: Key, blocked: frozenset[str] | set[str],
         done: list[ReplicaPlacement],
     ) -> bool:
         """Consolidate a gang onto as few nodes as possible: the biggest free nodes first, then best fit
@@ -261,30 +322,30 @@ class Allocator:
         no_avoid: set[str] = set()
         while remaining:
             if per == 0 or per * remaining <= self.max_gpus_per_node:
-                nv = self._find_node(r, gpu_type, blocked, no_avoid, remaining)
+                nv = self._find_node(r, key, blocked, no_avoid, remaining)
                 if nv is not None:
-                    done.extend(self._take(nv, r, gpu_type) for _ in range(remaining))
+                    done.extend(self._take(nv, r, key) for _ in range(remaining))
                     return True
                 if per == 0:  # CPU or fractional gang: one replica at a time, best fit
-                    nv = self._find_node(r, gpu_type, blocked, no_avoid)
+                    nv = self._find_node(r, key, blocked, no_avoid)
                     if nv is None:
                         return False
-                    done.append(self._take(nv, r, gpu_type))
+                    done.append(self._take(nv, r, key))
                     remaining -= 1
                     continue
-            biggest = self._largest_node(r, gpu_type, blocked)
+            biggest = self._largest_node(r, key, blocked)
             if biggest is None:
                 return False
             nv, k = biggest
             k = min(k, remaining)
-            done.extend(self._take(nv, r, gpu_type) for _ in range(k))
+            done.extend(self._take(nv, r, key) for _ in range(k))
             remaining -= k
         return True
 
     def _largest_node(
-        self, r: Resources, gpu_type: str | None, blocked: frozenset[str] | set[str]
+        self, r: Resources, key: Key, blocked: frozenset[str] | set[str]
     ) -> tuple[NodeView, int] | None:
-        bucket = self._buckets.get(gpu_type or _ANY)
+        bucket = self._buckets.get(key)
         if not bucket:
             return None
         per = r.whole_gpus

@@ -4,7 +4,7 @@ ML teams submit work in batches: a hyperparameter sweep, a grid of seeds, the fo
 Members of a batch run for similar times. On the Philly trace, the variance of log(duration) among jobs
 of one VC and GPU count is 2.66; among jobs chained by submission gaps of at most a minute within that
 key it is 0.45. So once one member of a cohort finishes, the scheduler knows much more about the rest,
-without anyone giving it a runtime estimate (``ServiceHistory.index`` blends the cohort's completions into
+without anyone giving it a runtime estimate (``AttainedHistory.index`` blends the cohort's completions into
 its size class's distribution).
 
 A job joins the cohort of the previous job with the same key (project, user, per-replica resources,

@@ -1,7 +1,7 @@
-"""What finished jobs needed: an online, empirical distribution of GPU-service at completion, and the
+"""What finished jobs needed: an online, empirical distribution of GPU time at completion, and the
 Gittins index computed from it (Gittins 1979; Tiresias, NSDI'19, uses it for GPU jobs).
 
-The scheduler never learns how long a job will run. What it can learn is how much service *finished* jobs
+The scheduler never learns how long a job will run. What it can learn is how much GPU time *finished* jobs
 took: each completion adds one sample (attained GPU-seconds at completion) to its size class (1 GPU,
 2–8 GPUs, more than 8). For a job that has already attained ``a``, the Gittins index is
 
@@ -10,10 +10,10 @@ took: each completion adds one sample (attained GPU-seconds at completion) to it
 the best achievable rate of "completion probability per GPU-second invested" if the job is run from ``a``
 up to some budget ``b``. Serving the highest index first minimizes mean completion time among policies
 that do not know sizes (for a single server); when sizes have a decreasing hazard rate it equals
-least-attained-service, and where the distribution has bumps (many jobs of one typical length) it keeps
+least-attained-GPU-time, and where the distribution has bumps (many jobs of one typical length) it keeps
 running a job that is about to reach one instead of sharing the GPUs round-robin.
 
-Service is quantized to log-scale bins (``BINS_PER_OCTAVE`` per doubling above ``BASE_GPU_S``), so an
+Attained GPU time is quantized to log-scale bins (``BINS_PER_OCTAVE`` per doubling above ``BASE_GPU_S``), so an
 index is a table lookup; tables are rebuilt only after the class has grown by a sixteenth. Everything is
 deterministic: the same completions in the same order give the same indices. No clock, no I/O.
 """
@@ -31,7 +31,7 @@ MAX_GPU_S = 1e9
 # Index a class's own samples only once it has this many; below that use every class's samples pooled.
 MIN_SAMPLES = 32
 # An index computed from fewer completed jobs above ``a`` than this is noise (and biased: early on only
-# short jobs have finished); beyond it the index decays like 1/a, i.e. least-attained-service.
+# short jobs have finished); beyond it the index decays like 1/a, i.e. least-attained-GPU-time.
 MIN_SURVIVORS = 8
 # Rebuild a table when its class has grown by this fraction since the last build (or by REFRESH_MIN).
 REFRESH_FRACTION = 1 / 16
@@ -50,7 +50,7 @@ def size_class(gpus: float) -> int:
     return 0 if gpus <= 1 else 1 if gpus <= 8 else 2
 
 
-def service_bin(attained_gpu_s: float) -> int:
+def attained_bin(attained_gpu_s: float) -> int:
     if attained_gpu_s < BASE_GPU_S:
         return 0
     b = 1 + int(math.log2(attained_gpu_s / BASE_GPU_S) * BINS_PER_OCTAVE)
@@ -131,8 +131,8 @@ class _Built(NamedTuple):
     serial: int  # unique per build: what a cohort's cached blend was made from
 
 
-class ServiceHistory:
-    """Completed jobs' GPU-service, by size class and by cohort, and Gittins indices built from it."""
+class AttainedHistory:
+    """Completed jobs' GPU time, by size class and by cohort, and Gittins indices built from it."""
 
     def __init__(self) -> None:
         self._samples: dict[int, list[float]] = {0: [], 1: [], 2: []}
@@ -146,15 +146,15 @@ class ServiceHistory:
     def __len__(self) -> int:
         return self._n
 
-    def record(self, gpus: float, service_gpu_s: float, cohort: str | None = None) -> None:
-        """A job using ``gpus`` (GPU-equivalents per second, see ``service_rate``) finished after
-        attaining ``service_gpu_s``; ``cohort`` names the batch it was submitted with (see
+    def record(self, gpus: float, attained_gpu_s: float, cohort: str | None = None) -> None:
+        """A job using ``gpus`` (GPU-equivalents per second, see ``gpu_time_rate``) finished after
+        attaining ``attained_gpu_s``; ``cohort`` names the batch it was submitted with (see
         ``scheduler/cohort.py``), whose other members it now informs."""
-        service = max(0.0, service_gpu_s)
-        self._samples[size_class(gpus)].append(service)
+        attained = max(0.0, attained_gpu_s)
+        self._samples[size_class(gpus)].append(attained)
         self._n += 1
         if cohort is not None:
-            self._cohorts.setdefault(cohort, []).append(service)
+            self._cohorts.setdefault(cohort, []).append(attained)
 
     @property
     def ready(self) -> bool:
@@ -192,16 +192,16 @@ class ServiceHistory:
     def index(self, gpus: float, attained_gpu_s: float, cohort: str | None = None,
               unfinished: tuple[int, ...] = ()) -> float:
         """Gittins index (completions per GPU-second) of a job of ``gpus`` that has attained so much
-        service. Only meaningful when ``ready``.
+        GPU time. Only meaningful when ``ready``.
 
         The distribution is its size class's (all classes pooled while the class has fewer than
         MIN_SAMPLES). When members of its ``cohort`` have finished, it is blended with the cohort's own
         distribution, a Kaplan-Meier estimate from the finished members and the ``unfinished`` ones (the
-        service bins that running or preempted members have reached: they are known to need more). The
+        GPU-time bins that running or preempted members have reached: they are known to need more). The
         censoring matters: the members that finish first are the short ones, and counting only them
         would call every cohort short. A cohort of k observations weighs k / (k + COHORT_PRIOR_WEIGHT).
         """
-        b = service_bin(attained_gpu_s)
+        b = attained_bin(attained_gpu_s)
         built = self._class_built(gpus)
         if built is None:  # a function of the bin only, like every other value returned
             return 1.0 / max(_EDGES[b], BASE_GPU_S)
@@ -250,7 +250,7 @@ def _blend(finished: list[float], unfinished: tuple[int, ...], class_count: list
             k += 1
         count[j], total[j] = acc_m, acc_t
     if survival > 1e-12:
-        last = service_bin(obs[-1][0])
+        last = attained_bin(obs[-1][0])
         beyond = 1.0 - class_count[last]
         for j in range(last + 1, nb + 1):
             if beyond > 1e-12:

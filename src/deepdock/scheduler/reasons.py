@@ -13,6 +13,7 @@ from deepdock.scheduler.fairshare import FairShare
 from deepdock.scheduler.types import (
     BEHIND_HIGHER_PRIORITY,
     GANG_RESERVATION,
+    GPU_MEMORY_UNAVAILABLE,
     GPU_TYPE_UNAVAILABLE,
     INSUFFICIENT_RESOURCES,
     PREEMPTING,
@@ -24,7 +25,7 @@ from deepdock.scheduler.types import (
 )
 
 if TYPE_CHECKING:
-    from deepdock.scheduler.engine import WaitNote
+    from deepdock.scheduler.queue_policy import WaitNote
 
 _GIB = 1024**3
 
@@ -46,27 +47,53 @@ class _Summary:
                 per[g.type] = per.get(g.type, 0) + 1
             for t, c in per.items():
                 self.type_capacity[t] = max(self.type_capacity.get(t, 0), c)
+        self._nodes = [n for n in state.nodes if n.schedulable]
+        self._memory_capacity: dict[tuple[str | None, int], int] = {}
+
+    def memory_capacity(self, gpu_type: str | None, gpu_memory: int) -> int:
+        """The most GPUs (of the type, if given) with at least ``gpu_memory`` on one schedulable node."""
+        key = (gpu_type, gpu_memory)
+        have = self._memory_capacity.get(key)
+        if have is None:
+            have = self._memory_capacity[key] = max(
+                (sum(1 for g in n.gpus if (gpu_type is None or g.type == gpu_type) and g.memory >= gpu_memory)
+                 for n in self._nodes), default=0)
+        return have
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / _GIB:.1f} GiB"
 
 
 def _no_fit(job: JobRequest, s: _Summary) -> tuple[str, str]:
     r = job.resources
     kind = f"{job.gpu_type} " if job.gpu_type else ""
-    if job.gpu_type is not None and s.type_capacity.get(job.gpu_type, 0) < max(1, r.whole_gpus):
+    need = max(1, r.whole_gpus)
+    if job.gpu_type is not None and s.type_capacity.get(job.gpu_type, 0) < need:
         have = s.type_capacity.get(job.gpu_type, 0)
         return GPU_TYPE_UNAVAILABLE, (
-            f"no schedulable node has {max(1, r.whole_gpus)} {job.gpu_type} GPUs "
+            f"no schedulable node has {need} {job.gpu_type} GPUs "
             f"(the most on one node is {have})"
         )
+    floor = job.gpu_memory if r.gpus > 0 else None
+    big = f" with at least {_gib(floor)}" if floor else ""
+    if floor and s.memory_capacity(job.gpu_type, floor) < need:
+        return GPU_MEMORY_UNAVAILABLE, (
+            f"no schedulable node has {need} {kind}GPUs{big} "
+            f"(the most on one node is {s.memory_capacity(job.gpu_type, floor)})"
+        )
     if r.whole_gpus:
-        most = s.alloc.max_whole_free(job.gpu_type)
+        most = s.alloc.max_whole_free(job.gpu_type, floor)
         if most < r.whole_gpus:
             return INSUFFICIENT_RESOURCES, (
-                f"no node has {r.whole_gpus} free {kind}GPUs; the most free on one node is {most}"
+                f"no node has {r.whole_gpus} free {kind}GPUs{big}; the most free on one node is {most}"
             )
-    elif r.gpu_share and s.share + 1e-9 < r.gpu_share:
-        return INSUFFICIENT_RESOURCES, (
-            f"no {kind}GPU has a free share of {r.gpu_share:g}; the largest free share is {s.share:g}"
-        )
+    elif r.gpu_share:
+        share = s.alloc.largest_free_share(job.gpu_type, floor) if floor else s.share
+        if share + 1e-9 < r.gpu_share:
+            return INSUFFICIENT_RESOURCES, (
+                f"no {kind}GPU{big} has a free share of {r.gpu_share:g}; the largest free share is {share:g}"
+            )
     if s.cpus + 1e-9 < r.cpus:
         return INSUFFICIENT_RESOURCES, (
             f"no node has {r.cpus:g} free CPUs; the most free on one node is {s.cpus:g}"
@@ -75,6 +102,11 @@ def _no_fit(job: JobRequest, s: _Summary) -> tuple[str, str]:
         return INSUFFICIENT_RESOURCES, (
             f"no node has {r.memory / _GIB:.1f} GiB of free memory; the most free on one node is "
             f"{s.memory / _GIB:.1f} GiB"
+        )
+    if job.replicas == 1:
+        wanted = ("GPUs, CPUs and memory" if r.gpus > 0 else "CPUs and memory")
+        return INSUFFICIENT_RESOURCES, (
+            f"no single node has its {wanted} free at once: each is free somewhere, but not together on one node"
         )
     return INSUFFICIENT_RESOURCES, (
         f"its {job.replicas} replicas must start together and the free capacity cannot hold all of them"

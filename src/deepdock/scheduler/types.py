@@ -3,8 +3,8 @@
 The server loop and the simulator both build these objects and hand them to a ``Policy``; the policy
 never reads a clock or a database of its own, so the same inputs always give the same decisions.
 
-Units: ``memory`` in bytes; times in seconds; ``attained_service`` in GPU-seconds (seconds run × the
-job's total GPUs; a job without GPUs counts one GPU-equivalent per replica, see ``service_rate``).
+Units: ``memory`` in bytes; times in seconds; ``attained_gpu_s`` in GPU-seconds (seconds run × the
+job's total GPUs; a job without GPUs counts one GPU-equivalent per replica, see ``gpu_time_rate``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from deepdock.scheduler.history import ServiceHistory
+    from deepdock.scheduler.history import AttainedHistory
 
 # Float comparisons of shares and cpus tolerate this much rounding error.
 EPSILON = 1e-9
@@ -90,7 +90,7 @@ class JobRequest:
     preemptible: bool = True
     gpu_type: str | None = None
     runtime_estimate: float | None = None
-    attained_service: float = 0.0
+    attained_gpu_s: float = 0.0
     # Replicas of a service go to distinct nodes when possible (a gang is packed instead).
     spread: bool = False
     # Seconds this job has already run in earlier attempts (oracle SRTF uses estimate - executed).
@@ -99,6 +99,8 @@ class JobRequest:
     last_stop_time: float | None = None
     # The batch it was submitted with (scheduler/cohort.py): finished members inform its ranking.
     cohort: str | None = None
+    # The least memory (bytes) each of its GPUs must have: smaller GPUs are never chosen. None: any.
+    gpu_memory: int | None = None
 
 
 @dataclass(slots=True)
@@ -112,7 +114,7 @@ class RunningJob:
     user: str = "default"
     preemptible: bool = True
     start_time: float = 0.0
-    attained_service: float = 0.0
+    attained_gpu_s: float = 0.0
     gpu_type: str | None = None
     runtime_estimate: float | None = None
     # Total seconds run, this attempt included, as of the scheduling call.
@@ -129,9 +131,9 @@ class ClusterState:
     running: list[RunningJob] = field(default_factory=list)
     # Per-project guaranteed totals (not per replica). Idle capacity beyond them may be borrowed.
     quotas: dict[str, Resources] = field(default_factory=dict)
-    # Optional: GPU-service that finished jobs attained (the simulator fills it as jobs complete). The
+    # Optional: GPU time that finished jobs attained (the simulator fills it as jobs complete). The
     # default policy ranks by a Gittins index learned from it; None or too few samples: plain LAS.
-    history: ServiceHistory | None = None
+    history: AttainedHistory | None = None
 
 
 @dataclass(slots=True)
@@ -169,6 +171,7 @@ QUOTA_EXHAUSTED = "quota_exhausted"
 GANG_RESERVATION = "gang_reservation"
 BEHIND_HIGHER_PRIORITY = "behind_higher_priority"
 GPU_TYPE_UNAVAILABLE = "gpu_type_unavailable"
+GPU_MEMORY_UNAVAILABLE = "gpu_memory_unavailable"
 PREEMPTING = "preempting"
 
 
@@ -182,7 +185,7 @@ class Policy(Protocol):
         ...
 
 
-def service_rate(resources: Resources, replicas: int) -> float:
-    """GPU-seconds of attained service a job earns per second of running."""
+def gpu_time_rate(resources: Resources, replicas: int) -> float:
+    """Attained GPU-seconds a job earns per second of running."""
     gpus = resources.gpus * replicas
     return gpus if gpus > 0 else float(replicas)

@@ -13,19 +13,18 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
 from deepdock import __version__
+from deepdock.compute.pool import BackendFactory
 from deepdock.config import write_config
 from deepdock.errors import DeepdockError
-from deepdock.server.background.context import LoopContext
 from deepdock.server.background.controller import Controller
-from deepdock.server.background.wake import WakeSender, wake_socket_path
-from deepdock.server.db.models import Node
-from deepdock.server.db.session import Database
+from deepdock.server.context import AppContext, new_context
+from deepdock.server.db.models import Node, User
 from deepdock.server.deps import TokenCache
 from deepdock.server.metrics import Metrics
 from deepdock.server.routers import admin, jobs, nodes
+from deepdock.server.services import nodes as node_service
 from deepdock.server.services.auth import bootstrap_admin
-from deepdock.server.services.logs import LogFollowers, LogStore
-from deepdock.server.services.nodes import BackendFactory, BackendPool, docker_backend_for
+from deepdock.server.wake import WakeSender, wake_socket_path
 from deepdock.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -33,15 +32,11 @@ LOCAL_NODE_NAME = "local"
 log = logging.getLogger("deepdock.server")
 
 
-def _register_local_node(ctx: LoopContext) -> None:
+def _register_local_node(ctx: AppContext) -> None:
     """Embedded default: the local engine becomes the first node, if it answers."""
-    from deepdock.server.services import nodes as node_service
-
     with ctx.db.session() as session:
         if session.scalar(select(Node.id).limit(1)) is not None:
             return
-        from deepdock.server.db.models import User
-
         admin_user = session.scalar(select(User).where(User.is_admin.is_(True)).limit(1))
         session.expunge_all()
     try:
@@ -71,7 +66,7 @@ class TimingMiddleware:
             self.histogram.labels(scope["method"], getattr(route, "path", "other")).observe(time.perf_counter() - start)
 
 
-def prepare_control_plane(ctx: LoopContext, *, register_local_node: bool) -> str | None:
+def prepare_control_plane(ctx: AppContext, *, register_local_node: bool) -> str | None:
     """Once per start, before any request: migrate, create the admin on first start, register the
     local engine. Returns the new admin token on first start."""
     ctx.settings.home.mkdir(parents=True, exist_ok=True)
@@ -86,24 +81,20 @@ def prepare_control_plane(ctx: LoopContext, *, register_local_node: bool) -> str
     return token
 
 
-def new_context(settings: Settings, backend_factory: BackendFactory = docker_backend_for) -> LoopContext:
-    store = LogStore(settings.home / "logs")
-    return LoopContext(db=Database(settings.db_url), pool=BackendPool(backend_factory), settings=settings,
-                       logs=store, followers=LogFollowers(store))
-
-
 def create_app(
     settings: Settings,
     *,
-    backend_factory: BackendFactory = docker_backend_for,
+    factories: dict[str, BackendFactory] | None = None,
+    ctx: AppContext | None = None,
     start_loops: bool = True,
     register_local_node: bool = True,
     api_only: bool = False,
 ) -> FastAPI:
     """The API. ``api_only``: a worker of a multi-process server, whose control process has already
     prepared the database and runs the background loops; the worker only answers requests and
-    forwards wake-ups (see background/wake.py)."""
-    ctx = new_context(settings, backend_factory)
+    forwards wake-ups (see server/wake.py). ``factories``: backends by node kind (compute/pool.py);
+    ``ctx``: a context made by the caller (tests give one with fake engines and their clock)."""
+    ctx = ctx if ctx is not None else new_context(settings, factories)
     db = ctx.db
     # An API worker runs no loops: its control process does.
     controller = Controller(ctx) if start_loops and not api_only else None

@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from deepdock.server.background.context import LoopContext
+from deepdock.server.context import AppContext
 from deepdock.server.db.models import User
 from deepdock.server.services.auth import authenticate
 
@@ -38,24 +38,24 @@ class TokenCache:
             self.entries[token] = (time.monotonic() + TOKEN_CACHE_TTL_S, user)
 
 
-async def get_ctx(request: Request) -> LoopContext:
+async def get_ctx(request: Request) -> AppContext:
     # async: FastAPI runs sync dependencies on its thread pool, a hop this lookup does not need.
     return request.app.state.ctx  # type: ignore[no-any-return]
 
 
-def get_session(ctx: LoopContext = Depends(get_ctx)) -> Iterator[Session]:
+def get_session(ctx: AppContext = Depends(get_ctx)) -> Iterator[Session]:
     with ctx.db.session() as session:
         yield session
 
 
-def _authenticate(ctx: LoopContext, token: str) -> User:
+def _authenticate(ctx: AppContext, token: str) -> User:
     with ctx.db.session() as session:
         user = authenticate(session, token)
         session.expunge(user)
         return user
 
 
-async def current_user(request: Request, ctx: LoopContext = Depends(get_ctx)) -> User:
+async def current_user(request: Request, ctx: AppContext = Depends(get_ctx)) -> User:
     """The token's user; a cached lookup costs no thread hop and no query (status polling is hot)."""
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""

@@ -16,12 +16,11 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from deepdock.api.enums import JobStatus, NodeHealth, NodeStatus
 from deepdock.server.db.models import Job, Node
 from deepdock.server.db.session import Database
-from deepdock.server.services.lifecycle import ALL_STATES
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-NODE_STATUSES = ("ready", "unreachable", "draining")
 
 
 class DatabaseCollector(Collector):
@@ -31,12 +30,17 @@ class DatabaseCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self.db.session() as session:
             jobs = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-            nodes = dict(session.execute(select(Node.status, func.count()).group_by(Node.status)).all())
+            nodes: dict[str, int] = {}
+            for health, draining, count in session.execute(
+                select(Node.status, Node.draining, func.count()).group_by(Node.status, Node.draining)
+            ):
+                shown = NodeStatus.DRAINING if draining and health == NodeHealth.READY else NodeStatus(health)
+                nodes[shown] = nodes.get(shown, 0) + count
         by_job = GaugeMetricFamily("deepdock_jobs", "Jobs by status", labels=["status"])
-        for status in ALL_STATES:
+        for status in JobStatus:
             by_job.add_metric([status], jobs.get(status, 0))
         by_node = GaugeMetricFamily("deepdock_nodes", "Nodes by status", labels=["status"])
-        for status in NODE_STATUSES:
+        for status in NodeStatus:
             by_node.add_metric([status], nodes.get(status, 0))
         yield by_job
         yield by_node

@@ -14,10 +14,11 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from deepdock.server.app import create_app, new_context, prepare_control_plane
+from deepdock.server.app import create_app, prepare_control_plane
 from deepdock.server.background.controller import Controller
-from deepdock.server.background.wake import RECONCILER, SCHEDULER, WakeListener, wake_socket_path
+from deepdock.server.context import new_context
 from deepdock.server.metrics import MULTIPROC_ENV
+from deepdock.server.wake import RECONCILER, SCHEDULER, WakeListener, wake_socket_path
 from deepdock.settings import Settings, get_settings
 
 SERVER_READY_TIMEOUT_S = 60.0

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from deepdock.sim.engine import SimResult
+from deepdock.sim.simulator import SimResult
 
 P50, P99 = 50, 99
 

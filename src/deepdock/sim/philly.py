@@ -1,6 +1,7 @@
 """Loader for Microsoft's Philly trace as published with Pollux, replayed as its README prescribes.
 
-The data stays in ``../shared/traces/philly`` (or ``$DEEPDOCK_PHILLY_DIR``); it is read at run time and
+The data stays in ``../shared/traces/philly`` (or the folder the caller passes: ``settings.philly_dir``,
+env ``DEEPDOCK_PHILLY_DIR``, at the CLI and in the benchmarks); it is read at run time and
 never copied into the repository. Replay: jobs submitted 2017-10-01 .. 2017-11-30 in the 11 VCs listed in
 ``vcs.csv``; each VC is its own cluster of 8-GPU nodes (capacity × scale, rounded down to whole nodes, at
 least one); a job of ≤ 8 GPUs fits on one node, a larger one takes whole nodes (ceil(gpus / 8) replicas
@@ -10,7 +11,6 @@ of 8 GPUs, so a 12-GPU job holds two whole nodes).
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +22,7 @@ from deepdock.sim.trace import TraceJob
 GPUS_PER_NODE = 8
 NODE_CPUS = 64.0
 NODE_MEMORY_BYTES = 512 * 1024**3
-GPU_MEMORY_BYTES = 24 * 1024**3  # Philly's P100/P40 era: the figure is not used for placement
+GPU_MEMORY_BYTES = 24 * 1024**3  # Philly's P100/P40 era: its jobs ask for no GPU memory, so it excludes no GPU
 GPU_TYPE = "philly"
 REPLAY_START = datetime(2017, 10, 1)
 REPLAY_END = datetime(2017, 12, 1)  # exclusive: through 2017-11-30 23:59:59
@@ -34,9 +34,7 @@ RESTART_PENALTY_MULTI_NODE_S = 60.0
 
 
 def default_philly_dir() -> Path:
-    env = os.environ.get("DEEPDOCK_PHILLY_DIR")
-    if env:
-        return Path(env)
+    """Where the trace is when no folder is given: ``../shared/traces/philly`` beside the repository."""
     # src/deepdock/sim/philly.py -> repository root -> ../shared/traces/philly
     return Path(__file__).resolve().parents[3].parent / "shared" / "traces" / "philly"
 

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepdock.scheduler.registry import get_policy
+from deepdock.scheduler.policies import get_policy
 from deepdock.scheduler.types import NodeState, Resources
 from deepdock.sim.cluster import load_cluster
-from deepdock.sim.engine import SimResult, simulate
 from deepdock.sim.metrics import summarize
 from deepdock.sim.philly import default_philly_dir, load_philly
+from deepdock.sim.simulator import SimResult, simulate
 from deepdock.sim.trace import TraceJob, load_trace
 
 DEFAULT_WORKERS = min(2, os.cpu_count() or 1)
@@ -33,12 +33,15 @@ class Partition:
     quotas: dict[str, Resources] = field(default_factory=dict)
 
 
-def load_workload(trace: str, cluster: str | None, philly_capacity: float) -> list[Partition]:
-    """``trace`` is ``philly``, a Philly folder (with philly.csv and vcs.csv), or a CSV/JSONL trace file
-    (which then needs ``cluster``, a YAML file)."""
+def load_workload(
+    trace: str, cluster: str | None, philly_capacity: float, philly_dir: Path | None = None
+) -> list[Partition]:
+    """``trace`` is ``philly`` (the folder ``philly_dir``, by default ``default_philly_dir()``), a Philly
+    folder (with philly.csv and vcs.csv), or a CSV/JSONL trace file (which then needs ``cluster``, a YAML
+    file)."""
     path = Path(trace)
     if trace == "philly" or (path.is_dir() and (path / "philly.csv").is_file()):
-        folder = default_philly_dir() if trace == "philly" else path
+        folder = (philly_dir or default_philly_dir()) if trace == "philly" else path
         return [Partition(p.vc, p.jobs, p.nodes) for p in load_philly(folder, philly_capacity)]
     if cluster is None:
         from deepdock.errors import SpecError

@@ -12,6 +12,7 @@ Columns / keys (only ``submit_time`` and ``duration`` are required):
 | gpus | GPUs per replica (below 1 = a share of one GPU) | 0 |
 | gpu_fraction | share of one GPU per replica; overrides gpus when set | — |
 | gpu_type | required GPU model | any |
+| gpu_memory | least memory of each GPU it gets, bytes or '40g' (needs gpus) | any |
 | replicas | gang size (all start together) | 1 |
 | project, user | tenancy (fair share, quotas) | default |
 | priority | higher runs first | 0 |
@@ -49,6 +50,8 @@ class TraceJob:
     preemptible: bool = True
     # Explicit batch name; when None the simulator assigns one as the server does (scheduler/cohort.py).
     cohort: str | None = None
+    # The least memory (bytes) of each GPU it may use; None: any (the cluster's gpu_memory is per node type).
+    gpu_memory: int | None = None
 
     @property
     def total_gpus(self) -> float:
@@ -80,6 +83,9 @@ def job_from_record(rec: dict[str, Any], row: int, source: str) -> TraceJob:
         duration = float(rec["duration"])
         if duration < 0 or replicas < 1 or cpus < 0 or gpus < 0:
             raise ValueError("duration, cpus and gpus must be >= 0 and replicas >= 1")
+        gpu_memory = None if _blank(rec.get("gpu_memory")) else parse_bytes(rec["gpu_memory"])
+        if gpu_memory is not None and (gpu_memory <= 0 or gpus == 0):
+            raise ValueError("gpu_memory must be positive and needs gpus")
         preemptible = rec.get("preemptible", True)
         if isinstance(preemptible, str):
             preemptible = preemptible.strip().lower() in _TRUE if preemptible.strip() else True
@@ -95,6 +101,7 @@ def job_from_record(rec: dict[str, Any], row: int, source: str) -> TraceJob:
             priority=0 if _blank(rec.get("priority")) else int(rec["priority"]),
             preemptible=bool(preemptible),
             cohort=None if _blank(rec.get("cohort")) else str(rec["cohort"]),
+            gpu_memory=gpu_memory,
         )
     except (ValueError, TypeError, KeyError) as exc:
         raise SpecError(f"{where}: {exc}") from None

@@ -22,6 +22,8 @@ class ResourcesSpec(StrictModel):
     memory: int = Field(2 * 1024**3, description="bytes; YAML accepts '4g', '512m'")
     gpus: float = Field(0, ge=0, le=64)
     gpu_type: str | None = None
+    # The least memory each GPU given to the job must have (bytes; YAML accepts '40g'): smaller ones are
+    # never chosen. For a share (gpus < 1) it is the device's memory, not the share's.
     gpu_memory: int | None = None
     shm_size: int = 64 * 1024**2
     pids: int = Field(4096, ge=16, le=1_000_000)
@@ -44,6 +46,20 @@ class ResourcesSpec(StrictModel):
         if v > 1 and v != int(v):
             raise ValueError("more than one GPU must be a whole number; fractions are for a share of one GPU")
         return v
+
+    @field_validator("gpu_memory")
+    @classmethod
+    def _gpu_memory_positive(cls, v: int | None) -> int | None:
+        if v is not None and v <= 0:
+            raise ValueError("gpu_memory must be positive (e.g. '40g')")
+        return v
+
+    @model_validator(mode="after")
+    def _gpu_memory_needs_gpus(self) -> ResourcesSpec:
+        if self.gpu_memory is not None and self.gpus == 0:
+            raise ValueError("gpu_memory is the least memory of each GPU the job gets, but it asks for none; "
+                             "set gpus too, or drop gpu_memory")
+        return self
 
 
 class VolumeSpec(StrictModel):

@@ -1,8 +1,12 @@
-"""``ComputeBackend`` on a Docker Engine (or anything speaking its API, e.g. Podman's socket).
+"""``ComputeBackend`` on a Docker Engine (or anything speaking its API, e.g. Podman's socket), with every
+ability of ``compute.abilities``: stats here, images (``images.py``), files (``files.py``), networks and
+published ports (``networks.py``).
 
 Uses the SDK's low-level ``APIClient`` so that every request is explicit. The API version is pinned
 (``API_VERSION``) instead of negotiated: negotiation is a request at construction time, and a backend
 must be constructible while its engine is down (the server registers nodes that may be offline).
+Control calls, archive copies and image transfers each have their own client and timeout
+(``connection.py``).
 """
 
 from __future__ import annotations
@@ -13,27 +17,44 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-import docker
 import docker.errors
-import requests
 from docker.types import Mount
 
+from deepdock.compute.abilities import StatsSource
 from deepdock.compute.base import (
     FINISHED_STATUSES,
+    STATUS_RUNNING,
     ComputeBackend,
     ContainerSpec,
     ContainerState,
     ContainerStats,
     GpuInfo,
     NodeCapacity,
-    StatsSource,
+    check_ports,
 )
 from deepdock.compute.docker.archive import is_root_user, read_single_file, rebuild_archive, resolve_user
-from deepdock.compute.docker.errors import engine_errors, engine_message
+from deepdock.compute.docker.connection import (
+    API_VERSION,
+    ARCHIVE_TIMEOUT_S,
+    CONTROL_TIMEOUT_S,
+    DEFAULT_UNIX_SOCKET,
+    IMAGE_TRANSFER_TIMEOUT_S,
+    TlsConfig,
+    api_client,
+    use_own_ca,
+)
+from deepdock.compute.docker.errors import (
+    container_missing,
+    engine_errors,
+    engine_message,
+    image_missing,
+    mapped_stream,
+)
+from deepdock.compute.docker.files import DockerFileTransfer
 from deepdock.compute.docker.gpus import (
     NVIDIA_RUNTIME,
     NVIDIA_SMI_QUERY,
@@ -43,15 +64,15 @@ from deepdock.compute.docker.gpus import (
     gpu_device_request,
     parse_nvidia_smi,
 )
+from deepdock.compute.docker.images import DockerImageProvision
+from deepdock.compute.docker.networks import DockerNetworking, port_bindings, published_ports
 from deepdock.errors import ConflictError, EngineError, ImageMissingError, NotFoundError
+
+# Re-exported: where callers have always imported them from.
+__all__ = ["API_VERSION", "DEFAULT_UNIX_SOCKET", "DockerBackend", "TlsConfig", "parse_docker_time", "use_own_ca"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_UNIX_SOCKET = "unix:///var/run/docker.sock"
-# Docker 20.10's API; engines up to today accept it, so no handshake is needed (see module doc).
-API_VERSION = "1.41"
-# HTTP timeout of one engine request. Long operations (stop) add their own duration to it.
-DEFAULT_TIMEOUT_S = 30.0
 # Capacity needs `docker info` and, on GPU nodes, a probe container: reuse it for this long.
 CAPACITY_TTL_S = 30.0
 NANO_CPUS_PER_CPU = 1_000_000_000
@@ -64,29 +85,6 @@ NO_GPUS = "void"
 # Tells the job its share of a shared GPU (informational: the engine does not enforce shares).
 GPU_SHARE_ENV = "DEEPDOCK_GPU_SHARE"
 NETWORK_NONE = "none"
-
-
-@dataclass(frozen=True)
-class TlsConfig:
-    """Client TLS for ``tcp://`` engines: paths to the CA bundle and the client certificate and key."""
-
-    ca: str | None = None
-    cert: str | None = None
-    key: str | None = None
-    verify: bool = True
-
-    def to_docker(self) -> docker.tls.TLSConfig:
-        client_cert = (self.cert, self.key) if self.cert and self.key else None
-        return docker.tls.TLSConfig(client_cert=client_cert, ca_cert=self.ca,
-                                    verify=(self.ca or True) if self.verify else False)
-
-
-def use_own_ca(api: docker.APIClient) -> None:
-    """Make a TLS client verify with its own CA. requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace a
-    session's CA (docker/docker-py#2433), so on hosts that set them every TLS engine failed verification.
-    Proxies from the environment still apply."""
-    api.trust_env = False
-    api.proxies = requests.utils.get_environ_proxies(api.base_url)
 
 
 def parse_docker_time(value: str | None) -> float | None:
@@ -106,24 +104,29 @@ def parse_docker_time(value: str | None) -> float | None:
     return base + (float(f"0.{fraction}") if fraction else 0.0) - offset
 
 
-class DockerBackend(ComputeBackend, StatsSource):
+class DockerBackend(ComputeBackend, StatsSource, DockerImageProvision, DockerFileTransfer, DockerNetworking):
     def __init__(
         self,
         engine_url: str = "",
         tls: TlsConfig | None = None,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
+        timeout_s: float = CONTROL_TIMEOUT_S,
         probe_image: str | None = None,
         capacity_ttl_s: float = CAPACITY_TTL_S,
+        archive_timeout_s: float = ARCHIVE_TIMEOUT_S,
+        image_timeout_s: float = IMAGE_TRANSFER_TIMEOUT_S,
     ) -> None:
+        """``timeout_s`` bounds each control call; archive copies and image transfers have their own."""
         self.engine_url = engine_url or os.environ.get("DOCKER_HOST", "") or DEFAULT_UNIX_SOCKET
+        self.tls = tls
         self.timeout_s = timeout_s
+        self.archive_timeout_s = archive_timeout_s
+        self.image_timeout_s = image_timeout_s
         self.probe_image = probe_image
         self.capacity_ttl_s = capacity_ttl_s
-        with engine_errors(self.engine_url, "connect"):
-            self._api = docker.APIClient(base_url=self.engine_url, version=API_VERSION, timeout=timeout_s,
-                                         tls=tls.to_docker() if tls is not None else False)
-        if tls is not None:
-            use_own_ca(self._api)
+        # No request is made here (the API version is pinned): a backend exists while its engine is down.
+        self._api = api_client(self.engine_url, tls, timeout_s)
+        self._archive_api = api_client(self.engine_url, tls, archive_timeout_s)
+        self._image_api = api_client(self.engine_url, tls, image_timeout_s)
         self._capacity_lock = threading.Lock()
         self._capacity: tuple[float, NodeCapacity] | None = None
 
@@ -155,6 +158,7 @@ class DockerBackend(ComputeBackend, StatsSource):
             return _copy_capacity(capacity)
 
     def run(self, spec: ContainerSpec) -> str:
+        check_ports(spec, self.engine_url)
         image = self._inspect_image(spec.image)
         image_user = str((image.get("Config") or {}).get("User") or "")
         # Non-root when the image says so; an image without a user (or with root) runs as root.
@@ -189,6 +193,7 @@ class DockerBackend(ComputeBackend, StatsSource):
                     for v in spec.volumes
                 ],
                 device_requests=[gpu_device_request(spec.gpu_indices)] if spec.gpu_indices else None,
+                port_bindings=port_bindings(spec.ports) if spec.ports else None,
             )
             try:
                 created = self._api.create_container(
@@ -200,10 +205,11 @@ class DockerBackend(ComputeBackend, StatsSource):
                     working_dir=spec.workdir,
                     user=user or None,
                     hostname=spec.hostname,
+                    ports=list(spec.ports) or None,
                     host_config=host_config,
                 )
             except docker.errors.ImageNotFound as exc:
-                raise self._image_missing(spec.image) from exc
+                raise image_missing(self.engine_url, spec.image) from exc
             except docker.errors.APIError as exc:
                 if exc.status_code == 409:
                     raise ConflictError(
@@ -227,7 +233,7 @@ class DockerBackend(ComputeBackend, StatsSource):
             try:
                 data = self._api.inspect_container(container_id)
             except docker.errors.NotFound as exc:
-                raise self._container_missing(container_id) from exc
+                raise container_missing(self.engine_url, container_id) from exc
         return _state_from_inspect(data)
 
     def list_containers(self, labels: dict[str, str]) -> list[ContainerState]:
@@ -261,8 +267,8 @@ class DockerBackend(ComputeBackend, StatsSource):
                     since=since if since is not None and since > 0 else None,
                 )
             except docker.errors.NotFound as exc:
-                raise self._container_missing(container_id) from exc
-        return self._mapped(stream, f"logs of container {container_id}")
+                raise container_missing(self.engine_url, container_id) from exc
+        return mapped_stream(self.engine_url, f"logs of container {container_id}", stream)
 
     def stop(self, container_id: str, grace_s: float) -> None:
         # Docker takes whole seconds; round up so the job never gets less grace than asked for.
@@ -270,7 +276,7 @@ class DockerBackend(ComputeBackend, StatsSource):
             try:
                 self._api.stop(container_id, timeout=max(0, math.ceil(grace_s)))
             except docker.errors.NotFound as exc:
-                raise self._container_missing(container_id) from exc
+                raise container_missing(self.engine_url, container_id) from exc
 
     def remove(self, container_id: str) -> None:
         with engine_errors(self.engine_url, f"remove container {container_id}"):
@@ -292,7 +298,8 @@ class DockerBackend(ComputeBackend, StatsSource):
         return True
 
     def close(self) -> None:
-        self._api.close()
+        for api in (self._api, self._archive_api, self._image_api):
+            api.close()
 
     # ------------------------------------------------------------------ StatsSource
 
@@ -301,7 +308,7 @@ class DockerBackend(ComputeBackend, StatsSource):
             try:
                 data = self._api.stats(container_id, stream=False)
             except docker.errors.NotFound as exc:
-                raise self._container_missing(container_id) from exc
+                raise container_missing(self.engine_url, container_id) from exc
         return _stats_from_sample(data)
 
     # ------------------------------------------------------------------ internals
@@ -311,19 +318,7 @@ class DockerBackend(ComputeBackend, StatsSource):
             try:
                 return dict(self._api.inspect_image(ref))
             except docker.errors.NotFound as exc:
-                raise self._image_missing(ref) from exc
-
-    def _image_missing(self, ref: str) -> ImageMissingError:
-        return ImageMissingError(
-            f"image {ref} is not present on engine {self.engine_url} (deepdock never pulls: build or load it there)",
-            details={"image": ref, "engine": self.engine_url},
-        )
-
-    def _container_missing(self, ref: str) -> NotFoundError:
-        return NotFoundError(
-            f"container {ref} not found on engine {self.engine_url}",
-            details={"container": ref, "engine": self.engine_url},
-        )
+                raise image_missing(self.engine_url, ref) from exc
 
     def _put_code(self, container_id: str, spec: ContainerSpec, user: str) -> None:
         """Create ``workdir`` owned by the container user and extract the code archive into it."""
@@ -335,13 +330,13 @@ class DockerBackend(ComputeBackend, StatsSource):
             uid, gid = resolve_user(user, passwd, group)
         parent, data = rebuild_archive(spec.code_archive, spec.workdir, uid, gid)
         with engine_errors(self.engine_url, f"copy code into container {spec.name}"):
-            self._api.put_archive(container_id, parent, data)
+            self._archive_api.put_archive(container_id, parent, data)
 
     def _read_file(self, container_id: str, path: str) -> str:
         """A small file of the container's image, or "" if it has none."""
         with engine_errors(self.engine_url, f"read {path} of container {container_id}"):
             try:
-                stream, _ = self._api.get_archive(container_id, path)
+                stream, _ = self._archive_api.get_archive(container_id, path)
             except docker.errors.NotFound:
                 return ""
             return read_single_file(b"".join(stream))
@@ -351,10 +346,6 @@ class DockerBackend(ComputeBackend, StatsSource):
             self.remove(container_id)
         except Exception:  # noqa: BLE001 - cleanup after a failure must not hide that failure
             log.warning("could not remove container %s on %s", container_id, self.engine_url, exc_info=True)
-
-    def _mapped(self, stream: Iterator[bytes], action: str) -> Iterator[bytes]:
-        with engine_errors(self.engine_url, action):
-            yield from stream
 
     def _discover_gpus(self, info: dict[str, Any]) -> list[GpuInfo]:
         if NVIDIA_RUNTIME not in (info.get("Runtimes") or {}):
@@ -432,6 +423,8 @@ def _state_from_inspect(data: dict[str, Any]) -> ContainerState:
         error=str(state.get("Error", "")),
         image=str(config.get("Image", "")),
         created_at=parse_docker_time(data.get("Created")),
+        # Only a running container holds its host ports; Docker may list stale bindings otherwise.
+        ports=published_ports(data) if status == STATUS_RUNNING else {},
     )
 
 

@@ -9,7 +9,7 @@ import docker.errors
 import requests.exceptions
 import urllib3.exceptions
 
-from deepdock.errors import EngineError, EngineUnreachableError
+from deepdock.errors import EngineError, EngineUnreachableError, ImageMissingError, NotFoundError
 
 # Failures that mean "the engine did not answer", as opposed to "the engine said no".
 _UNREACHABLE = (
@@ -52,3 +52,21 @@ def engine_errors(engine_url: str, action: str) -> Iterator[None]:
         if isinstance(exc.__context__, _UNREACHABLE):
             raise unreachable(engine_url, exc) from exc
         raise EngineError(f"{action} failed on {engine_url}: {exc}", details={"engine": engine_url}) from exc
+
+
+def mapped_stream(engine_url: str, action: str, stream: Iterator[bytes]) -> Iterator[bytes]:
+    """``stream`` with failures while reading it mapped too (logs, image exports)."""
+    with engine_errors(engine_url, action):
+        yield from stream
+
+
+def image_missing(engine_url: str, ref: str) -> ImageMissingError:
+    return ImageMissingError(
+        f"image {ref} is not present on engine {engine_url} (deepdock never pulls: build or load it there)",
+        details={"image": ref, "engine": engine_url},
+    )
+
+
+def container_missing(engine_url: str, ref: str) -> NotFoundError:
+    return NotFoundError(f"container {ref} not found on engine {engine_url}",
+                         details={"container": ref, "engine": engine_url})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from deepdock.scheduler.engine import CycleContext, QueuePolicy, Rank
+from deepdock.scheduler.queue_policy import CycleContext, QueuePolicy, Rank
 from deepdock.scheduler.types import JobRequest, RunningJob
 
 # Tiresias' discretized 2D-LAS: queue boundaries in attained GPU-seconds (the paper finds two or three
@@ -94,7 +94,7 @@ def starving(job: JobRequest, now: float, factor: float) -> bool:
 
 
 class Tiresias(QueuePolicy):
-    """Discretized two-dimensional least-attained-service (GPUs × time): lower queues first, FIFO within
+    """Discretized two-dimensional least-attained-GPU-time (GPUs × time): lower queues first, FIFO within
     a queue, preemptive across queues, starving jobs promoted to the top queue."""
 
     name = "tiresias"
@@ -103,14 +103,14 @@ class Tiresias(QueuePolicy):
     def _queue(self, job: JobRequest, now: float) -> int:
         if starving(job, now, TIRESIAS_STARVE_FACTOR):
             return 0
-        return tiresias_queue(job.attained_service)
+        return tiresias_queue(job.attained_gpu_s)
 
     def rank(self, job: JobRequest, ctx: CycleContext) -> Rank:
         return (self._queue(job, ctx.now), job.submit_time)
 
     def may_preempt(self, job: JobRequest, victim: RunningJob, ctx: CycleContext) -> bool:
-        return tiresias_queue(victim.attained_service) > self._queue(job, ctx.now)
+        return tiresias_queue(victim.attained_gpu_s) > self._queue(job, ctx.now)
 
     def preempt_reason(self, job: JobRequest, victims: list[RunningJob]) -> str:
-        return (f"job {job.id} is in a higher-priority attained-service queue than "
+        return (f"job {job.id} is in a higher-priority attained-GPU-time queue than "
                 + ", ".join(v.id for v in victims))

@@ -4,18 +4,18 @@ Ranking, best first:
 1. priority class (higher first; higher classes may preempt lower ones);
 2. jobs within their project's guaranteed quota before jobs that would borrow;
 3. starving jobs (waited ``STARVE_FACTOR`` × what they have run) — nothing waits forever;
-4. expected completion per unit of investment: the Gittins index of the job's attained GPU-service under
-   the distribution of service that *finished* jobs of its size class needed (``ClusterState.history``,
+4. expected completion per unit of investment: the Gittins index of the job's attained GPU time under
+   the distribution of GPU time that *finished* jobs of its size class needed (``ClusterState.history``,
    learned online; see ``scheduler/history.py``), blended with its cohort's once members of its batch
    have finished (``scheduler/cohort.py``). Until enough jobs have finished (or when the caller
-   keeps no history) this falls back to least attained service on a fine log scale (2D-LAS over
+   keeps no history) this falls back to least attained GPU time on a fine log scale (2D-LAS over
    GPUs × time), which the Gittins index reduces to when sizes have a decreasing hazard rate;
 5. dominant-resource fair share of the project, then of the user (DRF);
-6. more attained service first: among jobs the index cannot tell apart (typically long jobs past
+6. more attained GPU time first: among jobs the index cannot tell apart (typically long jobs past
    everything the history has seen, whose index holds), finish the one furthest along;
 7. submission time.
 
-Never uses runtime estimates or durations: only attained service and what completed jobs attained.
+Never uses runtime estimates or durations: only attained GPU time and what completed jobs attained.
 
 Within a priority class a job preempts a running one only when its index is ``PREEMPT_INDEX_RATIO``
 times the victim's (LAS fallback: the victim is ``PREEMPT_LEVEL_GAP`` levels, a factor of 2 each, above):
@@ -37,7 +37,7 @@ is likely close to a typical length of its class. Steps since, each a whole defa
   margin stops two jobs from trading places at every bin edge; the sim charges every restart);
 - at ratio 1.25, cohorts are worth about 3% (36,821 s without, 35,934 s with, both with a 4 h starvation
   floor, which itself did not help);
-- ties broken by more attained service instead of submission order: 33,733 s.
+- ties broken by more attained GPU time instead of submission order: 33,733 s.
 Not adopted: dropping starvation protection gave 33,877 s before the tie-break and gains nothing after it,
 and without it nothing bounds how long a job that ran a little waits behind a backlog of fresh ones;
 dropping reservations gains ~1–3% (within the replay's noise) but loses the bound on a gang's wait. Why
@@ -49,12 +49,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from deepdock.scheduler.engine import CycleContext, QueuePolicy, Rank
-from deepdock.scheduler.history import ServiceHistory, service_bin, size_class
+from deepdock.scheduler.history import AttainedHistory, attained_bin, size_class
 from deepdock.scheduler.policies.baselines import starving
-from deepdock.scheduler.types import JobRequest, RunningJob, service_rate
+from deepdock.scheduler.queue_policy import CycleContext, QueuePolicy, Rank
+from deepdock.scheduler.types import JobRequest, RunningJob, gpu_time_rate
 
-# Service below this (GPU-seconds) is level 0; each level above is twice the service.
+# Attained GPU time below this (GPU-seconds) is level 0; each level above is twice that.
 LAS_BASE_GPU_S = 600.0
 # A waiting job preempts a running one of equal priority only this many levels below it.
 PREEMPT_LEVEL_GAP = 3
@@ -77,35 +77,35 @@ def las_level(attained_gpu_s: float) -> int:
     return 1 + int(math.log2(attained_gpu_s / LAS_BASE_GPU_S))
 
 
-def _history(ctx: CycleContext) -> ServiceHistory | None:
+def _history(ctx: CycleContext) -> AttainedHistory | None:
     h = ctx.state.history
     return h if h is not None and h.ready else None
 
 
-def _unfinished_by_cohort(ctx: CycleContext, hist: ServiceHistory) -> dict[str, tuple[int, ...]]:
-    """Service bins reached by members of cohorts that have finished members, and that are running or
-    were preempted: censored observations of their cohort's distribution (``ServiceHistory.index``).
+def _unfinished_by_cohort(ctx: CycleContext, hist: AttainedHistory) -> dict[str, tuple[int, ...]]:
+    """GPU-time bins reached by members of cohorts that have finished members, and that are running or
+    were preempted: censored observations of their cohort's distribution (``AttainedHistory.index``).
     Built once per cycle."""
     memo = ctx.memo.get("unfinished")
     if memo is None:
         seen: dict[str, list[int]] = {}
         for member in [*ctx.state.running, *ctx.queue]:
-            if member.attained_service > 0 and member.cohort is not None and hist.has_cohort(member.cohort):
-                seen.setdefault(member.cohort, []).append(service_bin(member.attained_service))
+            if member.attained_gpu_s > 0 and member.cohort is not None and hist.has_cohort(member.cohort):
+                seen.setdefault(member.cohort, []).append(attained_bin(member.attained_gpu_s))
         memo = ctx.memo["unfinished"] = {c: tuple(sorted(bins)) for c, bins in seen.items()}
     return memo  # type: ignore[return-value]
 
 
-def _index(hist: ServiceHistory, job: JobRequest | RunningJob, ctx: CycleContext) -> float:
-    """The job's Gittins index, memoized per cycle: it depends only on the size class, the service bin
+def _index(hist: AttainedHistory, job: JobRequest | RunningJob, ctx: CycleContext) -> float:
+    """The job's Gittins index, memoized per cycle: it depends only on the size class, the GPU-time bin
     and the cohort (if one of its members finished), which most queued jobs share."""
     memo: dict[tuple[int, int, str | None], float] | None = ctx.memo.get("index")  # type: ignore[assignment]
     if memo is None:
         memo = ctx.memo["index"] = {}
-    rate = service_rate(job.resources, job.replicas)
-    attained = job.attained_service
+    rate = gpu_time_rate(job.resources, job.replicas)
+    attained = job.attained_gpu_s
     cohort = job.cohort if job.cohort is not None and hist.has_cohort(job.cohort) else None
-    key = (size_class(rate), service_bin(attained) if attained > 0 else 0, cohort)
+    key = (size_class(rate), attained_bin(attained) if attained > 0 else 0, cohort)
     value = memo.get(key)
     if value is None:
         unfinished = _unfinished_by_cohort(ctx, hist).get(cohort, ()) if cohort is not None else ()
@@ -120,15 +120,15 @@ class DefaultPolicy(QueuePolicy):
 
     def _level(self, job: JobRequest, now: float) -> int:
         if job.executed <= 0:
-            return 0  # never ran: least attained service, and it cannot be starving by this rule
-        return -1 if starving(job, now, STARVE_FACTOR) else las_level(job.attained_service)
+            return 0  # never ran: least attained GPU time, and it cannot be starving by this rule
+        return -1 if starving(job, now, STARVE_FACTOR) else las_level(job.attained_gpu_s)
 
     @staticmethod
     def _starving(job: JobRequest, now: float) -> bool:
         since = job.last_stop_time if job.last_stop_time is not None else job.submit_time
         return now - since >= STARVE_FACTOR * max(job.executed, STARVE_MIN_EXECUTED_S)
 
-    def _score(self, job: JobRequest, ctx: CycleContext, hist: ServiceHistory | None) -> float:
+    def _score(self, job: JobRequest, ctx: CycleContext, hist: AttainedHistory | None) -> float:
         """Lower is sooner: the LAS level, or minus the Gittins index; -inf when starving."""
         if hist is None:
             return self._level(job, ctx.now)
@@ -145,7 +145,7 @@ class DefaultPolicy(QueuePolicy):
             self._score(job, ctx, _history(ctx)),
             shares.project_share(job.project),
             shares.user_share(job.project, job.user),
-            -job.attained_service,
+            -job.attained_gpu_s,
             job.submit_time,
         )
 
@@ -154,7 +154,7 @@ class DefaultPolicy(QueuePolicy):
             return [self.rank(j, ctx) for j in jobs]
         # One tenant and no quotas: the fair-share terms are equal for everyone, so skip computing them.
         hist, score = _history(ctx), self._score
-        return [(-j.priority, 0, score(j, ctx, hist), 0.0, 0.0, -j.attained_service, j.submit_time)
+        return [(-j.priority, 0, score(j, ctx, hist), 0.0, 0.0, -j.attained_gpu_s, j.submit_time)
                 for j in jobs]
 
     def may_reserve(self, job: JobRequest, ctx: CycleContext) -> bool:
@@ -166,8 +166,8 @@ class DefaultPolicy(QueuePolicy):
             return victim.priority < job.priority
         hist = _history(ctx)
         if hist is None:
-            return las_level(victim.attained_service) >= self._level(job, ctx.now) + PREEMPT_LEVEL_GAP
-        if self._starving(job, ctx.now) and las_level(victim.attained_service) >= PREEMPT_LEVEL_GAP - 1:
+            return las_level(victim.attained_gpu_s) >= self._level(job, ctx.now) + PREEMPT_LEVEL_GAP
+        if self._starving(job, ctx.now) and las_level(victim.attained_gpu_s) >= PREEMPT_LEVEL_GAP - 1:
             return True  # as in the LAS fallback, where starving is level -1
         return _index(hist, job, ctx) >= PREEMPT_INDEX_RATIO * _index(hist, victim, ctx)
 
@@ -177,6 +177,6 @@ class DefaultPolicy(QueuePolicy):
             if v.priority < job.priority:
                 parts.append(f"{v.id} has lower priority ({v.priority} < {job.priority})")
             else:
-                parts.append(f"{v.id} has attained {v.attained_service:.0f} GPU-s of service "
-                             f"vs {job.attained_service:.0f}")
+                parts.append(f"{v.id} has attained {v.attained_gpu_s:.0f} GPU-s "
+                             f"vs {job.attained_gpu_s:.0f}")
         return f"job {job.id} preempts: " + "; ".join(parts)

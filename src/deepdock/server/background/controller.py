@@ -1,46 +1,79 @@
-"""Runs the background loops in threads: scheduler, reconciler, node health, and container starts."""
+"""The controller: one lease, and the background steps run as loops on it.
+
+Steps (one file each, each a plain function of the context that a test can call once):
+  schedule     schedule.run_cycle       desired state → placements, preemptions, pending reasons
+  observe      observe.run              engine listings → replica rows (lost, exited, adopted, gang rule)
+  stop         stop.run                 stop requests → SIGTERM to running containers
+  start        start.run                placed attempts without containers → image + containers
+  collect      collect.run              ended attempts → logs, artifacts, outcome; strays removed
+  node health  node_health.run          pings → health, lost nodes' attempts ended
+
+The schedule step runs when woken (submit, finish, node change) and at least every idle period; the
+reconcile tick (observe → stop → start → collect) every ``reconcile_interval_s`` or when woken; health
+every ``node_health_interval_s``. Engine I/O happens only in tasks (background/tasks.py).
+"""
 
 from __future__ import annotations
 
 import os
 import socket
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 
 from deepdock.scheduler import get_policy
-from deepdock.server.background.context import LoopContext, log
-from deepdock.server.background.health import check_nodes
-from deepdock.server.background.reconciler import reconcile_once
-from deepdock.server.background.scheduling import FinishedJobs, run_cycle
-from deepdock.server.background.starter import start_attempt
-from deepdock.server.db.models import Lease, now_s
+from deepdock.server.background import collect, node_health, observe, start, stop
+from deepdock.server.background.schedule import FinishedJobs, run_cycle
+from deepdock.server.background.tasks import Work
+from deepdock.server.context import AppContext, log
+from deepdock.server.db.models import Lease
 
 LEASE_NAME = "background-loops"
 LEASE_TTL_S = 15.0
-MAX_PARALLEL_STARTS = 8
+# After a failed round a loop waits this long and runs again: the wake-up that started it is spent.
+RETRY_AFTER_S = 0.5
+JOIN_TIMEOUT_S = 5.0
 
 
 class Controller:
-    def __init__(self, ctx: LoopContext) -> None:
+    def __init__(self, ctx: AppContext, work: Work | None = None) -> None:
         self.ctx = ctx
+        self.work = work if work is not None else Work()
         self.policy = get_policy(ctx.settings.scheduler_policy)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
+        self.finished = FinishedJobs()
+        self.has_lease = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._starts = ThreadPoolExecutor(MAX_PARALLEL_STARTS, thread_name_prefix="start")
-        self.has_lease = threading.Event()
-        self.finished = FinishedJobs()
+
+    # -- one round of each step, callable directly (tests, and the loops below) -------------------------
+    def schedule_once(self) -> int:
+        with self.ctx.db.session() as session:
+            placed = run_cycle(session, self.policy, self.ctx.clock(), self.finished)
+        for attempt_id, node in placed:
+            start.submit_start(self.ctx, self.work, attempt_id, node)
+        return len(placed)
+
+    def reconcile_once(self) -> None:
+        obs = observe.run(self.ctx, self.work)
+        stop.run(self.ctx, self.work, obs)
+        start.run(self.ctx, self.work, obs)
+        collect.run(self.ctx, self.work, obs)
+
+    def health_once(self) -> None:
+        node_health.run(self.ctx, self.work)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
-        for name, target in (
-            ("lease", self._lease_loop),
-            ("scheduler", self._scheduler_loop),
-            ("reconciler", self._reconciler_loop),
-            ("health", self._health_loop),
-        ):
-            thread = threading.Thread(target=target, name=f"deepdock-{name}", daemon=True)
+        settings = self.ctx.settings
+        loops: list[tuple[str, Callable[[], None], threading.Event | None, float]] = [
+            ("lease", self._renew_lease, None, LEASE_TTL_S / 3),
+            ("scheduler", self._gated(self.schedule_once), self.ctx.wake_scheduler, settings.scheduler_idle_period_s),
+            ("reconciler", self._gated(self.reconcile_once), self.ctx.wake_reconciler, settings.reconcile_interval_s),
+            ("health", self._gated(self.health_once), None, settings.node_health_interval_s),
+        ]
+        for name, body, wake, period in loops:
+            thread = threading.Thread(target=self._loop, args=(name, body, wake, period), name=f"deepdock-{name}",
+                                      daemon=True)
             thread.start()
             self._threads.append(thread)
 
@@ -49,13 +82,37 @@ class Controller:
         self.ctx.wake_scheduler.set()
         self.ctx.wake_reconciler.set()
         for thread in self._threads:
-            thread.join(timeout=5)
-        self._starts.shutdown(wait=False, cancel_futures=True)
+            thread.join(timeout=JOIN_TIMEOUT_S)
+        self.work.close()
         self._release_lease()
+
+    def _loop(self, name: str, body: Callable[[], None], wake: threading.Event | None, period_s: float) -> None:
+        """The one loop shape: run the body, then wait for a wake-up or the period."""
+        while not self._stop.is_set():
+            try:
+                body()
+            except Exception:  # noqa: BLE001 - a loop must survive a bad round
+                log.exception("%s round failed", name)
+                # e.g. a stale write (another writer moved the row): read again soon, not after the period
+                self._stop.wait(RETRY_AFTER_S)
+                if wake is not None:
+                    wake.set()
+            if wake is None:
+                self._stop.wait(period_s)
+            else:
+                wake.wait(period_s)
+                wake.clear()
+
+    def _gated(self, body: Callable[[], object]) -> Callable[[], None]:
+        """Run ``body`` only while this instance holds the lease."""
+        def run() -> None:
+            if not self._stop.is_set() and self.has_lease.wait(1.0):
+                body()
+        return run
 
     # -- the lease: one server instance at a time runs the loops ---------------------------------------
     def _try_lease(self) -> bool:
-        now = now_s()
+        now = self.ctx.clock()
         with self.ctx.db.session() as session:
             lease = session.get(Lease, LEASE_NAME, with_for_update=True)
             if lease is None:
@@ -66,6 +123,20 @@ class Controller:
                 return True
             return False
 
+    def _renew_lease(self) -> None:
+        try:
+            held = self._try_lease()
+        except Exception:  # noqa: BLE001
+            self.has_lease.clear()
+            raise
+        if held and not self.has_lease.is_set():
+            # Wake-ups that arrived while another holder's lease ran out were dropped.
+            self.has_lease.set()
+            self.ctx.wake_scheduler.set()
+            self.ctx.wake_reconciler.set()
+        elif not held:
+            self.has_lease.clear()
+
     def _release_lease(self) -> None:
         try:
             with self.ctx.db.session() as session:
@@ -74,72 +145,3 @@ class Controller:
                     session.delete(lease)
         except Exception:  # noqa: BLE001 - shutting down; the lease expires by itself
             pass
-
-    def _lease_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self._try_lease():
-                    if not self.has_lease.is_set():
-                        # Wake-ups that arrived while another holder's lease ran out were dropped.
-                        self.has_lease.set()
-                        self.ctx.wake_scheduler.set()
-                        self.ctx.wake_reconciler.set()
-                else:
-                    self.has_lease.clear()
-            except Exception:  # noqa: BLE001
-                log.exception("lease renewal failed")
-                self.has_lease.clear()
-            self._stop.wait(LEASE_TTL_S / 3)
-
-    # -- loops -----------------------------------------------------------------------------------------
-    def _scheduler_loop(self) -> None:
-        while not self._stop.is_set():
-            self.ctx.wake_scheduler.wait(self.ctx.settings.scheduler_idle_period_s)
-            self.ctx.wake_scheduler.clear()
-            if self._stop.is_set() or not self.has_lease.wait(1.0):
-                continue
-            try:
-                self.schedule_once()
-            except Exception:  # noqa: BLE001 - the loop must survive a bad cycle
-                log.exception("scheduling cycle failed")
-                time.sleep(0.5)
-                # Retry: the wake-up that started this cycle is spent, and the work it announced is not
-                # done (a transient error, e.g. SQLite refusing a stale read's upgrade to a write while
-                # an API worker process commits, would otherwise leave it for the idle period).
-                self.ctx.wake_scheduler.set()
-
-    def schedule_once(self) -> None:
-        with self.ctx.db.session() as session:
-            placed = run_cycle(session, self.policy, now_s(), self.finished)
-        for attempt_id in placed:
-            self.submit_start(attempt_id)
-
-    def submit_start(self, attempt_id: int) -> None:
-        with self.ctx.lock:
-            if attempt_id in self.ctx.starting:
-                return
-            self.ctx.starting.add(attempt_id)
-        self._starts.submit(start_attempt, self.ctx, attempt_id)
-
-    def _reconciler_loop(self) -> None:
-        while not self._stop.is_set():
-            self.ctx.wake_reconciler.wait(self.ctx.settings.reconcile_interval_s)
-            self.ctx.wake_reconciler.clear()
-            if self._stop.is_set() or not self.has_lease.wait(1.0):
-                continue
-            try:
-                for attempt_id in reconcile_once(self.ctx):
-                    self.submit_start(attempt_id)
-            except Exception:  # noqa: BLE001
-                log.exception("reconcile pass failed")
-                time.sleep(0.5)
-
-    def _health_loop(self) -> None:
-        while not self._stop.is_set():
-            if self.has_lease.wait(1.0):
-                try:
-                    check_nodes(self.ctx)
-                except Exception:  # noqa: BLE001
-                    log.exception("node health check failed")
-            self._stop.wait(self.ctx.settings.node_health_interval_s)
-

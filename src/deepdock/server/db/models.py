@@ -19,6 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from deepdock.api.enums import AttemptStatus, JobStatus, NodeHealth, ReplicaStatus
+
 
 def now_s() -> float:
     return time.time()
@@ -75,7 +77,10 @@ class Node(Base):
     tls_ca: Mapped[str | None] = mapped_column(String(512), nullable=True)
     tls_cert: Mapped[str | None] = mapped_column(String(512), nullable=True)
     tls_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
-    status: Mapped[str] = mapped_column(String(16), default="ready")  # ready | unreachable | draining
+    # Health as the health step last saw it (NodeHealth); the admin's drain is kept apart in `draining`,
+    # so that a node coming back never undoes a drain.
+    status: Mapped[str] = mapped_column(String(16), default=NodeHealth.READY)
+    draining: Mapped[bool] = mapped_column(Boolean, default=False)
     cpus: Mapped[float] = mapped_column(Float, default=0)
     memory: Mapped[int] = mapped_column(BigInteger, default=0)
     gpus: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{index, uuid, model, memory}]
@@ -115,7 +120,7 @@ class Job(Base):
     code_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Image the job runs: given by the spec, or the content-addressed tag of its environment once built.
     image: Mapped[str | None] = mapped_column(String(256), nullable=True)
-    status: Mapped[str] = mapped_column(String(16), default="QUEUED")
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     status_reason: Mapped[str] = mapped_column(Text, default="")
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     priority: Mapped[int] = mapped_column(Integer, default=0)
@@ -128,13 +133,14 @@ class Job(Base):
     retries_left: Mapped[int] = mapped_column(Integer, default=0)
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     # GPU-seconds (or CPU-seconds for CPU jobs) of service attained over all attempts: 2D-LAS input.
-    attained_service: Mapped[float] = mapped_column(Float, default=0)
+    attained_gpu_s: Mapped[float] = mapped_column("attained_service", Float, default=0)
     # The batch it was submitted with (scheduler/cohort.py): its finished members inform the ranking.
     cohort: Mapped[str | None] = mapped_column(String(160), nullable=True)
     pending_reason: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # What the user or the scheduler asked for; the reconciler makes it so.
     stop_requested: Mapped[str | None] = mapped_column(String(32), nullable=True)  # user | preempted | runtime
-    # Optimistic lock: every status write bumps it, and is applied only if it is unchanged.
+    # Optimistic lock (SQLAlchemy's version_id_col): every UPDATE of the row carries
+    # `WHERE version = <read>` and bumps it, so a write based on a stale read fails (StaleDataError).
     version: Mapped[int] = mapped_column(Integer, default=0)
     submitted_at: Mapped[float] = mapped_column(Float, default=now_s)
     created_at: Mapped[float] = mapped_column(Float, default=now_s)
@@ -144,6 +150,7 @@ class Job(Base):
 
     project: Mapped[Project] = relationship(lazy="joined")
     user: Mapped[User] = relationship(lazy="joined")
+    __mapper_args__ = {"version_id_col": version}
 
 
 class Attempt(Base):
@@ -154,15 +161,17 @@ class Attempt(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="SCHEDULED")
+    status: Mapped[str] = mapped_column(String(16), default=AttemptStatus.SCHEDULED)
     reason: Mapped[str] = mapped_column(Text, default="")
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[float] = mapped_column(Float, default=now_s)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     replicas: Mapped[list[Replica]] = relationship(
         back_populates="attempt", lazy="selectin", order_by="Replica.rank", cascade="all, delete-orphan"
     )
+    __mapper_args__ = {"version_id_col": version}
 
 
 class Replica(Base):
@@ -182,12 +191,19 @@ class Replica(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     container_name: Mapped[str] = mapped_column(String(128))
     container_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
-    status: Mapped[str] = mapped_column(String(16), default="SCHEDULED")
+    status: Mapped[str] = mapped_column(String(16), default=ReplicaStatus.SCHEDULED)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     oom_killed: Mapped[bool] = mapped_column(Boolean, default=False)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    # When container_id was written: a listing begun before it may not show the container yet, so only
+    # a later listing can call it lost.
+    recorded_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # When the server signalled it to stop: an exit before that is the job's own outcome.
+    stop_sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     attempt: Mapped[Attempt] = relationship(back_populates="replicas")
+    __mapper_args__ = {"version_id_col": version}
 
 
 class JobEvent(Base):

@@ -1,31 +1,26 @@
-"""/api/v1/users, /projects, /tokens: tenancy."""
+"""/api/v1/users, /projects, /tokens: tenancy. Pass-throughs to services/auth.py."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from sqlalchemy.orm import Session
 
-from deepdock.server.db.models import Project, User
+from deepdock.api import MemberIn, ProjectOut, QuotaIn, TokenOut, UserIn, UserOut
+from deepdock.server.db.models import User
 from deepdock.server.deps import current_user, get_session
-from deepdock.server.schemas import MemberIn, ProjectOut, QuotaIn, TokenOut, UserIn, UserOut
 from deepdock.server.services import auth
 
 router = APIRouter(tags=["tenancy"])
 
 
-def project_out(p: Project) -> ProjectOut:
-    return ProjectOut(name=p.name, quota_cpus=p.quota_cpus, quota_memory=p.quota_memory, quota_gpus=p.quota_gpus)
-
-
 @router.get("/me", response_model=UserOut)
 def me(user: User = Depends(current_user)) -> UserOut:
-    return UserOut(name=user.name, is_admin=user.is_admin)
+    return auth.user_out(user)
 
 
 @router.post("/users", response_model=UserOut, status_code=201)
 def create_user(body: UserIn, session: Session = Depends(get_session), user: User = Depends(current_user)) -> UserOut:
-    created, token = auth.create_user(session, user, body.name, is_admin=body.is_admin, projects=body.projects)
-    return UserOut(name=created.name, is_admin=created.is_admin, token=token)
+    return auth.create_user(session, user, body.name, is_admin=body.is_admin, projects=body.projects)
 
 
 @router.post("/tokens", response_model=TokenOut, status_code=201)
@@ -35,7 +30,7 @@ def create_token(session: Session = Depends(get_session), user: User = Depends(c
 
 @router.get("/projects", response_model=list[ProjectOut])
 def list_projects(session: Session = Depends(get_session), user: User = Depends(current_user)) -> list[ProjectOut]:
-    return [project_out(p) for p in auth.list_projects(session, user)]
+    return auth.list_projects(session, user)
 
 
 @router.post("/projects/{name}/members", status_code=204)
@@ -47,4 +42,4 @@ def add_member(name: str, body: MemberIn, session: Session = Depends(get_session
 @router.put("/projects/{name}/quota", response_model=ProjectOut)
 def set_quota(name: str, body: QuotaIn, session: Session = Depends(get_session),
               user: User = Depends(current_user)) -> ProjectOut:
-    return project_out(auth.set_quota(session, user, name, cpus=body.cpus, memory=body.memory, gpus=body.gpus))
+    return auth.set_quota(session, user, name, cpus=body.cpus, memory=body.memory, gpus=body.gpus)

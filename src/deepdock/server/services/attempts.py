@@ -1,68 +1,128 @@
-"""What happens to a job when one of its attempts ends: success, failure, stop, preemption, retry."""
+"""What happens to a job when one of its attempts ends: success, failure, stop, preemption, retry.
+
+Which wins when a stop request meets an exit: the server's signal decides only if it was sent. A
+container that exited 0 before any SIGTERM reached it finished on its own, so a preemption (or a user's
+stop) that arrives as it ends does not run the job again or call it stopped. Replicas the server
+signalled are left out when the others' own exits are judged (a gang stop ends them with 143).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy.orm import Session
 
-from deepdock.scheduler.types import Resources, service_rate
-from deepdock.server.db.models import Attempt, Job, now_s
-from deepdock.server.services import lifecycle
+from deepdock.api.enums import AttemptStatus, FailureReason, JobStatus, ReplicaStatus, StopRequest
+from deepdock.scheduler.types import Resources, gpu_time_rate
+from deepdock.server.db.models import Attempt, Job, Replica, now_s
+from deepdock.server.services.lifecycle import fenced, transition
 
-OUTCOME_SUCCEEDED = "succeeded"
-OUTCOME_FAILED = "failed"
-OUTCOME_STOPPED = "stopped"
-OUTCOME_PREEMPTED = "preempted"
-
-# Which retry-policy class each failure reason belongs to (RetrySpec.on).
-RETRY_CLASS = {
-    lifecycle.REASON_EXIT_CODE: "failed",
-    lifecycle.REASON_START_FAILED: "failed",
-    lifecycle.REASON_CONTAINER_LOST: "node_lost",
-    lifecycle.REASON_NODE_LOST: "node_lost",
-    lifecycle.REASON_OOM: "oom",
+# Which retry-policy class (RetrySpec.on) each failure belongs to; a failure not listed is never retried.
+RETRY_CLASS: dict[FailureReason, str] = {
+    FailureReason.EXIT_CODE: "failed",
+    FailureReason.START_FAILED: "failed",
+    FailureReason.CONTAINER_LOST: "node_lost",
+    FailureReason.NODE_LOST: "node_lost",
+    FailureReason.OOM_KILLED: "oom",
 }
+# Stop requests that decide the outcome once the server has signalled the containers.
+DECIDING_STOPS = frozenset({StopRequest.USER, StopRequest.PREEMPTED, StopRequest.RUNTIME})
 
 
-def attained_service(job: Job, attempt: Attempt, end: float) -> float:
-    """GPU-seconds (see scheduler.types.service_rate): the 2D-LAS scheduler's measure of service."""
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended. ``requeue``: nothing of the job ran (its node could not be reached at
+    start), so it goes back in line without using a retry."""
+
+    status: AttemptStatus
+    reason: str
+    failure: FailureReason | None = None
+    requeue: bool = False
+
+
+SUCCEEDED = Outcome(AttemptStatus.SUCCEEDED, "exit code 0")
+
+
+def observed_outcome(attempt: Attempt) -> Outcome:
+    """The outcome of an attempt whose replicas have all ended, from the replicas that ended on their own."""
+    own = [r for r in attempt.replicas if r.stop_sent_at is None] or list(attempt.replicas)
+    lost = [r for r in own if r.status == ReplicaStatus.LOST]
+    if lost:
+        return Outcome(AttemptStatus.FAILED, f"container of replica {lost[0].rank} disappeared",
+                       FailureReason.CONTAINER_LOST)
+    oom = [r for r in own if r.oom_killed]
+    if oom:
+        return Outcome(AttemptStatus.FAILED, f"replica {oom[0].rank} exceeded its memory limit (OOMKilled)",
+                       FailureReason.OOM_KILLED)
+    failed = [r for r in own if r.exit_code not in (0, None)]
+    if failed:
+        return Outcome(AttemptStatus.FAILED, f"replica {failed[0].rank} exited with code {failed[0].exit_code}",
+                       FailureReason.EXIT_CODE)
+    return SUCCEEDED
+
+
+def _signalled(replicas: list[Replica]) -> bool:
+    """Whether the stop reached the attempt: a container was signalled, or none was ever started."""
+    return any(r.stop_sent_at is not None for r in replicas) or all(r.container_id is None for r in replicas)
+
+
+def attempt_gpu_s(job: Job, attempt: Attempt, end: float) -> float:
+    """GPU-seconds (see scheduler.types.gpu_time_rate): the 2D-LAS scheduler's measure of attained time."""
     if attempt.started_at is None:
         return 0.0
-    rate = service_rate(Resources(cpus=job.cpus, memory=job.memory, gpus=job.gpus), job.replicas)
+    rate = gpu_time_rate(Resources(cpus=job.cpus, memory=job.memory, gpus=job.gpus), job.replicas)
     return max(0.0, end - attempt.started_at) * rate
 
 
-def finish_attempt(session: Session, job: Job, attempt: Attempt, outcome: str, reason: str, *, code: str = "") -> None:
-    """Release the attempt's resources and move the job on. ``code`` is the machine-readable failure class."""
-    end = now_s()
-    attempt.status = outcome.upper()
-    attempt.reason = reason
+def finish_attempt(session: Session, job: Job, attempt: Attempt, outcome: Outcome, *, now: float | None = None) -> None:
+    """Release the attempt's resources and move the job on, in the caller's (fenced) transaction.
+
+    Every terminal path of an attempt comes here, so every one of them frees its replicas."""
+    end = now_s() if now is None else now
+    stop = StopRequest(job.stop_requested) if job.stop_requested else None
+    by_stop = stop in DECIDING_STOPS and (outcome.status != AttemptStatus.SUCCEEDED or _signalled(attempt.replicas))
+    attempt.reason = outcome.reason
     attempt.finished_at = end
     for replica in attempt.replicas:
         replica.active = False
         if replica.finished_at is None:
             replica.finished_at = end
-    job.attained_service = (job.attained_service or 0.0) + attained_service(job, attempt, end)
-    stop = job.stop_requested
+    job.attained_gpu_s = (job.attained_gpu_s or 0.0) + attempt_gpu_s(job, attempt, end)
     job.stop_requested = None
-    # A requested stop decides the outcome whatever the exit code: a job that catches SIGTERM and
-    # exits 0 after checkpointing was still stopped (or preempted), not finished.
-    if outcome == OUTCOME_STOPPED or stop == "user":
-        lifecycle.transition(session, job, lifecycle.STOPPED, reason or "stopped by user", attempt=attempt.number)
-    elif outcome == OUTCOME_PREEMPTED or stop == "preempted":
-        lifecycle.transition(session, job, lifecycle.QUEUED, f"preempted: {reason}", attempt=attempt.number)
-    elif stop == "runtime":
-        lifecycle.transition(
-            session, job, lifecycle.FAILED, f"{lifecycle.REASON_RUNTIME_EXCEEDED}: {reason}", attempt=attempt.number
-        )
-    elif outcome == OUTCOME_SUCCEEDED:
-        lifecycle.transition(session, job, lifecycle.SUCCEEDED, reason, attempt=attempt.number)
+    number = attempt.number
+    if by_stop and stop == StopRequest.USER:
+        attempt.status = AttemptStatus.STOPPED
+        transition(session, job, JobStatus.STOPPED, outcome.reason if outcome.failure else "stopped by user",
+                   attempt=number, at=end)
+    elif by_stop and stop == StopRequest.PREEMPTED:
+        attempt.status = AttemptStatus.PREEMPTED
+        # The scheduler wrote why ("preempted for JOB: ...") when it asked for the stop.
+        reason = job.status_reason if job.status_reason.startswith("preempted") else "preempted"
+        transition(session, job, JobStatus.QUEUED, reason, attempt=number, at=end)
+    elif by_stop and stop == StopRequest.RUNTIME:
+        attempt.status = AttemptStatus.FAILED
+        transition(session, job, JobStatus.FAILED, f"{FailureReason.RUNTIME_EXCEEDED}: {job.status_reason}",
+                   attempt=number, at=end)
+    elif outcome.status == AttemptStatus.SUCCEEDED:
+        attempt.status = AttemptStatus.SUCCEEDED
+        transition(session, job, JobStatus.SUCCEEDED, outcome.reason, attempt=number, at=end)
+    elif outcome.requeue:
+        attempt.status = AttemptStatus.FAILED
+        transition(session, job, JobStatus.QUEUED, f"back in the queue: {outcome.reason}", attempt=number, at=end)
     else:
-        retry_on = set((job.spec.get("retry") or {}).get("on") or [])
-        if RETRY_CLASS.get(code) in retry_on and job.retries_left > 0:
-            job.retries_left -= 1
-            lifecycle.transition(
-                session, job, lifecycle.QUEUED, f"retrying after {code}: {reason}", attempt=attempt.number
-            )
-        else:
-            lifecycle.transition(session, job, lifecycle.FAILED, f"{code}: {reason}", attempt=attempt.number)
-    session.flush()
+        attempt.status = AttemptStatus.FAILED
+        _fail_or_retry(session, job, outcome, number, end)
+    with fenced(f"attempt {attempt.id} of job {job.id}"):
+        session.flush()
+
+
+def _fail_or_retry(session: Session, job: Job, outcome: Outcome, number: int, end: float) -> None:
+    from deepdock.server.services.jobs import job_spec
+
+    failure = outcome.failure or FailureReason.START_FAILED
+    retry = job_spec(job).retry
+    if RETRY_CLASS.get(failure) in set(retry.on) and job.retries_left > 0:
+        job.retries_left -= 1
+        transition(session, job, JobStatus.QUEUED, f"retrying after {failure}: {outcome.reason}", attempt=number, at=end)
+    else:
+        transition(session, job, JobStatus.FAILED, f"{failure}: {outcome.reason}", attempt=number, at=end)

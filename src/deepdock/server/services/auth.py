@@ -9,6 +9,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from deepdock.api import ProjectOut, UserOut
 from deepdock.errors import (
     AuthenticationError,
     ConflictError,
@@ -76,7 +77,16 @@ def require_admin(user: User) -> None:
         raise PermissionDeniedError("this needs an admin token")
 
 
-def create_user(session: Session, actor: User, name: str, *, is_admin: bool = False, projects: list[str]) -> tuple[User, str]:
+def user_out(user: User, token: str | None = None) -> UserOut:
+    return UserOut(name=user.name, is_admin=user.is_admin, token=token)
+
+
+def project_out(p: Project) -> ProjectOut:
+    return ProjectOut(name=p.name, quota_cpus=p.quota_cpus, quota_memory=p.quota_memory, quota_gpus=p.quota_gpus)
+
+
+def create_user(session: Session, actor: User, name: str, *, is_admin: bool = False, projects: list[str]) -> UserOut:
+    """A user and their first token (shown once, in the answer)."""
     require_admin(actor)
     _check_name("user", name)
     if session.scalar(select(User).where(User.name == name)) is not None:
@@ -86,7 +96,7 @@ def create_user(session: Session, actor: User, name: str, *, is_admin: bool = Fa
     session.flush()
     for project_name in projects or [DEFAULT_PROJECT]:
         add_member(session, actor, project_name, name)
-    return user, create_token(session, user, "initial")
+    return user_out(user, create_token(session, user, "initial"))
 
 
 def add_member(session: Session, actor: User, project_name: str, user_name: str, role: str = "member") -> None:
@@ -105,12 +115,12 @@ def add_member(session: Session, actor: User, project_name: str, user_name: str,
 
 def set_quota(
     session: Session, actor: User, project_name: str, *, cpus: float | None, memory: int | None, gpus: float | None
-) -> Project:
+) -> ProjectOut:
     require_admin(actor)
     project = get_or_create_project(session, project_name)
     project.quota_cpus, project.quota_memory, project.quota_gpus = cpus, memory, gpus
     session.flush()
-    return project
+    return project_out(project)
 
 
 def visible_project_ids(session: Session, user: User) -> list[int] | None:
@@ -132,9 +142,9 @@ def project_for_submit(session: Session, user: User, name: str) -> Project:
     return project
 
 
-def list_projects(session: Session, user: User) -> list[Project]:
+def list_projects(session: Session, user: User) -> list[ProjectOut]:
     visible = visible_project_ids(session, user)
     query = select(Project).order_by(Project.name)
     if visible is not None:
         query = query.where(Project.id.in_(visible))
-    return list(session.scalars(query))
+    return [project_out(p) for p in session.scalars(query)]

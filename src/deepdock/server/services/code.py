@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from deepdock.api import CodeOut
 from deepdock.errors import NotFoundError, PayloadTooLargeError, SpecError
 from deepdock.server.db.models import CodeBlob
 
@@ -18,7 +19,7 @@ def code_path(root: Path, sha256: str) -> Path:
     return root / "code" / f"{sha256}.tar.gz"
 
 
-def store_code(session: Session, root: Path, data: bytes, max_bytes: int) -> CodeBlob:
+def store_code(session: Session, root: Path, data: bytes, max_bytes: int) -> CodeOut:
     if len(data) > max_bytes:
         raise PayloadTooLargeError(f"code package is {len(data)} bytes; the limit is {max_bytes}")
     try:
@@ -40,7 +41,7 @@ def store_code(session: Session, root: Path, data: bytes, max_bytes: int) -> Cod
         blob = CodeBlob(sha256=sha, size=len(data))
         session.add(blob)
         session.flush()
-    return blob
+    return CodeOut(sha256=blob.sha256, size=blob.size)
 
 
 def read_code(root: Path, sha256: str) -> bytes:

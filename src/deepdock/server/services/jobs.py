@@ -1,29 +1,53 @@
-"""Jobs: submit, list, describe, stop. Plain functions taking a session (dstack's convention)."""
+"""Jobs: submit, list, describe, stop. ``verb_noun(session, ...)`` functions (dstack's convention) that
+own the ORM → api conversion; a function that changes state commits, so the router can wake the loops."""
 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
+from deepdock.api import AttemptOut, EventOut, JobDetail, JobOut, ReplicaOut
+from deepdock.api.enums import JobStatus, NodeHealth, StopRequest
 from deepdock.errors import NotFoundError, PermissionDeniedError, SpecError, UnschedulableError
 from deepdock.scheduler.cohort import COHORT_GAP_S
 from deepdock.scheduler.types import GPU, NodeState, Resources
 from deepdock.server.db.models import Attempt, CodeBlob, Job, JobEvent, Membership, Node, Project, User, now_s
+from deepdock.server.db.session import Database
 from deepdock.server.services import lifecycle
 from deepdock.server.services.auth import project_for_submit, visible_project_ids
-from deepdock.server.services.nodes import NODE_UNREACHABLE
 from deepdock.specs.job import JobSpec
 
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
+# A stop that meets a concurrent background write re-reads the job and tries again this often.
+STOP_ATTEMPTS = 5
 
 
 def new_job_id() -> str:
     return uuid.uuid4().hex[:12]
 
+
+def job_spec(job: Job) -> JobSpec:
+    """The stored spec, parsed once per loaded row: the only way server code reads a job's spec.
+
+    The columns beside it (cpus, memory, gpus, replicas, gpu_type, priority, preemptible) are copies
+    made once at submit (``_spec_columns``) for indexes and SQL, and never written again."""
+    cached: JobSpec | None = job.__dict__.get("_parsed_spec")
+    if cached is None:
+        cached = JobSpec.model_validate(job.spec)
+        job.__dict__["_parsed_spec"] = cached
+    return cached
+
+
+def _spec_columns(spec: JobSpec) -> dict[str, Any]:
+    r = spec.resources
+    return {"name": spec.name, "image": spec.image, "priority": spec.priority, "replicas": spec.replicas,
+            "cpus": r.cpus, "memory": r.memory, "gpus": r.gpus, "gpu_type": r.gpu_type,
+            "preemptible": spec.preemptible, "retries_left": spec.retry.max_retries}
 
 def node_states_for_capacity(nodes: list[Node]) -> list[NodeState]:
     """Nodes as the scheduler sees them when empty: used to reject what could never fit."""
@@ -60,47 +84,76 @@ def _cohort(session: Session, project: Project, user: User, spec: JobSpec, job_i
     return previous or job_id
 
 
-def submit_job(session: Session, user: User, spec: JobSpec, *, code_sha256: str | None = None) -> Job:
+def submit_job(session: Session, user: User, spec: JobSpec, *, code_sha256: str | None = None) -> JobOut:
+    """Validate against the cluster (a request no node could ever hold is refused now), store, commit."""
     from deepdock.scheduler import can_ever_fit
 
     project = project_for_submit(session, user, spec.project)
     if code_sha256 is not None and session.get(CodeBlob, code_sha256) is None:
         raise SpecError(f"code package {code_sha256[:12]} was not uploaded to this server")
-    nodes = [n for n in session.scalars(select(Node)) if n.status != NODE_UNREACHABLE or n.cpus > 0]
+    nodes = [n for n in session.scalars(select(Node)) if n.status != NodeHealth.UNREACHABLE or n.cpus > 0]
     if not nodes:
         raise UnschedulableError("no nodes are registered; add one with `deepdock node add`")
     r = spec.resources
     problem = can_ever_fit(
-        Resources(cpus=r.cpus, memory=r.memory, gpus=r.gpus), spec.replicas, r.gpu_type, node_states_for_capacity(nodes)
+        Resources(cpus=r.cpus, memory=r.memory, gpus=r.gpus), spec.replicas, r.gpu_type, node_states_for_capacity(nodes),
+        gpu_memory=r.gpu_memory,
     )
     if problem is not None:
         raise UnschedulableError(problem)
     job_id, submitted = new_job_id(), now_s()
     job = Job(
         id=job_id,
-        name=spec.name,
         project_id=project.id,
         user_id=user.id,
         spec=spec.model_dump(mode="json"),
         code_sha256=code_sha256,
-        image=spec.image,
-        status=lifecycle.QUEUED,
-        priority=spec.priority,
-        replicas=spec.replicas,
-        cpus=r.cpus,
-        memory=r.memory,
-        gpus=r.gpus,
-        gpu_type=r.gpu_type,
-        preemptible=spec.preemptible,
-        retries_left=spec.retry.max_retries,
+        status=JobStatus.QUEUED,
         cohort=_cohort(session, project, user, spec, job_id, submitted),
         submitted_at=submitted,
         created_at=submitted,
+        **_spec_columns(spec),
     )
     session.add(job)
-    session.add(JobEvent(job_id=job.id, from_status=None, to_status=lifecycle.QUEUED, reason="submitted"))
+    session.add(JobEvent(job_id=job.id, from_status=None, to_status=JobStatus.QUEUED, reason="submitted", at=submitted))
     session.flush()
-    return job
+    out = job_out(job)
+    session.commit()
+    return out
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut(
+        id=job.id, name=job.name, project=job.project.name, user=job.user.name, status=JobStatus(job.status),
+        status_reason=job.status_reason, image=job.image, priority=job.priority, replicas=job.replicas,
+        cpus=job.cpus, memory=job.memory, gpus=job.gpus, attempts=job.attempt_count, retries_left=job.retries_left,
+        pending_reason=job.pending_reason, stop_requested=job.stop_requested, submitted_at=job.submitted_at,
+        started_at=job.started_at, finished_at=job.finished_at,
+    )
+
+
+def describe_job(session: Session, user: User, ref: str, artifacts_root: Path) -> JobDetail:
+    job = get_job(session, user, ref)
+    attempts = [
+        AttemptOut(
+            number=a.number, status=a.status, reason=a.reason, created_at=a.created_at, started_at=a.started_at,
+            finished_at=a.finished_at,
+            replicas=[
+                ReplicaOut(rank=r.rank, node=r.node_name, gpu_indices=list(r.gpu_indices or []), gpu_share=r.gpu_share,
+                           container_name=r.container_name, container_id=r.container_id, status=r.status,
+                           exit_code=r.exit_code, oom_killed=r.oom_killed, started_at=r.started_at,
+                           finished_at=r.finished_at)
+                for r in a.replicas
+            ],
+        )
+        for a in session.scalars(select(Attempt).where(Attempt.job_id == job.id).order_by(Attempt.number))
+    ]
+    events = [
+        EventOut(at=e.at, attempt=e.attempt, from_status=e.from_status, to_status=e.to_status, reason=e.reason)
+        for e in session.scalars(select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id))
+    ]
+    return JobDetail(**job_out(job).model_dump(), cohort=job.cohort, attained_service=job.attained_gpu_s,
+                     spec=job.spec, events=events, attempt_list=attempts, artifacts_dir=str(artifacts_root / job.id))
 
 
 def _visible(session: Session, user: User, query: Select[Any]) -> Select[Any]:
@@ -144,6 +197,18 @@ def job_status(conn: Connection, user: User, ref: str) -> dict[str, object] | No
     return {"id": row[0], "status": row[1], "status_reason": row[2], "pending_reason": row[3]}
 
 
+def read_status(db: Database, user: User, ref: str) -> dict[str, object]:
+    """The polled status: the plain-connection read by id, else by name (or the 404) through the ORM."""
+    with db.engine.connect() as conn:
+        found = job_status(conn, user, ref)
+    if found is not None:
+        return found
+    with db.session() as session:
+        job = get_job(session, user, ref)
+        return {"id": job.id, "status": job.status, "status_reason": job.status_reason,
+                "pending_reason": job.pending_reason}
+
+
 def list_jobs(
     session: Session,
     user: User,
@@ -156,9 +221,10 @@ def list_jobs(
 ) -> list[dict[str, Any]]:
     """Newest first, as JobOut-shaped dicts; ``before`` (a created_at) pages backwards without OFFSET."""
     if status:
-        unknown = set(status) - set(lifecycle.ALL_STATES)
+        valid = [s.value for s in JobStatus]
+        unknown = set(status) - set(valid)
         if unknown:
-            raise SpecError(f"unknown status {sorted(unknown)}; valid: {', '.join(lifecycle.ALL_STATES)}")
+            raise SpecError(f"unknown status {sorted(unknown)}; valid: {', '.join(valid)}")
     limit = max(1, min(limit, MAX_LIST_LIMIT))
     keys = _visible(session, user, select(Job.id, Job.created_at))
     if project:
@@ -200,25 +266,28 @@ def count_jobs_by_status(session: Session) -> dict[str, int]:
     return dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())  # type: ignore[arg-type]
 
 
-def request_stop(session: Session, user: User, ref: str) -> Job:
-    job = get_job(session, user, ref)
-    if job.user_id != user.id and not user.is_admin:
-        visible = visible_project_ids(session, user)
-        if visible is not None and job.project_id not in visible:
-            raise PermissionDeniedError("you cannot stop this job")
-    if job.status in lifecycle.TERMINAL:
-        return job
-    if job.status == lifecycle.QUEUED:
-        lifecycle.transition(session, job, lifecycle.STOPPED, "stopped by user before it started")
-        return job
-    job.stop_requested = "user"
-    job.updated_at = now_s()
-    return job
-
-
-def job_events(session: Session, job_id: str) -> list[JobEvent]:
-    return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
-
-
-def job_attempts(session: Session, job_id: str) -> list[Attempt]:
-    return list(session.scalars(select(Attempt).where(Attempt.job_id == job_id).order_by(Attempt.number)))
+def stop_job(session: Session, user: User, ref: str) -> JobOut:
+    """Ask for a stop: a queued job stops now; a placed one is signalled by the stop step. Commits."""
+    for attempt in range(STOP_ATTEMPTS):
+        try:
+            job = get_job(session, user, ref)
+            if job.user_id != user.id and not user.is_admin:
+                visible = visible_project_ids(session, user)
+                if visible is not None and job.project_id not in visible:
+                    raise PermissionDeniedError("you cannot stop this job")
+            if job.status == JobStatus.QUEUED:
+                lifecycle.transition(session, job, JobStatus.STOPPED, "stopped by user before it started")
+            elif job.status not in lifecycle.TERMINAL and job.stop_requested != StopRequest.USER:
+                job.stop_requested = StopRequest.USER
+                job.updated_at = now_s()
+                with lifecycle.fenced(f"job {job.id}"):
+                    session.flush()
+            out = job_out(job)
+            session.commit()
+            return out
+        except lifecycle.StaleStateError:
+            # A background step moved the job between our read and our write: read it again.
+            session.rollback()
+            if attempt == STOP_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")

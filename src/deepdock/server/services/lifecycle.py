@@ -1,70 +1,72 @@
-"""Job states, the transitions allowed between them, and the one function that applies a transition."""
+"""Job states, the transitions allowed between them, and the one function that applies a transition.
+
+Every write of job, attempt and replica rows is fenced by the row's version column (SQLAlchemy's
+``version_id_col``, db/models.py): an UPDATE applies only if the row is still the version that was read,
+and otherwise the flush raises ``StaleDataError``. ``fenced()`` turns that into ``StaleStateError``, which a
+background step treats as "someone else moved it; read again next tick" and an API call as a 409.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import update
-from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
+
+from deepdock.api.enums import ACTIVE_JOB_STATUSES, TERMINAL_JOB_STATUSES, JobStatus
 from deepdock.errors import ConflictError
 from deepdock.server.db.models import Job, JobEvent, now_s
 
-QUEUED = "QUEUED"
-SCHEDULED = "SCHEDULED"
-STARTING = "STARTING"
-RUNNING = "RUNNING"
-SUCCEEDED = "SUCCEEDED"
-FAILED = "FAILED"
-STOPPED = "STOPPED"
-
-TERMINAL = frozenset({SUCCEEDED, FAILED, STOPPED})
-ACTIVE = frozenset({SCHEDULED, STARTING, RUNNING})
-ALL_STATES = (QUEUED, SCHEDULED, STARTING, RUNNING, SUCCEEDED, FAILED, STOPPED)
+TERMINAL = TERMINAL_JOB_STATUSES
+ACTIVE = ACTIVE_JOB_STATUSES
 
 # QUEUED again after SCHEDULED/STARTING/RUNNING is a retry or a preemption: the job goes back in line.
-ALLOWED: dict[str, frozenset[str]] = {
-    QUEUED: frozenset({SCHEDULED, STOPPED, FAILED}),
-    SCHEDULED: frozenset({STARTING, RUNNING, QUEUED, FAILED, STOPPED}),
-    STARTING: frozenset({RUNNING, QUEUED, FAILED, STOPPED, SUCCEEDED}),
-    RUNNING: frozenset({SUCCEEDED, FAILED, STOPPED, QUEUED}),
-    SUCCEEDED: frozenset(),
-    FAILED: frozenset(),
-    STOPPED: frozenset(),
+ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
+    JobStatus.QUEUED: frozenset({JobStatus.SCHEDULED, JobStatus.STOPPED, JobStatus.FAILED}),
+    JobStatus.SCHEDULED: frozenset(
+        {JobStatus.STARTING, JobStatus.RUNNING, JobStatus.QUEUED, JobStatus.FAILED, JobStatus.STOPPED,
+         JobStatus.SUCCEEDED}
+    ),
+    JobStatus.STARTING: frozenset(
+        {JobStatus.RUNNING, JobStatus.QUEUED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.SUCCEEDED}
+    ),
+    JobStatus.RUNNING: frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.QUEUED}),
+    JobStatus.SUCCEEDED: frozenset(),
+    JobStatus.FAILED: frozenset(),
+    JobStatus.STOPPED: frozenset(),
 }
 
-# Reasons a job failed, as `describe` shows them (the part before ':' is machine-readable).
-REASON_EXIT_CODE = "exit_code"
-REASON_OOM = "oom_killed"
-REASON_NODE_LOST = "node_lost"
-REASON_IMAGE_MISSING = "image_missing"
-REASON_RUNTIME_EXCEEDED = "runtime_exceeded"
-REASON_START_FAILED = "start_failed"
-REASON_CONTAINER_LOST = "container_lost"
+
+class StaleStateError(ConflictError):
+    """Someone else changed the row since it was read; the caller re-reads and decides again."""
 
 
-class StaleJobError(ConflictError):
-    """Someone else changed the job since it was read; the caller re-reads and decides again."""
+@contextmanager
+def fenced(what: str) -> Iterator[None]:
+    """Map a failed version check of a flush to ``StaleStateError`` naming what was being written."""
+    try:
+        yield
+    except StaleDataError:
+        raise StaleStateError(f"{what} changed concurrently; try again") from None
 
 
-def transition(session: Session, job: Job, to: str, reason: str = "", *, attempt: int | None = None) -> None:
-    """Move ``job`` to ``to``, fenced by its version, and record the event in the same transaction."""
-    if to not in ALLOWED[job.status]:
-        raise ConflictError(f"job {job.id} cannot go from {job.status} to {to}")
-    at = now_s()
-    values: dict[str, object] = {"status": to, "status_reason": reason, "version": job.version + 1, "updated_at": at}
-    if to == RUNNING and job.started_at is None:
-        values["started_at"] = at
+def transition(session: Session, job: Job, to: JobStatus, reason: str = "", *, attempt: int | None = None,
+               at: float | None = None) -> None:
+    """Move ``job`` to ``to`` and record the event, in the caller's transaction, fenced by the version."""
+    previous = JobStatus(job.status)
+    if to not in ALLOWED[previous]:
+        raise ConflictError(f"job {job.id} cannot go from {previous} to {to}")
+    at = now_s() if at is None else at
+    job.status = to
+    job.status_reason = reason
+    job.updated_at = at
+    if to == JobStatus.RUNNING and job.started_at is None:
+        job.started_at = at
     if to in TERMINAL:
-        values["finished_at"] = at
-    if to != QUEUED:
-        values["pending_reason"] = None
-    result = session.execute(
-        update(Job).where(Job.id == job.id, Job.version == job.version).values(**values)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise StaleJobError(f"job {job.id} changed concurrently")
-    session.add(JobEvent(job_id=job.id, attempt=attempt, from_status=job.status, to_status=to, reason=reason, at=at))
-    # Keep the in-memory object equal to the row without another SELECT or a second UPDATE.
-    for key, value in values.items():
-        set_committed_value(job, key, value)
-    session.flush()
+        job.finished_at = at
+    if to != JobStatus.QUEUED:
+        job.pending_reason = None
+    session.add(JobEvent(job_id=job.id, attempt=attempt, from_status=previous, to_status=to, reason=reason, at=at))
+    with fenced(f"job {job.id}"):
+        session.flush()

@@ -6,8 +6,11 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from deepdock.api.enums import JobStatus
 from deepdock.compute.base import ComputeBackend
-from deepdock.errors import DeepdockError
+from deepdock.errors import DeepdockError, NotFoundError
+from deepdock.server.db.models import Job, User
+from deepdock.server.db.session import Database
 
 FOLLOW_POLL_S = 0.2
 READ_CHUNK_BYTES = 64 * 1024
@@ -52,36 +55,43 @@ class LogStore:
             threading.Event().wait(FOLLOW_POLL_S)
 
 
-class LogFollowers:
-    """One thread per running container copying its output into the store while it runs."""
+def follow_key(container_id: str) -> str:
+    return f"follow:{container_id}"
 
-    def __init__(self, store: LogStore) -> None:
-        self.store = store
-        self._lock = threading.Lock()
-        self._threads: dict[str, threading.Thread] = {}
 
-    def follow(self, backend: ComputeBackend, container_id: str, path: Path) -> None:
-        with self._lock:
-            if container_id in self._threads and self._threads[container_id].is_alive():
-                return
-            thread = threading.Thread(
-                target=self._run, args=(backend, container_id, path), name=f"logs-{container_id[:12]}", daemon=True
-            )
-            self._threads[container_id] = thread
-        thread.start()
+def follow_logs(store: LogStore, backend: ComputeBackend, container_id: str, path: Path) -> None:
+    """A follower task (background/tasks.py): copy a running container's output into the store."""
+    try:
+        store.capture(backend, container_id, path, follow=True)
+    except DeepdockError:
+        pass  # the collect step's final capture writes what is there
 
-    def _run(self, backend: ComputeBackend, container_id: str, path: Path) -> None:
-        try:
-            self.store.capture(backend, container_id, path, follow=True)
-        except DeepdockError:
-            pass  # the final capture after exit (finish) writes what is there
 
-    def finish(self, backend: ComputeBackend, container_id: str, path: Path, timeout_s: float = 5.0) -> None:
-        """Called once the container has exited: wait for the follower, or capture everything now."""
-        with self._lock:
-            thread = self._threads.pop(container_id, None)
-        if thread is not None:
-            thread.join(timeout_s)
-            if not thread.is_alive() and path.exists():
-                return
-        self.store.capture(backend, container_id, path, follow=False)
+def job_log(db: Database, store: LogStore, user: User, ref: str, *, attempt: int | None, rank: int,
+            follow: bool) -> Iterator[bytes]:
+    """A job's log as kept by the server: all of it, or followed until the attempt ends."""
+    from deepdock.server.services.jobs import get_job
+
+    with db.session() as session:
+        job = get_job(session, user, ref)
+        job_id, count = job.id, job.attempt_count
+    if attempt is not None and attempt > max(count, 1):
+        raise NotFoundError(f"job {job_id} has no attempt {attempt}")
+    number = attempt or count
+    if number < 1:
+        if not follow:
+            return iter([b""])
+        number = 1  # wait for the first attempt's output
+    path = store.path(job_id, number, rank)
+    if not follow:
+        return iter([store.read(path)])
+
+    def is_done() -> bool:
+        with db.session() as session:
+            current = session.get(Job, job_id)
+            if current is None or JobStatus(current.status).terminal:
+                return True
+            # A newer attempt started (retry/preemption): this attempt's log is complete.
+            return current.attempt_count > number and current.status != JobStatus.QUEUED
+
+    return store.stream(path, is_done)

@@ -3,66 +3,45 @@
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable
 from dataclasses import asdict
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from deepdock.compute.base import ComputeBackend, NodeCapacity
+from deepdock.api import NodeOut
+from deepdock.api.enums import NodeHealth, NodeStatus
+from deepdock.compute.base import NodeCapacity
+from deepdock.compute.pool import BackendPool, NodeConnection
 from deepdock.errors import ConflictError, DeepdockError, EngineError, NotFoundError, SpecError
 from deepdock.server.db.models import Node, Replica, User, now_s
+from deepdock.server.db.session import Database
 from deepdock.server.services.auth import require_admin
 
-NODE_READY = "ready"
-NODE_UNREACHABLE = "unreachable"
-NODE_DRAINING = "draining"
 _NODE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
-BackendFactory = Callable[[Node], ComputeBackend]
+
+def node_connection(node: Node) -> NodeConnection:
+    return NodeConnection(name=node.name, engine_url=node.engine_url, tls_ca=node.tls_ca, tls_cert=node.tls_cert,
+                          tls_key=node.tls_key)
 
 
-def docker_backend_for(node: Node) -> ComputeBackend:
-    from deepdock.compute.docker import DockerBackend, TlsConfig
-
-    tls = None
-    if node.tls_ca or node.tls_cert or node.tls_key:
-        tls = TlsConfig(ca=node.tls_ca, cert=node.tls_cert, key=node.tls_key)
-    return DockerBackend(node.engine_url, tls=tls)
+def schedulable(node: Node) -> bool:
+    """Whether the scheduler may place new replicas there: healthy, and not drained by an admin."""
+    return node.status == NodeHealth.READY and not node.draining
 
 
-class BackendPool:
-    """One long-lived backend per node (connections are reused); rebuilt when a node's engine changes."""
-
-    def __init__(self, factory: BackendFactory = docker_backend_for) -> None:
-        self._factory = factory
-        self._lock = threading.Lock()
-        self._backends: dict[str, tuple[str, ComputeBackend]] = {}
-
-    def get(self, node: Node) -> ComputeBackend:
-        key = f"{node.engine_url}|{node.tls_ca}|{node.tls_cert}|{node.tls_key}"
-        with self._lock:
-            cached = self._backends.get(node.name)
-            if cached is not None and cached[0] == key:
-                return cached[1]
-            backend = self._factory(node)
-            if cached is not None:
-                cached[1].close()
-            self._backends[node.name] = (key, backend)
-            return backend
-
-    def forget(self, name: str) -> None:
-        with self._lock:
-            cached = self._backends.pop(name, None)
-        if cached is not None:
-            cached[1].close()
-
-    def close(self) -> None:
-        with self._lock:
-            backends, self._backends = self._backends, {}
-        for _, backend in backends.values():
-            backend.close()
+def node_out(node: Node, used: dict[str, dict[str, object]]) -> NodeOut:
+    u = used.get(node.name, {})
+    gpu_used: dict[int, float] = u.get("gpu_used", {})  # type: ignore[assignment]
+    health = NodeHealth(node.status)
+    status = NodeStatus.DRAINING if node.draining and health == NodeHealth.READY else NodeStatus(health.value)
+    return NodeOut(
+        name=node.name, engine_url=node.engine_url, status=status, health=health, draining=node.draining,
+        cpus=node.cpus, memory=node.memory, gpus=list(node.gpus or []), labels=dict(node.labels or {}),
+        engine_version=node.engine_version, allocated_cpus=float(u.get("cpus", 0.0)),  # type: ignore[arg-type]
+        allocated_memory=int(u.get("memory", 0)),  # type: ignore[call-overload]
+        allocated_gpus=sum(gpu_used.values()), last_seen_at=node.last_seen_at, last_error=node.last_error,
+    )
 
 
 def apply_capacity(node: Node, capacity: NodeCapacity) -> None:
@@ -75,7 +54,7 @@ def apply_capacity(node: Node, capacity: NodeCapacity) -> None:
 
 def probe_node(pool: BackendPool, node: Node) -> NodeCapacity:
     """Ask the engine for its capacity. A network call: never inside a DB transaction."""
-    backend = pool.get(node)
+    backend = pool.get(node_connection(node))
     backend.ping()
     return backend.capacity()
 
@@ -91,7 +70,7 @@ def add_node(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     labels: dict[str, str] | None = None,
-) -> Node:
+) -> NodeOut:
     """Register an engine: probe it first (outside any transaction), then store it."""
     require_admin(actor)
     if not _NODE_NAME_RE.match(name):
@@ -107,15 +86,18 @@ def add_node(
         pool.forget(name)
         raise EngineError(f"node {name}: engine {engine_url or 'default'} did not answer: {exc.message}") from None
     apply_capacity(node, capacity)
-    node.status = NODE_READY
+    node.status = NodeHealth.READY
+    node.draining = False
     node.last_seen_at = now_s()
     with session_factory() as session:
         session.add(node)
-    return node
+        session.flush()
+        return node_out(node, {})
 
 
-def list_nodes(session: Session) -> list[Node]:
-    return list(session.scalars(select(Node).order_by(Node.name)))
+def list_nodes(session: Session) -> list[NodeOut]:
+    used = allocations(session)
+    return [node_out(n, used) for n in session.scalars(select(Node).order_by(Node.name))]
 
 
 def get_node(session: Session, name: str) -> Node:
@@ -125,7 +107,8 @@ def get_node(session: Session, name: str) -> Node:
     return node
 
 
-def remove_node(session: Session, actor: User, name: str, *, force: bool = False) -> None:
+def remove_node(session: Session, pool: BackendPool, actor: User, name: str, *, force: bool = False) -> None:
+    """Unregister a node (commits) and close its backend."""
     require_admin(actor)
     node = get_node(session, name)
     busy = session.scalar(
@@ -134,15 +117,22 @@ def remove_node(session: Session, actor: User, name: str, *, force: bool = False
     if busy and not force:
         raise ConflictError(f"node {name!r} runs {busy} job replica(s); stop them, drain it, or pass force")
     session.delete(node)
+    session.commit()
+    pool.forget(name)
 
 
-def set_node_status(session: Session, actor: User, name: str, status: str) -> Node:
+def set_node_status(session: Session, actor: User, name: str, status: NodeStatus) -> NodeOut:
+    """An admin drains a node (no new placements; running replicas go on) or makes it ready again.
+    Health is the health step's to set, so 'unreachable' cannot be asked for. Commits."""
     require_admin(actor)
-    if status not in (NODE_READY, NODE_DRAINING):
+    if status not in (NodeStatus.READY, NodeStatus.DRAINING):
         raise SpecError("a node can be set to 'ready' or 'draining'")
     node = get_node(session, name)
-    node.status = status
-    return node
+    node.draining = status == NodeStatus.DRAINING
+    session.flush()
+    out = node_out(node, allocations(session))
+    session.commit()
+    return out
 
 
 def allocations(session: Session) -> dict[str, dict[str, object]]:
@@ -164,3 +154,16 @@ def allocations(session: Session) -> dict[str, dict[str, object]]:
         for idx in gpu_indices or []:
             per_gpu[idx] = per_gpu.get(idx, 0.0) + share
     return used
+
+
+def mark_unreachable(db: Database, name: str, error: str, now: float) -> None:
+    """An engine call failed for want of an answer: no placements there from now on (health sets it
+    ready again when a ping answers). Its own short transaction: called from engine-call tasks."""
+    with db.session() as session:
+        node = session.scalar(select(Node).where(Node.name == name))
+        if node is None:
+            return
+        if node.status != NodeHealth.UNREACHABLE:
+            node.status = NodeHealth.UNREACHABLE
+            node.unreachable_since = now
+        node.last_error = error

@@ -1,4 +1,9 @@
-"""One scheduling cycle: read the desired state, ask the policy, write its decisions. No engine calls."""
+"""The schedule step: read the desired state, ask the pure policy, write its decisions. No engine calls.
+
+Placements become an Attempt with one Replica per rank (SCHEDULED); the start step makes containers of
+them. Preemptions become a stop request on each victim (the stop step signals them). Waits become the
+job's pending reason ("why pending"). Every write is fenced by the row versions (services/lifecycle.py).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from dataclasses import asdict
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from deepdock.scheduler.history import ServiceHistory
+from deepdock.api.enums import AttemptStatus, JobStatus, ReplicaStatus, StopRequest
+from deepdock.scheduler.history import AttainedHistory
 from deepdock.scheduler.types import (
     GPU,
     ClusterState,
@@ -20,11 +26,12 @@ from deepdock.scheduler.types import (
     Resources,
     RunningJob,
     Wait,
-    service_rate,
+    gpu_time_rate,
 )
 from deepdock.server.db.models import Attempt, Job, Node, Project, Replica
 from deepdock.server.services import lifecycle
-from deepdock.server.services.nodes import NODE_READY, allocations
+from deepdock.server.services.jobs import job_spec
+from deepdock.server.services.nodes import allocations, schedulable
 
 
 def container_name(job_id: str, attempt: int, rank: int) -> str:
@@ -41,15 +48,15 @@ HISTORY_WINDOW = 20_000
 
 
 class FinishedJobs:
-    """The scheduler's ServiceHistory, fed from jobs as they finish: what the default policy's Gittins
+    """The scheduler's AttainedHistory, fed from jobs as they finish: what the default policy's Gittins
     index learns from (the simulator feeds the same object at each completion)."""
 
     def __init__(self) -> None:
-        self.history = ServiceHistory()
+        self.history = AttainedHistory()
         self._mark: tuple[float, str] | None = None  # (finished_at, id) of the last job recorded
 
     def update(self, session: Session) -> None:
-        query = select(Job.finished_at, Job.id, Job.cpus, Job.memory, Job.gpus, Job.replicas, Job.attained_service,
+        query = select(Job.finished_at, Job.id, Job.cpus, Job.memory, Job.gpus, Job.replicas, Job.attained_gpu_s,
                        Job.cohort).where(
             Job.status.in_(lifecycle.TERMINAL), Job.finished_at.is_not(None)
         )
@@ -61,7 +68,7 @@ class FinishedJobs:
             later = or_(Job.finished_at > at, and_(Job.finished_at == at, Job.id > job_id))
             rows = list(session.execute(query.where(later).order_by(Job.finished_at, Job.id)))
         for finished_at, job_id, cpus, memory, gpus, replicas, attained, cohort in rows:
-            rate = service_rate(Resources(cpus=cpus, memory=memory, gpus=gpus), replicas)
+            rate = gpu_time_rate(Resources(cpus=cpus, memory=memory, gpus=gpus), replicas)
             self.history.record(rate, attained or 0.0, cohort)
             self._mark = (finished_at, job_id)
         if self._mark is None:
@@ -87,7 +94,7 @@ def build_state(session: Session, now: float) -> tuple[ClusterState, list[JobReq
                 labels=dict(node.labels or {}),
                 free_cpus=node.cpus - float(u["cpus"]),  # type: ignore[arg-type]
                 free_memory=node.memory - int(u["memory"]),  # type: ignore[call-overload]
-                schedulable=node.status == NODE_READY,
+                schedulable=schedulable(node),
             )
         )
     active_jobs = list(session.scalars(select(Job).where(Job.status.in_(lifecycle.ACTIVE))))
@@ -108,7 +115,7 @@ def build_state(session: Session, now: float) -> tuple[ClusterState, list[JobReq
             user=j.user.name,
             preemptible=j.preemptible,
             start_time=j.started_at or now,
-            attained_service=j.attained_service,
+            attained_gpu_s=j.attained_gpu_s,
             gpu_type=j.gpu_type,
             submit_time=j.submitted_at,
             stopping=j.stop_requested is not None,
@@ -123,7 +130,7 @@ def build_state(session: Session, now: float) -> tuple[ClusterState, list[JobReq
     }
     queued = list(
         session.scalars(
-            select(Job).where(Job.status == lifecycle.QUEUED).order_by(Job.priority.desc(), Job.submitted_at)
+            select(Job).where(Job.status == JobStatus.QUEUED).order_by(Job.priority.desc(), Job.submitted_at)
         )
     )
     queue = [
@@ -137,8 +144,9 @@ def build_state(session: Session, now: float) -> tuple[ClusterState, list[JobReq
             submit_time=j.submitted_at,
             preemptible=j.preemptible,
             gpu_type=j.gpu_type,
-            runtime_estimate=(j.spec or {}).get("runtime_estimate"),
-            attained_service=j.attained_service,
+            runtime_estimate=job_spec(j).runtime_estimate,
+            gpu_memory=job_spec(j).resources.gpu_memory,
+            attained_gpu_s=j.attained_gpu_s,
             cohort=j.cohort,
         )
         for j in queued
@@ -146,30 +154,40 @@ def build_state(session: Session, now: float) -> tuple[ClusterState, list[JobReq
     return ClusterState(nodes=nodes, running=running, quotas=quotas), queue, {j.id: j for j in queued + active_jobs}
 
 
-def run_cycle(session: Session, policy: Policy, now: float, finished: FinishedJobs | None = None) -> list[int]:
-    """Apply one round of decisions; returns the ids of the attempts placed (to be started)."""
+def run_cycle(session: Session, policy: Policy, now: float,
+              finished: FinishedJobs | None = None) -> list[tuple[int, str]]:
+    """Apply one round of decisions; returns (attempt id, node of rank 0) of each attempt placed."""
     state, queue, jobs = build_state(session, now)
     if not queue:
         return []
     if finished is not None:
         finished.update(session)
         state.history = finished.history
-    placed: list[int] = []
-    for decision in policy.schedule(state, queue, now):
-        job = jobs[decision.job_id]
-        if isinstance(decision, Place):
-            placed.append(_place(session, job, decision.placements))
-        elif isinstance(decision, Preempt):
-            for victim_id in decision.victims:
-                victim = jobs.get(victim_id)
-                if victim is not None and victim.stop_requested is None:
-                    victim.stop_requested = "preempted"
-                    victim.status_reason = f"preempted for {job.id}: {decision.reason}"
-            _set_pending(job, {"code": "preempting", "message": decision.reason, "position": 0,
-                               "details": {"victims": decision.victims}})
-        elif isinstance(decision, Wait):
-            _set_pending(job, asdict(decision.reason))
+    placed: list[tuple[int, str]] = []
+    decisions = policy.schedule(state, queue, now)
+    with lifecycle.fenced("the scheduling cycle's jobs"):
+        for decision in decisions:
+            placed.extend(_apply(session, jobs, decision))
+        session.flush()
     return placed
+
+
+def _apply(session: Session, jobs: dict[str, Job], decision: Place | Preempt | Wait) -> list[tuple[int, str]]:
+    """One decision; returns the attempt placed, if any."""
+    job = jobs[decision.job_id]
+    if isinstance(decision, Place):
+        return [(_place(session, job, decision.placements), decision.placements[0].node)]
+    if isinstance(decision, Preempt):
+        for victim_id in decision.victims:
+            victim = jobs.get(victim_id)
+            if victim is not None and victim.stop_requested is None:
+                victim.stop_requested = StopRequest.PREEMPTED
+                victim.status_reason = f"preempted for {job.id}: {decision.reason}"
+        _set_pending(job, {"code": "preempting", "message": decision.reason, "position": 0,
+                           "details": {"victims": decision.victims}})
+    elif isinstance(decision, Wait):
+        _set_pending(job, asdict(decision.reason))
+    return []
 
 
 def _set_pending(job: Job, reason: dict[str, object]) -> None:
@@ -180,7 +198,7 @@ def _set_pending(job: Job, reason: dict[str, object]) -> None:
 def _place(session: Session, job: Job, placements: list[ReplicaPlacement]) -> int:
     number = job.attempt_count + 1
     job.attempt_count = number
-    attempt = Attempt(job_id=job.id, number=number, status=lifecycle.SCHEDULED)
+    attempt = Attempt(job_id=job.id, number=number, status=AttemptStatus.SCHEDULED)
     session.add(attempt)
     session.flush()
     for rank, placement in enumerate(placements):
@@ -193,9 +211,9 @@ def _place(session: Session, job: Job, placements: list[ReplicaPlacement]) -> in
                 gpu_indices=list(placement.gpu_indices),
                 gpu_share=placement.gpu_share,
                 container_name=container_name(job.id, number, rank),
-                status=lifecycle.SCHEDULED,
+                status=ReplicaStatus.SCHEDULED,
             )
         )
     nodes = ", ".join(sorted({p.node for p in placements}))
-    lifecycle.transition(session, job, lifecycle.SCHEDULED, f"placed on {nodes}", attempt=number)
+    lifecycle.transition(session, job, JobStatus.SCHEDULED, f"placed on {nodes}", attempt=number)
     return attempt.id

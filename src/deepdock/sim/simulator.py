@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from deepdock.scheduler.cohort import CohortTracker, cohort_key
 from deepdock.scheduler.fit import can_ever_fit
-from deepdock.scheduler.history import ServiceHistory
+from deepdock.scheduler.history import AttainedHistory
 from deepdock.scheduler.types import (
     EPSILON,
     GPU,
@@ -28,7 +28,7 @@ from deepdock.scheduler.types import (
     ReplicaPlacement,
     Resources,
     RunningJob,
-    service_rate,
+    gpu_time_rate,
 )
 from deepdock.sim.cluster import ClusterSpec
 from deepdock.sim.philly import restart_penalty as philly_restart_penalty
@@ -102,7 +102,7 @@ class _Simulation:
         self.penalty = penalty
         self.estimates = estimates
         self.nodes = {n.name: n for n in nodes}
-        self.history = ServiceHistory()
+        self.history = AttainedHistory()
         self.cohorts = CohortTracker()
         self.cohort_of: dict[str, str] = {}
         self.state = ClusterState(nodes, [], quotas, self.history)
@@ -116,7 +116,7 @@ class _Simulation:
         self.calls = 0
         self.gpu_free_jobs_pending = 0  # pending jobs that need no GPU (then "no free GPU" is no shortcut)
         self.non_preemptive = not getattr(policy, "preemptive", True)
-        self._fit_cache: dict[tuple[Resources, int, str | None], str | None] = {}
+        self._fit_cache: dict[tuple[Resources, int, str | None, int | None], str | None] = {}
 
     # ---- resources on the node objects the policy reads ----------------------------------------
     def _apply(self, r: Resources, placements: list[ReplicaPlacement], sign: int) -> None:
@@ -137,9 +137,10 @@ class _Simulation:
 
     # ---- transitions ---------------------------------------------------------------------------
     def _arrive(self, job: TraceJob) -> None:
-        key = (job.resources, job.replicas, job.gpu_type)
+        key = (job.resources, job.replicas, job.gpu_type, job.gpu_memory)
         if key not in self._fit_cache:
-            self._fit_cache[key] = can_ever_fit(job.resources, job.replicas, job.gpu_type, self.state.nodes)
+            self._fit_cache[key] = can_ever_fit(job.resources, job.replicas, job.gpu_type, self.state.nodes,
+                                                gpu_memory=job.gpu_memory)
         why = self._fit_cache[key]
         if why is not None:
             self.records[job.id].rejected = why
@@ -152,6 +153,7 @@ class _Simulation:
             id=job.id, resources=job.resources, replicas=job.replicas, priority=job.priority,
             project=job.project, user=job.user, submit_time=job.submit_time, preemptible=job.preemptible,
             gpu_type=job.gpu_type, runtime_estimate=job.duration if self.estimates else None, cohort=cohort,
+            gpu_memory=job.gpu_memory,
         )
         if job.resources.gpus <= 0:
             self.gpu_free_jobs_pending += 1
@@ -174,11 +176,11 @@ class _Simulation:
         rj = RunningJob(
             id=req.id, resources=req.resources, replicas=req.replicas, placements=d.placements,
             priority=req.priority, project=req.project, user=req.user, preemptible=req.preemptible,
-            start_time=now, attained_service=req.attained_service, gpu_type=req.gpu_type,
+            start_time=now, attained_gpu_s=req.attained_gpu_s, gpu_type=req.gpu_type,
             runtime_estimate=work if self.estimates else None, executed=req.executed,
             submit_time=req.submit_time, cohort=req.cohort,
         )
-        self.running[req.id] = _Run(trace, rj, now, req.executed, req.attained_service, work, self.tokens)
+        self.running[req.id] = _Run(trace, rj, now, req.executed, req.attained_gpu_s, work, self.tokens)
         heapq.heappush(self.heap, (now + max(0.0, work - req.executed), self.tokens, req.id))
 
     def _stop(self, job_id: str, now: float, finished: bool) -> None:
@@ -189,7 +191,7 @@ class _Simulation:
         executed = run.executed_before + elapsed
         rec = self.records[job_id]
         rec.executed = executed
-        rate = service_rate(rj.resources, rj.replicas)
+        rate = gpu_time_rate(rj.resources, rj.replicas)
         attained = run.attained_before + elapsed * rate
         if finished:
             rec.end_time = now
@@ -200,8 +202,8 @@ class _Simulation:
         self.pending[job_id] = JobRequest(
             id=t.id, resources=t.resources, replicas=t.replicas, priority=t.priority, project=t.project,
             user=t.user, submit_time=t.submit_time, preemptible=t.preemptible, gpu_type=t.gpu_type,
-            runtime_estimate=run.work if self.estimates else None, attained_service=attained,
-            executed=executed, last_stop_time=now, cohort=self.cohort_of[job_id],
+            runtime_estimate=run.work if self.estimates else None, attained_gpu_s=attained,
+            executed=executed, last_stop_time=now, cohort=self.cohort_of[job_id], gpu_memory=t.gpu_memory,
         )
         if t.resources.gpus <= 0:
             self.gpu_free_jobs_pending += 1
@@ -212,7 +214,7 @@ class _Simulation:
             rj = run.rj
             elapsed = now - run.seg_start
             rj.executed = run.executed_before + elapsed
-            rj.attained_service = run.attained_before + elapsed * service_rate(rj.resources, rj.replicas)
+            rj.attained_gpu_s = run.attained_before + elapsed * gpu_time_rate(rj.resources, rj.replicas)
         self.state.running = [run.rj for run in self.running.values()]
 
     def _schedule(self, now: float) -> None:

@@ -114,8 +114,8 @@ class QueuePolicy:
 
 
 def _victim_cost(rj: RunningJob) -> tuple[float, float, str]:
-    # Lose the least work: least attained service first, then the most recently started.
-    return (rj.attained_service, -rj.start_time, rj.id)
+    # Lose the least work: least attained GPU time first, then the most recently started.
+    return (rj.attained_gpu_s, -rj.start_time, rj.id)
 
 
 class Cycle:
@@ -161,7 +161,7 @@ class Cycle:
             reserved = blocked is not self.held
             placed = None
             if not self._place_known_to_fail(job, reserved):
-                placed = alloc.place(job.resources, job.replicas, job.gpu_type, job.spread, blocked)
+                placed = alloc.place(job.resources, job.replicas, job.gpu_type, job.spread, blocked, job.gpu_memory)
                 if placed is None:
                     self.failed_place.append((job, reserved))
                     self.failed_shape[_shape(job)] = reserved
@@ -215,7 +215,8 @@ class Cycle:
         return self.held | reserved if self.held else reserved
 
     def _fits_without(self, job: JobRequest, blocked: frozenset[str] | set[str]) -> bool:
-        placed = self.alloc.place(job.resources, job.replicas, job.gpu_type, job.spread, self.held)
+        placed = self.alloc.place(job.resources, job.replicas, job.gpu_type, job.spread, self.held,
+                                  job.gpu_memory)
         if placed is None:
             return False
         self.alloc.release(job.resources, placed)
@@ -265,7 +266,7 @@ class Cycle:
         reserved = self._reserved_for(job)
         if held:
             # Capacity freed by this cycle's earlier victims (held nodes) may be enough on its own.
-            placed = alloc.place(r, n, job.gpu_type, job.spread, reserved)
+            placed = alloc.place(r, n, job.gpu_type, job.spread, reserved, job.gpu_memory)
             if placed is not None:
                 held.update(p.node for p in placed)
                 self.ctx.charge(job)
@@ -279,7 +280,7 @@ class Cycle:
         for v in cands:
             alloc.release(v.resources, v.placements)
             chosen.append(v)
-            placed = alloc.place(r, n, job.gpu_type, job.spread, reserved)
+            placed = alloc.place(r, n, job.gpu_type, job.spread, reserved, job.gpu_memory)
             if placed is not None:
                 break
         if placed is None:
@@ -292,13 +293,13 @@ class Cycle:
                 continue
             alloc.release(r, placed)
             alloc.commit(v.resources, v.placements)
-            again = alloc.place(r, n, job.gpu_type, job.spread, reserved)
+            again = alloc.place(r, n, job.gpu_type, job.spread, reserved, job.gpu_memory)
             if again is not None:
                 chosen.remove(v)
                 placed = again
             else:
                 alloc.release(v.resources, v.placements)
-                placed = alloc.place(r, n, job.gpu_type, job.spread, reserved)
+                placed = alloc.place(r, n, job.gpu_type, job.spread, reserved, job.gpu_memory)
                 assert placed is not None  # the same capacity as before the check
         for v in chosen:
             self.victims_taken.add(v.id)
@@ -338,11 +339,11 @@ class Cycle:
         for name, nv in self.alloc.nodes.items():
             if name in self.held:
                 continue
-            cap = _replicas_when_empty(nv.cpus, nv.memory, _type_count(nv.gpu_types, job.gpu_type), r)
+            usable = [i for i in range(len(nv.gpu_free)) if nv.eligible(i, job.gpu_type, job.gpu_memory)]
+            cap = _replicas_when_empty(nv.cpus, nv.memory, len(usable), r)
             if cap == 0:
                 continue
-            busy_gpus = sum(1.0 - f for t, f in zip(nv.gpu_types, nv.gpu_free, strict=True)
-                            if job.gpu_type is None or t == job.gpu_type)
+            busy_gpus = sum(1.0 - nv.gpu_free[i] for i in usable)
             ready = max((e for e, _ in ends.get(name, [])), default=self.now)
             options.append((ready, busy_gpus, name, cap))
         options.sort()
@@ -367,7 +368,7 @@ def _smallest(jobs: Sequence[JobRequest]) -> JobRequest:
 
 def _shape(job: JobRequest) -> tuple[object, ...]:
     r = job.resources
-    return (r.cpus, r.memory, r.gpus, job.replicas, job.gpu_type, job.spread)
+    return (r.cpus, r.memory, r.gpus, job.replicas, job.gpu_type, job.spread, job.gpu_memory)
 
 
 def _gpus_le(a: Resources, b: Resources) -> bool:
@@ -380,20 +381,18 @@ def _gpus_le(a: Resources, b: Resources) -> bool:
 
 
 def _covers(failed: JobRequest, job: JobRequest) -> bool:
-    """Is ``job`` at least as hard to place as ``failed`` (same or stricter type, no smaller in any
-    resource, and at least as many replicas — one failed replica covers any gang)?"""
+    """Is ``job`` at least as hard to place as ``failed`` (same or stricter type and GPU memory floor,
+    no smaller in any resource, and at least as many replicas — one failed replica covers any gang)?"""
     if failed is job:
         return True
     a, b = failed.resources, job.resources
     if failed.gpu_type is not None and failed.gpu_type != job.gpu_type:
         return False
+    if failed.gpu_memory and (job.gpu_memory or 0) < failed.gpu_memory:
+        return False
     if failed.replicas != 1 and (failed.replicas > job.replicas or a != b or failed.spread != job.spread):
         return False
     return a.cpus <= b.cpus and a.memory <= b.memory and _gpus_le(a, b)
-
-
-def _type_count(types: list[str], gpu_type: str | None) -> int:
-    return sum(1 for t in types if gpu_type is None or t == gpu_type)
 
 
 def _replicas_when_empty(cpus: float, memory: int, gpus: int, r: Resources) -> int:

@@ -1,0 +1,90 @@
+"""Statuses and reasons, shared by the DB models, the server, the wire models, the client and the CLI.
+
+``StrEnum``: each member is its string, so the DB columns, the JSON on the wire and old rows keep the
+same values, and a member compares equal to the plain string a client or a query carries.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    QUEUED = "QUEUED"
+    SCHEDULED = "SCHEDULED"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_JOB_STATUSES
+
+    @property
+    def active(self) -> bool:
+        """Placed and holding resources (an attempt is open)."""
+        return self in ACTIVE_JOB_STATUSES
+
+
+TERMINAL_JOB_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED})
+ACTIVE_JOB_STATUSES = frozenset({JobStatus.SCHEDULED, JobStatus.STARTING, JobStatus.RUNNING})
+
+
+class AttemptStatus(StrEnum):
+    """One placement of a job. The last four are how it ended."""
+
+    SCHEDULED = "SCHEDULED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+    PREEMPTED = "PREEMPTED"
+
+
+class ReplicaStatus(StrEnum):
+    """One container of an attempt: placed, running, exited (with a code), or gone without one."""
+
+    SCHEDULED = "SCHEDULED"
+    RUNNING = "RUNNING"
+    EXITED = "EXITED"
+    LOST = "LOST"
+
+
+class StopRequest(StrEnum):
+    """Why a job's running attempt is being stopped (``jobs.stop_requested``)."""
+
+    USER = "user"
+    PREEMPTED = "preempted"
+    RUNTIME = "runtime"
+    # One replica of a gang ended: the others are stopped, since a gang runs all together or not at all.
+    GANG = "gang"
+
+
+class FailureReason(StrEnum):
+    """The machine-readable class of a failure: the part of a status reason before the colon."""
+
+    EXIT_CODE = "exit_code"
+    OOM_KILLED = "oom_killed"
+    NODE_LOST = "node_lost"
+    IMAGE_MISSING = "image_missing"
+    RUNTIME_EXCEEDED = "runtime_exceeded"
+    START_FAILED = "start_failed"
+    CONTAINER_LOST = "container_lost"
+
+
+class NodeHealth(StrEnum):
+    """What the health step last saw. Whether the scheduler may place there is also the admin's
+    decision (``draining``), kept apart so that a health change never undoes a drain."""
+
+    READY = "ready"
+    UNREACHABLE = "unreachable"
+
+
+class NodeStatus(StrEnum):
+    """A node as users see it: its health, or draining when an admin drained a healthy node."""
+
+    READY = "ready"
+    UNREACHABLE = "unreachable"
+    DRAINING = "draining"

@@ -1,0 +1,255 @@
+"""Request and response bodies of the REST API, shared by the server and the client.
+
+Apart from the DB models and the user specs. Two rules keep old and new versions talking:
+
+- requests (``Request``) are strict: an unknown field is a 422, so a typo never silently drops an option;
+- responses (``Response``) ignore fields they do not know, so a newer server may add fields without
+  breaking an older client, and a field a newer client expects has a default an older server's body fills.
+
+Statuses are the enums of ``deepdock.api.enums``; being ``StrEnum`` members, they go on the wire as the
+same strings as before and compare equal to them.
+
+Imports only pydantic, ``deepdock.specs`` and ``deepdock.api.enums``: never the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from deepdock.api.enums import AttemptStatus, JobStatus, NodeHealth, NodeStatus, ReplicaStatus, StopRequest
+from deepdock.specs.job import JobSpec
+
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+class Request(BaseModel):
+    """A body the client sends: unknown fields are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Response(BaseModel):
+    """A body the server sends: unknown fields (from a newer server) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+# -- code --------------------------------------------------------------------------------------------------
+class CodeOut(Response):
+    sha256: str
+    size: int
+
+
+# -- nodes -------------------------------------------------------------------------------------------------
+class NodeIn(Request):
+    name: str
+    engine_url: str = ""
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class NodeStatusIn(Request):
+    """``ready`` or ``draining`` (the admin's decision; health is the server's to observe)."""
+
+    status: NodeStatus
+
+
+class GpuOut(Response):
+    """One GPU of a node; ``memory`` in bytes."""
+
+    index: int
+    uuid: str = ""
+    model: str
+    memory: int
+
+
+class NodeOut(Response):
+    name: str
+    engine_url: str
+    # What users see: the health, or draining when an admin drained a healthy node.
+    status: NodeStatus
+    # The two facts behind ``status``. An older server sends only ``status``: both are derived from it.
+    health: NodeHealth = NodeHealth.READY
+    draining: bool = False
+    cpus: float
+    memory: int
+    gpus: list[GpuOut]
+    labels: dict[str, Any]
+    engine_version: str
+    allocated_cpus: float = 0
+    allocated_memory: int = 0
+    allocated_gpus: float = 0
+    last_seen_at: float | None
+    last_error: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _health_and_draining_from_status(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or ("health" in data and "draining" in data):
+            return data
+        status = str(data.get("status", ""))
+        data = dict(data)
+        data.setdefault("health", NodeHealth.UNREACHABLE if status == NodeStatus.UNREACHABLE else NodeHealth.READY)
+        data.setdefault("draining", status == NodeStatus.DRAINING)
+        return data
+
+
+# -- jobs --------------------------------------------------------------------------------------------------
+class SubmitJob(Request):
+    spec: JobSpec
+    code_sha256: str | None = Field(None, pattern=SHA256_PATTERN)
+
+
+class PendingReason(Response):
+    """Why a queued job waits: what the scheduler wrote on its last cycle (scheduler/reasons.py).
+
+    ``code`` is machine-readable (``insufficient_resources``, ``quota_exhausted``, ``preempting``...);
+    ``position`` is the job's place in the queue (0 while its preempted victims stop); ``details`` carries
+    the code's particulars (``victims`` for ``preempting``, ``nodes`` for a gang reservation...).
+    """
+
+    code: str
+    message: str
+    position: int
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReplicaOut(Response):
+    rank: int
+    node: str
+    gpu_indices: list[int]
+    gpu_share: float
+    container_name: str
+    container_id: str | None
+    status: ReplicaStatus
+    exit_code: int | None
+    oom_killed: bool
+    started_at: float | None
+    finished_at: float | None
+
+
+class AttemptOut(Response):
+    number: int
+    status: AttemptStatus
+    reason: str
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    replicas: list[ReplicaOut]
+
+
+class EventOut(Response):
+    """One transition of a job (``from_status`` is None for the submission)."""
+
+    at: float
+    attempt: int | None
+    from_status: JobStatus | None
+    to_status: JobStatus
+    reason: str
+
+
+class JobOut(Response):
+    id: str
+    name: str
+    project: str
+    user: str
+    status: JobStatus
+    status_reason: str
+    image: str | None
+    priority: int
+    replicas: int
+    cpus: float
+    memory: int
+    gpus: float
+    attempts: int
+    retries_left: int
+    pending_reason: PendingReason | None
+    stop_requested: StopRequest | None
+    submitted_at: float
+    started_at: float | None
+    finished_at: float | None
+
+
+class JobStatusOut(Response):
+    """The cheap read clients poll."""
+
+    id: str
+    status: JobStatus
+    status_reason: str
+    pending_reason: PendingReason | None
+
+
+class JobDetail(JobOut):
+    # The batch the scheduler groups it with (scheduler/cohort.py), and the GPU time it has attained.
+    cohort: str | None
+    attained_service: float
+    spec: dict[str, Any]
+    events: list[EventOut]
+    attempt_list: list[AttemptOut]
+    artifacts_dir: str
+
+
+# -- tenancy -----------------------------------------------------------------------------------------------
+class UserIn(Request):
+    name: str
+    is_admin: bool = False
+    projects: list[str] = Field(default_factory=list)
+
+
+class UserOut(Response):
+    name: str
+    is_admin: bool
+    # Only in the answer to creating the user: it is shown once.
+    token: str | None = None
+
+
+class MemberIn(Request):
+    user: str
+    role: str = "member"
+
+
+class QuotaIn(Request):
+    cpus: float | None = None
+    memory: int | None = None
+    gpus: float | None = None
+
+
+class ProjectOut(Response):
+    name: str
+    quota_cpus: float | None
+    quota_memory: int | None
+    quota_gpus: float | None
+
+
+class TokenOut(Response):
+    token: str
+
+
+__all__ = [
+    "SHA256_PATTERN",
+    "AttemptOut",
+    "CodeOut",
+    "EventOut",
+    "GpuOut",
+    "JobDetail",
+    "JobOut",
+    "JobStatusOut",
+    "MemberIn",
+    "NodeIn",
+    "NodeOut",
+    "NodeStatusIn",
+    "PendingReason",
+    "ProjectOut",
+    "QuotaIn",
+    "ReplicaOut",
+    "Request",
+    "Response",
+    "SubmitJob",
+    "TokenOut",
+    "UserIn",
+    "UserOut",
+]

@@ -1,0 +1,72 @@
+"""The one code + artifacts archive format: what goes into a job's workdir, and how a folder comes back.
+
+``workspace_archive`` packs the user's code with a writable, empty ``artifacts/`` folder; the backend
+extracts it into ``ContainerSpec.workdir`` before start. After the job, ``FileTransfer.copy_out`` of
+``<workdir>/artifacts`` gives a tar whose top entry is the folder itself, and ``extract_tree`` unpacks
+its contents (not the folder name) into the artifact store. Pure: bytes in, bytes or files out.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+from pathlib import Path, PurePosixPath
+
+ARTIFACTS_SUBDIR = "artifacts"
+# World-writable: the container is single-tenant and its user id is the image's choice, not ours.
+WORKSPACE_DIR_MODE = 0o777
+# Files become writable by anyone for the same reason (a job may rewrite its own code or outputs).
+WORKSPACE_FILE_MODE_BITS = 0o666
+
+
+def workspace_archive(code: bytes | None) -> bytes:
+    """Re-pack ``code`` (a tar, maybe gzipped) with writable folders and an empty ``artifacts/``."""
+    out = io.BytesIO()
+    now = time.time()
+    with tarfile.open(fileobj=out, mode="w") as dst:
+        names: set[str] = set()
+        if code:
+            with tarfile.open(fileobj=io.BytesIO(code), mode="r:*") as src:
+                for member in src.getmembers():
+                    name = member.name.lstrip("./") or "."
+                    if name == ".":
+                        continue
+                    member.name = name
+                    if member.isdir():
+                        member.mode = WORKSPACE_DIR_MODE
+                    elif member.isfile():
+                        member.mode |= WORKSPACE_FILE_MODE_BITS
+                    member.uid = member.gid = 0
+                    member.uname = member.gname = ""
+                    names.add(name)
+                    dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+        if ARTIFACTS_SUBDIR not in names:
+            info = tarfile.TarInfo(ARTIFACTS_SUBDIR)
+            info.type = tarfile.DIRTYPE
+            info.mode = WORKSPACE_DIR_MODE
+            info.mtime = int(now)
+            dst.addfile(info)
+    return out.getvalue()
+
+
+def extract_tree(archive: bytes, dest: Path) -> int:
+    """Unpack the contents of a ``copy_out`` folder archive into ``dest``; returns the number of files.
+
+    The archive's top entry is the folder's own name (as ``docker cp`` makes it), so the first path
+    part is dropped. Only regular files and directories are kept - a job's links or devices never
+    reach the host - and tarfile's ``data`` filter refuses anything escaping ``dest``.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
+        members = []
+        for member in tar.getmembers():
+            parts = PurePosixPath(member.name).parts[1:]
+            if not parts or not (member.isfile() or member.isdir()):
+                continue
+            member.name = str(PurePosixPath(*parts))
+            members.append(member)
+            count += member.isfile()
+        tar.extractall(dest, members=members, filter="data")
+    return count

@@ -1,0 +1,143 @@
+"""The collect step: end the attempts that are over, and remove containers nobody owns any more.
+
+An attempt is over when every replica has exited or is lost, or when its job was asked to stop before any
+container was made. A collect task keeps the logs and the artifacts (through the node's FileTransfer
+ability), removes the containers, then records the outcome (services/attempts.py decides it).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from sqlalchemy import select
+
+from deepdock.api.enums import AttemptStatus, ReplicaStatus
+from deepdock.compute.abilities import FileTransfer
+from deepdock.compute.base import LABEL_JOB, ComputeBackend
+from deepdock.compute.workspace import ARTIFACTS_SUBDIR, extract_tree
+from deepdock.errors import DeepdockError, NotFoundError
+from deepdock.server.background.observe import Observation, start_key
+from deepdock.server.background.tasks import Work
+from deepdock.server.context import AppContext, log
+from deepdock.server.db.models import Attempt, Job, Node, Replica
+from deepdock.server.services import lifecycle
+from deepdock.server.services.attempts import Outcome, finish_attempt, observed_outcome
+from deepdock.server.services.jobs import job_spec
+from deepdock.server.services.logs import follow_key
+
+ENDED = (ReplicaStatus.EXITED, ReplicaStatus.LOST)
+# How long a collect waits for a follower to write the last of a log before capturing it anew.
+FOLLOWER_DRAIN_S = 5.0
+NEVER_STARTED = Outcome(AttemptStatus.STOPPED, "stopped before its containers started")
+
+
+def collect_key(attempt_id: int) -> str:
+    return f"collect:{attempt_id}"
+
+
+def run(ctx: AppContext, work: Work, obs: Observation) -> int:
+    in_flight = work.engine.keys()
+    with ctx.db.session() as session:
+        attempts = session.scalars(
+            select(Attempt).join(Job, Job.id == Attempt.job_id)
+            .where(Job.status.in_(lifecycle.ACTIVE), Attempt.finished_at.is_(None))
+        ).all()
+        stopping = set(session.scalars(select(Job.id).where(Job.stop_requested.is_not(None))))
+        over = [(a.id, a.replicas[0].node_name) for a in attempts
+                if start_key(a.id) not in in_flight and _over(a, a.job_id in stopping)]
+    submitted = sum(
+        work.engine.submit(collect_key(attempt_id), collect_attempt, ctx, work, attempt_id, obs.nodes,
+                           lane=node) is not None
+        for attempt_id, node in over
+    )
+    remove_strays(ctx, work, obs)
+    return submitted
+
+
+def _over(attempt: Attempt, stopping: bool) -> bool:
+    if all(r.status in ENDED for r in attempt.replicas):
+        return True
+    return stopping and all(r.container_id is None for r in attempt.replicas)
+
+
+def collect_attempt(ctx: AppContext, work: Work, attempt_id: int, nodes: dict[str, Node]) -> None:
+    with ctx.db.session() as session:
+        attempt = session.get(Attempt, attempt_id)
+        if attempt is None or attempt.finished_at is not None:
+            return
+        job = session.get(Job, attempt.job_id)
+        assert job is not None
+        ended = [(r.node_name, r.container_id, r.rank) for r in attempt.replicas
+                 if r.status == ReplicaStatus.EXITED and r.container_id]
+        job_id, number, workdir = job.id, attempt.number, job_spec(job).workdir
+    for node_name, container_id, rank in ended:
+        node = nodes.get(node_name)
+        if node is None:
+            continue
+        backend = ctx.backend(node)
+        try:
+            _keep_logs(ctx, work, backend, container_id, ctx.logs.path(job_id, number, rank))
+            dest = ctx.artifacts_root / job_id / f"attempt-{number}" / f"rank-{rank}"
+            _keep_artifacts(backend, container_id, f"{workdir.rstrip('/')}/{ARTIFACTS_SUBDIR}", dest)
+            backend.remove(container_id)
+        except DeepdockError as exc:
+            log.warning("collecting %s on %s failed: %s", container_id[:12], node_name, exc.message)
+    with ctx.db.session() as session:
+        attempt = session.get(Attempt, attempt_id)
+        job = session.get(Job, job_id)
+        if attempt is None or job is None or attempt.finished_at is not None:
+            return
+        started = any(r.container_id for r in attempt.replicas)
+        finish_attempt(session, job, attempt, observed_outcome(attempt) if started else NEVER_STARTED,
+                       now=ctx.clock())
+    ctx.wake_scheduler.set()
+
+
+def _keep_logs(ctx: AppContext, work: Work, backend: ComputeBackend, container_id: str, path: Path) -> None:
+    """The container has exited: let its follower write the rest, or capture the whole log now."""
+    follower = work.followers.future(follow_key(container_id))
+    if follower is not None:
+        work.followers.wait([follower], FOLLOWER_DRAIN_S)
+        if follower.done() and path.exists():
+            return
+    ctx.logs.capture(backend, container_id, path, follow=False)
+
+
+def _keep_artifacts(backend: ComputeBackend, container_id: str, folder: str, dest: Path) -> None:
+    if not isinstance(backend, FileTransfer):
+        return  # an engine that cannot copy files out keeps no artifacts (docs/compute.md)
+    try:
+        extract_tree(backend.copy_out(container_id, folder), dest)
+    except NotFoundError:
+        pass  # the job removed its artifacts folder: nothing to keep
+
+
+def remove_strays(ctx: AppContext, work: Work, obs: Observation) -> None:
+    """Containers of jobs this server knows whose replica no longer holds resources: remove them."""
+    names = [name for listing in obs.listings.values() for name in listing.containers]
+    if not names:
+        return
+    with ctx.db.session() as session:
+        active = set(session.scalars(
+            select(Replica.container_name).where(Replica.active.is_(True), Replica.container_name.in_(names))
+        ))
+        labelled = [c.labels.get(LABEL_JOB, "") for listing in obs.listings.values() for c in listing.containers.values()]
+        known_jobs = set(session.scalars(select(Job.id).where(Job.id.in_(labelled))))
+    strays: dict[str, list[str]] = defaultdict(list)
+    for node_name, listing in obs.listings.items():
+        for name, container in listing.containers.items():
+            # Only containers of jobs this server knows: another deepdock's containers are not ours to touch.
+            if name not in active and container.labels.get(LABEL_JOB) in known_jobs:
+                strays[node_name].append(container.id)
+    for node_name, ids in strays.items():
+        node = obs.nodes[node_name]
+        for container_id in ids:
+            work.engine.submit(f"remove:{container_id}", _remove, ctx, node, container_id, lane=node_name)
+
+
+def _remove(ctx: AppContext, node: Node, container_id: str) -> None:
+    try:
+        ctx.backend(node).remove(container_id)
+    except DeepdockError as exc:
+        log.warning("removing stray %s on %s failed: %s", container_id[:12], node.name, exc.message)

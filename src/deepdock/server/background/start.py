@@ -1,0 +1,216 @@
+"""The start step: make the image present on every node of a placed attempt, then one container per rank.
+
+The step itself only finds attempts that have no containers yet (after a restart, or when the scheduler's
+own hand-off was lost) and submits a start task per attempt; the task does the I/O outside any
+transaction and writes the container ids (with ``recorded_at``) in one fenced transaction at the end.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from deepdock.api.enums import AttemptStatus, FailureReason, JobStatus, ReplicaStatus
+from deepdock.compute.abilities import ImageProvision, ability, copy_image
+from deepdock.compute.base import LABEL_ATTEMPT, LABEL_JOB, LABEL_MANAGED, LABEL_NODE, ComputeBackend, ContainerSpec, VolumeMount
+from deepdock.compute.pool import NodeConnection
+from deepdock.compute.workspace import ARTIFACTS_SUBDIR, workspace_archive
+from deepdock.errors import ConflictError, DeepdockError, EngineUnreachableError, ImageMissingError
+from deepdock.server.background.observe import Observation, start_key
+from deepdock.server.background.tasks import Work
+from deepdock.server.context import AppContext, log
+from deepdock.server.db.models import Attempt, Job, Node
+from deepdock.server.services import lifecycle
+from deepdock.server.services.attempts import Outcome, finish_attempt
+from deepdock.server.services.code import read_code
+from deepdock.server.services.jobs import job_spec
+from deepdock.server.services.logs import follow_key, follow_logs
+from deepdock.server.services.nodes import mark_unreachable
+from deepdock.specs.job import JobSpec
+
+LABEL_RANK = "deepdock.rank"
+DEFAULT_MASTER_PORT = 29500
+# The pool entry of this host's own engine, which builds environments for nodes that cannot (a node
+# name can never start with '_').
+HOST_BUILDER = "_host-builder"
+
+
+class StartFailed(Exception):
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.reason)
+        self.outcome = outcome
+
+
+def run(ctx: AppContext, work: Work, obs: Observation) -> int:
+    """Submit a start task for each SCHEDULED attempt none of whose containers exists yet."""
+    with ctx.db.session() as session:
+        attempts = session.scalars(
+            select(Attempt).join(Job, Job.id == Attempt.job_id)
+            .where(Attempt.status == AttemptStatus.SCHEDULED, Attempt.finished_at.is_(None),
+                   Job.stop_requested.is_(None))
+        ).all()
+        ids = [(a.id, a.replicas[0].node_name) for a in attempts
+               if all(r.container_id is None and obs.seen(r.node_name) and obs.container(r) is None
+                      for r in a.replicas)]
+    return sum(submit_start(ctx, work, attempt_id, node) for attempt_id, node in ids)
+
+
+def submit_start(ctx: AppContext, work: Work, attempt_id: int, node: str) -> bool:
+    """In the lane of the rank-0 node, so that starts on a frozen engine hold up only that engine's lane."""
+    return work.engine.submit(start_key(attempt_id), start_attempt, ctx, work, attempt_id, lane=node) is not None
+
+
+def start_attempt(ctx: AppContext, work: Work, attempt_id: int) -> None:
+    with ctx.db.session() as session:
+        attempt = session.get(Attempt, attempt_id)
+        if attempt is None or attempt.finished_at is not None:
+            return
+        job = session.get(Job, attempt.job_id)
+        assert job is not None
+        if job.stop_requested is not None:
+            return  # the collect step ends an attempt that was stopped before it started
+        if job.status == JobStatus.SCHEDULED:
+            lifecycle.transition(session, job, JobStatus.STARTING, "preparing image and containers",
+                                 attempt=attempt.number, at=ctx.clock())
+        names = [r.node_name for r in attempt.replicas]
+        nodes = {n.name: n for n in session.scalars(select(Node).where(Node.name.in_(names)))}
+        session.expunge_all()
+    try:
+        image, started = _start_containers(ctx, job, attempt, nodes)
+    except StartFailed as failed:
+        _finish(ctx, attempt_id, failed.outcome)
+        return
+    _record(ctx, work, attempt_id, image, started, nodes)
+
+
+def _start_containers(ctx: AppContext, job: Job, attempt: Attempt,
+                      nodes: dict[str, Node]) -> tuple[str, dict[int, str]]:
+    spec = job_spec(job)
+    try:
+        image = _provide_image(ctx, job, spec, [nodes[r.node_name] for r in attempt.replicas])
+        code = read_code(ctx.settings.home, job.code_sha256) if job.code_sha256 else None
+    except DeepdockError as exc:
+        raise StartFailed(_failure(ctx, exc, "")) from None
+    archive = workspace_archive(code)
+    started: dict[int, str] = {}
+    for replica in attempt.replicas:
+        node = nodes[replica.node_name]
+        backend = ctx.backend(node)
+        container = _container_spec(ctx, job, spec, attempt, replica.rank, replica.container_name, image, archive,
+                                    node.name, list(replica.gpu_indices or []), replica.gpu_share)
+        try:
+            started[replica.rank] = backend.run(container)
+        except ConflictError:
+            # The name is taken: we started it before a restart. Adopt it, never start a second one.
+            started[replica.rank] = backend.inspect(replica.container_name).id
+        except DeepdockError as exc:
+            raise StartFailed(_failure(ctx, exc, node.name)) from None
+    return image, started
+
+
+def _failure(ctx: AppContext, exc: DeepdockError, node: str) -> Outcome:
+    where = f"node {node}: " if node else ""
+    if isinstance(exc, EngineUnreachableError):
+        if node:
+            mark_unreachable(ctx.db, node, exc.message, ctx.clock())
+        # Nothing of the job ran: back in line (the scheduler no longer places on that node).
+        return Outcome(AttemptStatus.FAILED, f"{where}{exc.message}", FailureReason.START_FAILED, requeue=True)
+    if isinstance(exc, ImageMissingError):
+        return Outcome(AttemptStatus.FAILED, f"{where}{exc.message}", FailureReason.IMAGE_MISSING)
+    return Outcome(AttemptStatus.FAILED, f"{where}{exc.message}", FailureReason.START_FAILED)
+
+
+def _provide_image(ctx: AppContext, job: Job, spec: JobSpec, nodes: list[Node]) -> str:
+    """The job's image, present on every node of the gang: the spec's image as it is (it must be there:
+    deepdock never pulls), or its environment's content-addressed tag, built once and copied over."""
+    if spec.environment is None:
+        assert spec.image is not None
+        return spec.image
+    if isinstance(spec.environment, str):
+        raise ImageMissingError(f"environment {spec.environment!r} was not resolved to a spec at submit")
+    distinct = list({n.name: n for n in nodes}.values())
+    backends = [(n.name, ctx.backend(n)) for n in distinct]
+    builder_name, builder = next(
+        ((name, b) for name, b in backends if isinstance(b, ImageProvision) and b.builds_environments),
+        (HOST_BUILDER, ctx.pool.get(NodeConnection(name=HOST_BUILDER, engine_url=ctx.settings.docker_host))),
+    )
+    tag = ability(builder, ImageProvision, builder_name).build_environment(spec.environment)
+    for name, backend in backends:
+        if backend is not builder:
+            copy_image(builder, backend, tag, node=name)
+    return tag
+
+
+def _container_spec(ctx: AppContext, job: Job, spec: JobSpec, attempt: Attempt, rank: int, name: str, image: str,
+                    archive: bytes, node: str, gpu_indices: list[int], gpu_share: float) -> ContainerSpec:
+    workdir = spec.workdir
+    env = dict(spec.env)
+    env.update({
+        "DEEPDOCK_JOB_ID": job.id,
+        "DEEPDOCK_JOB_NAME": job.name,
+        "DEEPDOCK_ATTEMPT": str(attempt.number),
+        "DEEPDOCK_ARTIFACTS_DIR": f"{workdir.rstrip('/')}/{ARTIFACTS_SUBDIR}",
+        # torchrun's variables, so `torch.distributed.init_process_group("env://")` works as is.
+        "RANK": str(rank),
+        "WORLD_SIZE": str(spec.replicas),
+        "MASTER_ADDR": attempt.replicas[0].container_name,
+        "MASTER_PORT": str(DEFAULT_MASTER_PORT),
+    })
+    return ContainerSpec(
+        name=name,
+        image=image,
+        command=list(spec.command),
+        env=env,
+        labels={**ctx.settings.container_labels, LABEL_MANAGED: "true", LABEL_JOB: job.id,
+                LABEL_ATTEMPT: str(attempt.number), LABEL_NODE: node, LABEL_RANK: str(rank)},
+        cpus=spec.resources.cpus,
+        memory=spec.resources.memory,
+        pids_limit=spec.resources.pids,
+        shm_size=spec.resources.shm_size,
+        gpu_indices=gpu_indices,
+        gpu_share=gpu_share,
+        workdir=workdir,
+        volumes=[VolumeMount(v.source, v.target, v.read_only) for v in spec.volumes],
+        code_archive=archive,
+        hostname=name,
+    )
+
+
+def _finish(ctx: AppContext, attempt_id: int, outcome: Outcome) -> None:
+    with ctx.db.session() as session:
+        attempt = session.get(Attempt, attempt_id)
+        job = session.get(Job, attempt.job_id) if attempt else None
+        if attempt is None or job is None or job.status in lifecycle.TERMINAL or attempt.finished_at is not None:
+            return
+        log.warning("starting job %s attempt %s failed: %s", job.id, attempt.number, outcome.reason)
+        finish_attempt(session, job, attempt, outcome, now=ctx.clock())
+    ctx.wake_scheduler.set()
+
+
+def _record(ctx: AppContext, work: Work, attempt_id: int, image: str, started: dict[int, str],
+            nodes: dict[str, Node]) -> None:
+    """Write the container ids; from now on the observe step judges the replicas."""
+    at = ctx.clock()
+    with ctx.db.session() as session:
+        attempt = session.get(Attempt, attempt_id)
+        job = session.get(Job, attempt.job_id) if attempt else None
+        if attempt is None or job is None or attempt.finished_at is not None:
+            return  # ended meanwhile (its node was lost): what we started is a stray, removed by collect
+        for replica in attempt.replicas:
+            replica.container_id = started[replica.rank]
+            replica.recorded_at = at
+            replica.status = ReplicaStatus.RUNNING
+            replica.started_at = at
+        attempt.status = AttemptStatus.RUNNING
+        attempt.started_at = at
+        job.image = image
+        if job.status in (JobStatus.SCHEDULED, JobStatus.STARTING):
+            lifecycle.transition(session, job, JobStatus.RUNNING, "all replicas started", attempt=attempt.number, at=at)
+        with lifecycle.fenced(f"attempt {attempt.number} of job {job.id}"):
+            session.flush()
+        to_follow = [(nodes[r.node_name], r.container_id, r.rank) for r in attempt.replicas]
+        job_id, number = job.id, attempt.number
+    for node, container_id, rank in to_follow:
+        backend: ComputeBackend = ctx.backend(node)
+        work.followers.submit(follow_key(container_id), follow_logs, ctx.logs, backend, container_id,
+                              ctx.logs.path(job_id, number, rank), lane="")
+    ctx.wake_reconciler.set()

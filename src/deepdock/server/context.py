@@ -1,0 +1,60 @@
+"""What the app, its routers and the background steps share: the database, the engines, the settings,
+the log store, the clock and the wake-up signals. Built once per process by ``new_context``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deepdock.compute.base import ComputeBackend
+from deepdock.compute.pool import BackendFactory, BackendPool
+from deepdock.server.db.models import Node
+from deepdock.server.db.session import Database
+from deepdock.server.services.logs import LogStore
+from deepdock.server.services.nodes import node_connection
+from deepdock.server.wake import WakeSender
+from deepdock.settings import Settings
+
+log = logging.getLogger("deepdock.server")
+
+Clock = Callable[[], float]
+WAKE_SCHEDULER = "scheduler"
+WAKE_RECONCILER = "reconciler"
+
+
+@dataclass
+class AppContext:
+    db: Database
+    pool: BackendPool
+    settings: Settings
+    logs: LogStore
+    # Epoch seconds. Tests give a controllable clock so a state step runs without sleeps.
+    clock: Clock = time.time
+    # Set by anything that changes what the scheduler would decide (submit, finish, node change).
+    wake_scheduler: threading.Event = field(default_factory=threading.Event)
+    wake_reconciler: threading.Event = field(default_factory=threading.Event)
+    # In an API worker process the loops run elsewhere: wake-ups also go to the control process.
+    wake_sender: WakeSender | None = None
+
+    def wake(self, target: str) -> None:
+        """Tell the scheduler or the reconciler that there is work, wherever it runs."""
+        (self.wake_scheduler if target == WAKE_SCHEDULER else self.wake_reconciler).set()
+        if self.wake_sender is not None:
+            self.wake_sender.send(target)
+
+    def backend(self, node: Node) -> ComputeBackend:
+        return self.pool.get(node_connection(node))
+
+    @property
+    def artifacts_root(self) -> Path:
+        return self.settings.artifacts_dir
+
+
+def new_context(settings: Settings, factories: dict[str, BackendFactory] | None = None,
+                clock: Clock = time.time) -> AppContext:
+    return AppContext(db=Database(settings.db_url), pool=BackendPool(factories), settings=settings,
+                      logs=LogStore(settings.home / "logs"), clock=clock)

@@ -1,0 +1,34 @@
+"""The job spec's resources: ``gpu_memory`` is parsed, and refused without GPUs."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from deepdock.errors import SpecError
+from deepdock.specs.common import parse_model
+from deepdock.specs.job import JobSpec, ResourcesSpec
+
+GIB = 1024**3
+
+
+def _spec(resources: dict) -> JobSpec:
+    return parse_model(JobSpec, {"name": "j", "image": "busybox", "command": "true", "resources": resources}, "job.yaml")
+
+
+def test_gpu_memory_parses_sizes() -> None:
+    assert _spec({"gpus": 1, "gpu_memory": "40g"}).resources.gpu_memory == 40 * GIB
+    assert _spec({"gpus": 0.5, "gpu_memory": 16 * GIB}).resources.gpu_memory == 16 * GIB
+    assert _spec({"gpus": 2}).resources.gpu_memory is None
+
+
+def test_gpu_memory_without_gpus_is_rejected() -> None:
+    with pytest.raises(SpecError, match="gpu_memory .* asks for none; set gpus too"):
+        _spec({"gpu_memory": "40g"})
+    with pytest.raises(ValidationError, match="set gpus too"):
+        ResourcesSpec(gpus=0, gpu_memory=40 * GIB)
+
+
+def test_gpu_memory_must_be_positive() -> None:
+    with pytest.raises(SpecError, match="gpu_memory must be positive"):
+        _spec({"gpus": 1, "gpu_memory": 0})
