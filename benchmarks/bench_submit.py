@@ -51,14 +51,14 @@ def deepdock_latencies(c: Client, image: str, n: int, burst: bool, cpus: float) 
     spec = JobSpec.model_validate({"name": "bench", "image": image, "command": ["sleep", "120"],
                                    "resources": {"cpus": cpus, "memory": MEMORY, "pids": 64}})
     out = []
-    batches = [[c.submit(spec)["id"] for _ in range(n)]] if burst else ([c.submit(spec)["id"]] for _ in range(n))
+    batches = [[c.submit(spec).id for _ in range(n)]] if burst else ([c.submit(spec).id] for _ in range(n))
     for ids in batches:
         for job_id in ids:
             _wait_for(c, job_id, {"RUNNING"})
         for job_id in ids:
             d = c.job(job_id)
-            running = next(e["at"] for e in d["events"] if e["to_status"] == "RUNNING")
-            out.append(running - d["submitted_at"])
+            running = next(e.at for e in d.events if e.to_status == "RUNNING")
+            out.append(running - d.submitted_at)
             c.stop(job_id)
         for job_id in ids:
             _wait_for(c, job_id, {"STOPPED"})
@@ -66,17 +66,17 @@ def deepdock_latencies(c: Client, image: str, n: int, burst: bool, cpus: float) 
 
 
 def jobs_that_fit(c: Client, cpus: float) -> int:
-    return sum(int((n["cpus"] - n["allocated_cpus"]) // cpus) for n in c.nodes() if n["status"] == "ready")
+    return sum(int((n.cpus - n.allocated_cpus) // cpus) for n in c.nodes() if n.status == "ready")
 
 
 def _wait_for(c: Client, job_id: str, statuses: set[str], timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = c.status(job_id)["status"]
+        status = c.status(job_id).status
         if status in statuses:
             return
         if status in ("FAILED", "STOPPED", "SUCCEEDED"):
-            raise RuntimeError(f"job {job_id} {status}: {c.job(job_id)['status_reason']}")
+            raise RuntimeError(f"job {job_id} {status}: {c.job(job_id).status_reason}")
         time.sleep(0.01)
     raise RuntimeError(f"job {job_id} not {statuses} after {timeout_s}s")
 

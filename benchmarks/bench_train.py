@@ -42,11 +42,11 @@ def bare(script: Path, epochs: int) -> float:
 def in_container(c: Client, spec, epochs: int) -> float:  # type: ignore[no-untyped-def]
     spec = spec.model_copy(update={"env": {**spec.env, "EPOCHS": str(epochs), "DEEPDOCK_CPUS": str(CPUS)}})
     job = c.run(spec)
-    while (d := c.job(job["id"]))["status"] not in ("SUCCEEDED", "FAILED", "STOPPED"):
+    while (d := c.job(job.id)).status not in ("SUCCEEDED", "FAILED", "STOPPED"):
         time.sleep(0.5)
-    if d["status"] != "SUCCEEDED":
-        raise RuntimeError(f"job failed: {d['status_reason']}\n{b''.join(c.logs(job['id'])).decode()[-2000:]}")
-    return float(RATE_RE.search(b"".join(c.logs(job["id"]))).group(1))  # type: ignore[union-attr]
+    if d.status != "SUCCEEDED":
+        raise RuntimeError(f"job failed: {d.status_reason}\n{b''.join(c.logs(job.id)).decode()[-2000:]}")
+    return float(RATE_RE.search(b"".join(c.logs(job.id))).group(1))  # type: ignore[union-attr]
 
 
 def main() -> None:

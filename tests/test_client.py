@@ -34,7 +34,7 @@ from deepdock.api import (
     TokenOut,
     UserOut,
 )
-from deepdock.client import Client, ServerUnreachableError, package_code
+from deepdock.client import Client, ServerUnreachableError, UnexpectedResponseError, package_code
 from deepdock.errors import (
     BuildError,
     ConflictError,
@@ -124,10 +124,19 @@ def test_fields_a_newer_server_adds_are_ignored(api: FakeApi, client: Client) ->
     assert d.id == "j-1a2b3c" and not hasattr(d, "queue_position")
 
 
-def test_an_unknown_status_is_a_validation_error_not_a_silent_string(api: FakeApi, client: Client) -> None:
+def test_an_unknown_status_is_one_clear_error_not_a_silent_string(api: FakeApi, client: Client) -> None:
     api.on("POST", "/jobs/j-1/stop", job_body(status="SLEEPING"))
-    with pytest.raises(ValidationError, match="status"):
+    api.on("GET", "/nodes", [node_body(status="asleep")])
+    with pytest.raises(UnexpectedResponseError, match=r"answered POST /api/v1/jobs/j-1/stop .*: status: Input should be"):
         client.stop("j-1")
+    with pytest.raises(UnexpectedResponseError, match=r"GET /api/v1/nodes .*0\.status"):
+        client.nodes()
+
+
+def test_a_body_that_is_not_json_is_one_clear_error(api: FakeApi, client: Client) -> None:
+    api.on("GET", "/me", content=b"<html>welcome</html>")
+    with pytest.raises(UnexpectedResponseError, match="cannot read"):
+        client.me()
 
 
 def test_stop_returns_the_job(api: FakeApi, client: Client) -> None:
@@ -243,7 +252,8 @@ def test_drain_node_patches_the_status(api: FakeApi, client: Client, undo: bool,
 
 def test_remove_node_passes_force(api: FakeApi, client: Client) -> None:
     api.on("DELETE", "/nodes/b", status=204)
-    assert client.remove_node("b", force=True) is None
+    client.remove_node("b", force=True)
+    assert [r.method for r in api.requests] == ["DELETE"]
     assert api.requests[0].url.params["force"] == "true"
 
 

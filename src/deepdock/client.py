@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from deepdock.api.enums import JobStatus, NodeStatus
 from deepdock.api.models import (
@@ -49,6 +49,13 @@ M = TypeVar("M", bound=BaseModel)
 
 class ServerUnreachableError(EngineUnreachableError):
     code = "server_unreachable"
+
+
+class UnexpectedResponseError(DeepdockError):
+    """The server answered, but not with the body this client expects."""
+
+    status_code = 502
+    code = "unexpected_response"
 
 
 def package_code(root: Path) -> bytes:
@@ -99,10 +106,28 @@ class Client:
         return response
 
     def _call(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
-        return model.model_validate(self._request(method, path, **kwargs).json())
+        """One request; its JSON body as ``model``."""
+        response = self._request(method, path, **kwargs)
+        try:
+            return model.model_validate(response.json())
+        except (ValidationError, ValueError) as exc:
+            raise self._unreadable(method, path, exc) from None
 
     def _get_list(self, adapter: TypeAdapter[list[M]], path: str, **kwargs: Any) -> list[M]:
-        return adapter.validate_python(self._request("GET", path, **kwargs).json())
+        """One GET; its JSON body as a list of models."""
+        response = self._request("GET", path, **kwargs)
+        try:
+            return adapter.validate_python(response.json())
+        except (ValidationError, ValueError) as exc:
+            raise self._unreadable("GET", path, exc) from None
+
+    def _unreadable(self, method: str, path: str, exc: ValueError) -> UnexpectedResponseError:
+        # A body that does not parse is most often a server newer than this client (a status it does
+        # not know yet): one clear error, not a traceback.
+        first = exc.errors()[0] if isinstance(exc, ValidationError) else None
+        where = f": {'.'.join(str(p) for p in first['loc'])}: {first['msg']}" if first else f": {exc}"
+        return UnexpectedResponseError(f"the server at {self.url} answered {method} {API}{path} with a body this "
+                                       f"client cannot read{where} (is the client older than the server?)")
 
     # -- jobs --------------------------------------------------------------------------------------------
     def upload_code(self, root: Path) -> CodeOut:

@@ -45,6 +45,14 @@ def test_the_error_line_without_a_terminal_is_plain(api: FakeApi, cli: Invoke) -
     assert (result.exit_code, result.stderr) == (1, "error: no job nope\n")
 
 
+def test_a_body_from_a_newer_server_that_does_not_parse_is_one_error_line(api: FakeApi, cli: Invoke) -> None:
+    api.on("GET", "/jobs", [job_body(status="HIBERNATING")])
+    result = cli("ps")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: the server at http://deepdock.test answered GET /api/v1/jobs with a body")
+    assert len(result.stderr.splitlines()) == 1
+
+
 def test_a_server_that_does_not_answer_says_how_to_start_one(cli: Invoke, monkeypatch: pytest.MonkeyPatch,
                                                              tmp_path: Path) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:

@@ -39,10 +39,10 @@ def multi_server(tmp_path, labelled_cleanup):
 
 def test_workers_wake_the_scheduler_and_share_metrics(multi_server, busybox_image):
     with multi_server.client() as client:
-        ids = [client.submit(job(busybox_image, f"echo job-{i}"))["id"] for i in range(6)]
+        ids = [client.submit(job(busybox_image, f"echo job-{i}")).id for i in range(6)]
         for job_id in ids:
             d = wait_status(client, job_id, TERMINAL, timeout_s=60)
-            assert d["status"] == "SUCCEEDED", d["status_reason"]
+            assert d.status == "SUCCEEDED", d.status_reason
         for i, job_id in enumerate(ids):
             assert b"".join(client.logs(job_id)) == f"job-{i}\n".encode()
     # Requests were spread over the workers; a scrape of any one of them counts all of them.
@@ -65,4 +65,4 @@ def test_workers_die_with_a_killed_parent_and_the_port_is_free_again(multi_serve
     multi_server.start()  # same port: it would fail if an orphan still held the socket
     with multi_server.client() as client:
         j = client.submit(job(busybox_image, "true"))
-        assert wait_status(client, j["id"], TERMINAL)["status"] == "SUCCEEDED"
+        assert wait_status(client, j.id, TERMINAL).status == "SUCCEEDED"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from tests.integration.server_process import ServerProcess
 
+from deepdock.api import JobDetail
 from deepdock.errors import UnschedulableError
 from deepdock.specs.job import JobSpec
 
@@ -26,14 +27,14 @@ def job(image: str, command: str, **extra) -> JobSpec:  # type: ignore[no-untype
     return JobSpec.model_validate(data)
 
 
-def wait_status(client, job_id: str, statuses: set[str], timeout_s: float = 60) -> dict:  # type: ignore[no-untyped-def]
+def wait_status(client, job_id: str, statuses: set[str], timeout_s: float = 60) -> JobDetail:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         d = client.job(job_id)
-        if d["status"] in statuses:
+        if d.status in statuses:
             return d
         time.sleep(0.1)
-    raise AssertionError(f"job {job_id} still {d['status']} after {timeout_s}s: {d['status_reason']}")
+    raise AssertionError(f"job {job_id} still {d.status} after {timeout_s}s: {d.status_reason}")
 
 
 @pytest.fixture
@@ -46,8 +47,8 @@ def server(tmp_path, labelled_cleanup):
 def test_job_runs_in_a_limited_container_and_keeps_its_logs(server, docker_client, busybox_image):
     with server.client() as client:
         j = client.submit(job(busybox_image, "echo hello; sleep 2; echo bye"))
-        wait_status(client, j["id"], {"RUNNING"})
-        (container,) = docker_client.containers.list(filters={"label": f"deepdock.job={j['id']}"})
+        wait_status(client, j.id, {"RUNNING"})
+        (container,) = docker_client.containers.list(filters={"label": f"deepdock.job={j.id}"})
         host = container.attrs["HostConfig"]
         assert host["NanoCpus"] == 500_000_000
         assert host["Memory"] == host["MemorySwap"] == 64 * 1024**2
@@ -55,21 +56,21 @@ def test_job_runs_in_a_limited_container_and_keeps_its_logs(server, docker_clien
         assert "no-new-privileges" in host["SecurityOpt"][0] and host["CapDrop"] == ["ALL"]
         labels = container.labels
         assert labels["deepdock.attempt"] == "1" and labels["deepdock.node"] == "local"
-        d = wait_status(client, j["id"], TERMINAL)
-        assert d["status"] == "SUCCEEDED"
-        assert b"".join(client.logs(j["id"])) == b"hello\nbye\n"
+        d = wait_status(client, j.id, TERMINAL)
+        assert d.status == "SUCCEEDED"
+        assert b"".join(client.logs(j.id)) == b"hello\nbye\n"
         # Logs outlive the container, which is gone once they are kept.
-        assert docker_client.containers.list(all=True, filters={"label": f"deepdock.job={j['id']}"}) == []
+        assert docker_client.containers.list(all=True, filters={"label": f"deepdock.job={j.id}"}) == []
 
 
 def test_memory_hog_is_reported_oomkilled(server, docker_client, busybox_image):
     with server.client() as client:
         j = client.submit(job(busybox_image, "awk 'BEGIN { s = \"x\"; while (1) s = s s }'",
                               resources={"cpus": 0.5, "memory": "32m"}))
-        d = wait_status(client, j["id"], TERMINAL)
-        assert d["status"] == "FAILED"
-        assert d["status_reason"].startswith("oom_killed")
-        assert d["attempt_list"][0]["replicas"][0]["oom_killed"] is True
+        d = wait_status(client, j.id, TERMINAL)
+        assert d.status == "FAILED"
+        assert d.status_reason.startswith("oom_killed")
+        assert d.attempt_list[0].replicas[0].oom_killed is True
         docker_client.ping()  # the host's engine is unaffected
 
 
@@ -77,12 +78,12 @@ def test_stop_and_follow_logs(server, busybox_image):
     with server.client() as client:
         j = client.submit(job(busybox_image, "trap 'echo got-term; exit 0' TERM; echo started; "
                                              "while true; do sleep 0.1; done"))
-        wait_status(client, j["id"], {"RUNNING"})
+        wait_status(client, j.id, {"RUNNING"})
         time.sleep(0.5)
-        client.stop(j["id"])
-        d = wait_status(client, j["id"], TERMINAL, timeout_s=30)
-        assert d["status"] == "STOPPED"
-        assert b"".join(client.logs(j["id"], follow=True)) == b"started\ngot-term\n"
+        client.stop(j.id)
+        d = wait_status(client, j.id, TERMINAL, timeout_s=30)
+        assert d.status == "STOPPED"
+        assert b"".join(client.logs(j.id, follow=True)) == b"started\ngot-term\n"
 
 
 def test_impossible_request_is_rejected_at_submit(server, busybox_image):
@@ -94,20 +95,20 @@ def test_server_killed_mid_job_readopts_and_records_real_exit(server, docker_cli
     with server.client() as client:
         long = client.submit(job(busybox_image, "sleep 4; echo survived"))
         short = client.submit(job(busybox_image, "sleep 1; exit 3"))
-        wait_status(client, long["id"], {"RUNNING"})
-        wait_status(client, short["id"], {"RUNNING"})
+        wait_status(client, long.id, {"RUNNING"})
+        wait_status(client, short.id, {"RUNNING"})
     server.kill()
-    ids = {c.id for c in docker_client.containers.list(filters={"label": f"deepdock.job={long['id']}"})}
+    ids = {c.id for c in docker_client.containers.list(filters={"label": f"deepdock.job={long.id}"})}
     assert len(ids) == 1  # the job keeps running while the server is down
     time.sleep(2)  # the short job finishes while nobody watches
     server.start()
     with server.client() as client:
-        d_short = wait_status(client, short["id"], TERMINAL)
-        assert d_short["status"] == "FAILED" and "exited with code 3" in d_short["status_reason"]
-        d_long = wait_status(client, long["id"], TERMINAL)
-        assert d_long["status"] == "SUCCEEDED"
-        assert d_long["attempts"] == 1  # adopted, never started twice
-        assert b"".join(client.logs(long["id"])) == b"survived\n"
+        d_short = wait_status(client, short.id, TERMINAL)
+        assert d_short.status == "FAILED" and "exited with code 3" in d_short.status_reason
+        d_long = wait_status(client, long.id, TERMINAL)
+        assert d_long.status == "SUCCEEDED"
+        assert d_long.attempts == 1  # adopted, never started twice
+        assert b"".join(client.logs(long.id)) == b"survived\n"
 
 
 def _engine2(action: str) -> None:
@@ -127,14 +128,14 @@ def _kill_engine2() -> None:
 def test_two_nodes_spread_and_node_loss_requeues(server, second_engine, busybox_image):
     with server.client() as client:
         client.add_node("engine2", second_engine)
-        cpus = min(n["cpus"] for n in client.nodes())
+        cpus = min(n.cpus for n in client.nodes())
         spec = job(busybox_image, "sleep 30", resources={"cpus": cpus, "memory": "64m"},
                    retry={"max_retries": 1, "on": ["node_lost"]})
         jobs = [client.submit(spec) for _ in range(2)]
         placed = {}
         for j in jobs:
-            d = wait_status(client, j["id"], {"RUNNING"})
-            placed[j["id"]] = d["attempt_list"][0]["replicas"][0]["node"]
+            d = wait_status(client, j.id, {"RUNNING"})
+            placed[j.id] = d.attempt_list[0].replicas[0].node
         assert sorted(placed.values()) == ["engine2", "local"]  # a full node each
         lost_id = next(k for k, v in placed.items() if v == "engine2")
         _kill_engine2()
@@ -142,13 +143,13 @@ def test_two_nodes_spread_and_node_loss_requeues(server, second_engine, busybox_
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 d = client.job(lost_id)
-                if "node_lost" in d["status_reason"]:
+                if "node_lost" in d.status_reason:
                     break
                 time.sleep(0.2)
-            assert "node_lost" in d["status_reason"], d
-            assert d["status"] in ("QUEUED", "SCHEDULED", "STARTING", "RUNNING")
-            assert {n["name"]: n["status"] for n in client.nodes()}["engine2"] == "unreachable"
+            assert "node_lost" in d.status_reason, d
+            assert d.status in ("QUEUED", "SCHEDULED", "STARTING", "RUNNING")
+            assert {n.name: n.status for n in client.nodes()}["engine2"] == "unreachable"
             for j in jobs:
-                client.stop(j["id"])
+                client.stop(j.id)
         finally:
             _engine2("start")

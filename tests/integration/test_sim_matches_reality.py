@@ -61,22 +61,22 @@ def test_order_and_placement_of_starts_match_the_simulator(tmp_path, labelled_cl
                     "name": job.id, "image": busybox_image, "command": ["sleep", str(int(job.duration - LIFECYCLE_OVERHEAD_S))],
                     "resources": {"cpus": job.resources.cpus, "memory": MEMORY, "pids": 32},
                 })
-                ids[job.id] = client.submit(spec)["id"]
+                ids[job.id] = client.submit(spec).id
             deadline = time.monotonic() + 180
             while time.monotonic() < deadline:
                 details = {name: client.job(job_id) for name, job_id in ids.items()}
-                if all(d["status"] in ("SUCCEEDED", "FAILED", "STOPPED") for d in details.values()):
+                if all(d.status in ("SUCCEEDED", "FAILED", "STOPPED") for d in details.values()):
                     break
                 time.sleep(0.5)
     finally:
         server.stop()
-    assert all(d["status"] == "SUCCEEDED" for d in details.values()), {k: d["status_reason"] for k, d in details.items()}
+    assert all(d.status == "SUCCEEDED" for d in details.values()), {k: d.status_reason for k, d in details.items()}
     # Order of placement decisions (SCHEDULED), which is what the policy decides; start-up jitter is not.
-    placed_at = {name: next(e["at"] for e in d["events"] if e["to_status"] == "SCHEDULED") for name, d in details.items()}
+    placed_at = {name: next(e.at for e in d.events if e.to_status == "SCHEDULED") for name, d in details.items()}
     real_order = sorted(placed_at, key=lambda name: (placed_at[name], name))
-    real_nodes = {name: d["attempt_list"][0]["replicas"][0]["node"] for name, d in details.items()}
-    first = min(d["submitted_at"] for d in details.values())
-    timeline = {name: (round(placed_at[name] - first, 1), round(d["finished_at"] - first, 1), real_nodes[name])
+    real_nodes = {name: d.attempt_list[0].replicas[0].node for name, d in details.items()}
+    first = min(d.submitted_at for d in details.values())
+    timeline = {name: (round(placed_at[name] - first, 1), round(d.finished_at - first, 1), real_nodes[name])
                 for name, d in details.items()}
     predicted_timeline = {r.id: (r.start_time, r.end_time, r.placements[0].node) for r in predicted.jobs.values()}
     assert real_order == expected_order, (timeline, predicted_timeline)

@@ -40,7 +40,8 @@ def api_errors() -> Iterator[None]:
     try:
         yield
     except DeepdockError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}")
+        # soft_wrap: one line however long (the terminal folds it), so it stays whole when copied or grepped.
+        err_console.print(f"[red]error:[/red] {exc.message}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
