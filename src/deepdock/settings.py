@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     # time-based policy (aging, reservations) advances while nothing happens.
     scheduler_idle_period_s: float = 5.0
     reconcile_interval_s: float = 0.5
-    node_health_interval_s: float = 5.0
+    # Pings are cheap; a short period is what makes a node that stops answering stop receiving
+    # placements within seconds (background/node_health.py).
+    node_health_interval_s: float = 2.0
     stop_grace_s: float = 30.0
     max_code_bytes: int = 64 * 1024 * 1024
     scheduler_policy: str = "default"
@@ -48,7 +50,7 @@ class Settings(BaseSettings):
     container_labels: dict[str, str] = Field(default_factory=dict)
     # Env builds: the loopback port the wheel server listens on while a build fetches its wheels (fixed,
     # because build args are part of the classic builder's cache key; empty = the default).
-    wheel_port: int = Field(DEFAULT_WHEEL_PORT, ge=1, le=65535)
+    wheel_port: int = Field(default=DEFAULT_WHEEL_PORT, ge=1, le=65535)
     # Env builds: the Debian mirror debootstrap installs an offline python base from.
     debian_mirror: str = DEFAULT_DEBIAN_MIRROR
     # The Philly trace folder (philly.csv, vcs.csv) for `deepdock sim --trace philly` and the benchmarks;

@@ -1,4 +1,3 @@
-# mypy: disable-error-code="type-abstract"
 # (``ability(backend, Kind)`` takes an abstract class on purpose; mypy would demand a concrete one.)
 """Optional abilities of a compute backend, beside ``ComputeBackend`` (dstack's ``ComputeWith...Support``).
 

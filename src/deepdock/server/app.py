@@ -39,6 +39,8 @@ def _register_local_node(ctx: AppContext) -> None:
             return
         admin_user = session.scalar(select(User).where(User.is_admin.is_(True)).limit(1))
         session.expunge_all()
+    if admin_user is None:
+        return
     try:
         node_service.add_node(ctx.db.session, ctx.pool, admin_user, LOCAL_NODE_NAME, ctx.settings.docker_host)
         log.info("registered the local Docker engine as node %r", LOCAL_NODE_NAME)

@@ -70,7 +70,7 @@ class FinishedJobs:
         for finished_at, job_id, cpus, memory, gpus, replicas, attained, cohort in rows:
             rate = gpu_time_rate(Resources(cpus=cpus, memory=memory, gpus=gpus), replicas)
             self.history.record(rate, attained or 0.0, cohort)
-            self._mark = (finished_at, job_id)
+            self._mark = (finished_at or 0.0, job_id)
         if self._mark is None:
             self._mark = (0.0, "")
 

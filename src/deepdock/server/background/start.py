@@ -207,7 +207,7 @@ def _record(ctx: AppContext, work: Work, attempt_id: int, image: str, started: d
             lifecycle.transition(session, job, JobStatus.RUNNING, "all replicas started", attempt=attempt.number, at=at)
         with lifecycle.fenced(f"attempt {attempt.number} of job {job.id}"):
             session.flush()
-        to_follow = [(nodes[r.node_name], r.container_id, r.rank) for r in attempt.replicas]
+        to_follow = [(nodes[r.node_name], started[r.rank], r.rank) for r in attempt.replicas]
         job_id, number = job.id, attempt.number
     for node, container_id, rank in to_follow:
         backend: ComputeBackend = ctx.backend(node)

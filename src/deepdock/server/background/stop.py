@@ -37,7 +37,7 @@ def run(ctx: AppContext, work: Work, obs: Observation) -> int:
     submitted = 0
     for replica_id, node_name, container_id, job_id in rows:
         node = obs.nodes.get(node_name)
-        if node is None:
+        if node is None or container_id is None:
             continue
         if work.engine.submit(stop_key(container_id), stop_container, ctx, node, replica_id, container_id,
                               graces[job_id], lane=node_name) is not None:
