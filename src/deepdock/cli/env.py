@@ -49,8 +49,7 @@ def _stamp(started: float):  # noqa: ANN202 - a tiny progress printer
 @env_app.command("dockerfile")
 def dockerfile_cmd(file: Path = SpecOpt, code: Path | None = CodeOpt) -> None:
     """Print the generated Dockerfile(s) (locks the spec first if its lock is not cached)."""
-    from deepdock.envs import code_tree_hash, plan_env
-    from deepdock.envs.dockerfile import render_code_dockerfile
+    from deepdock.envs import code_tree_hash, plan_env, render_code_dockerfile
 
     try:
         plan = plan_env(load_env_spec(file), progress=_stamp(time.monotonic()))
@@ -111,8 +110,7 @@ def build_cmd(
 @env_app.command("ls")
 def ls_cmd() -> None:
     """List the images deepdock built (found by their deepdock.managed label)."""
-    from deepdock.envs.docker_api import connect
-    from deepdock.envs.inspect import managed_images
+    from deepdock.envs import connect, managed_images
 
     try:
         images = managed_images(connect())
@@ -132,8 +130,7 @@ def ls_cmd() -> None:
 @env_app.command("inspect")
 def inspect_cmd(tag: str = typer.Argument(..., help="An image tag, e.g. deepdock/env:<hash>.")) -> None:
     """Show an image's size per layer group: base / system / framework / deps / code."""
-    from deepdock.envs.docker_api import connect
-    from deepdock.envs.inspect import layer_groups
+    from deepdock.envs import connect, layer_groups
 
     try:
         groups = layer_groups(connect(), tag)
@@ -155,8 +152,7 @@ def bootstrap_cmd(
                                     "(framework wheels bring the CUDA runtime); accepted for clarity."),
 ) -> None:
     """Build the python base image from Debian packages (no registry needed) and tag it."""
-    from deepdock.envs.base import bootstrap_base
-    from deepdock.envs.docker_api import connect
+    from deepdock.envs import bootstrap_base, connect
 
     started = time.monotonic()
     try:
