@@ -1,8 +1,9 @@
 """The collect step: end the attempts that are over, and remove containers nobody owns any more.
 
-An attempt is over when every replica has exited or is lost, or when its job was asked to stop before any
-container was made. A collect task keeps the logs and the artifacts (through the node's FileTransfer
-ability), removes the containers, then records the outcome (services/attempts.py decides it).
+An attempt is over when every replica has exited or is lost, or when its job was asked to stop before all
+of its containers were made (and those that were have ended). A collect task keeps the logs and the
+artifacts (through the node's FileTransfer ability), removes the containers, then records the outcome
+(services/attempts.py decides it).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ def run(ctx: AppContext, work: Work, obs: Observation) -> int:
 def _over(attempt: Attempt, stopping: bool) -> bool:
     if all(r.status in ENDED for r in attempt.replicas):
         return True
-    return stopping and all(r.container_id is None for r in attempt.replicas)
+    # Stopped before (all of) its containers started: the ones that ran have ended, the rest never will.
+    return stopping and all(r.status in ENDED or r.container_id is None for r in attempt.replicas)
 
 
 def collect_attempt(ctx: AppContext, work: Work, attempt_id: int, nodes: dict[str, Node]) -> None:

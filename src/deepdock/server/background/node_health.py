@@ -26,6 +26,13 @@ NODE_LOST_AFTER_S = 10.0
 CAPACITY_REFRESH_S = 60.0
 
 
+def health_lane(node: str) -> str:
+    """A lane of its own per node for pings: queued behind that node's starts and collects under load, a
+    ping missed its deadline while the engine answered (a false unreachable, and after NODE_LOST_AFTER_S
+    false node_lost failures). A node name has no ':', so this never names a node's own lane."""
+    return f"{node}:health"
+
+
 def run(ctx: AppContext, work: Work) -> bool:
     """One round; returns whether anything changed that the scheduler must see."""
     now = ctx.clock()
@@ -35,7 +42,8 @@ def run(ctx: AppContext, work: Work) -> bool:
     futures: dict[str, Future[Any] | None] = {}
     for node in nodes:
         stale = node.status != NodeHealth.READY or not node.last_seen_at or now - node.last_seen_at > CAPACITY_REFRESH_S
-        futures[node.name] = work.engine.submit(f"ping:{node.name}", _probe_result, ctx, node, stale, lane=node.name)
+        futures[node.name] = work.engine.submit(f"ping:{node.name}", _probe_result, ctx, node, stale,
+                                                lane=health_lane(node.name))
     work.engine.wait([f for f in futures.values() if f is not None], PING_DEADLINE_S)
     results: dict[str, tuple[bool, str, NodeCapacity | None]] = {}
     for name, future in futures.items():

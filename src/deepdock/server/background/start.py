@@ -1,6 +1,6 @@
 """The start step: make the image present on every node of a placed attempt, then one container per rank.
 
-The step itself only finds attempts that have no containers yet (after a restart, or when the scheduler's
+The step itself only finds attempts that lack containers (after a restart, or when the scheduler's
 own hand-off was lost) and submits a start task per attempt; the task does the I/O outside any
 transaction and writes the container ids (with ``recorded_at``) in one fenced transaction at the end.
 """
@@ -41,16 +41,18 @@ class StartFailed(Exception):
 
 
 def run(ctx: AppContext, work: Work, obs: Observation) -> int:
-    """Submit a start task for each SCHEDULED attempt none of whose containers exists yet."""
+    """Submit a start task for each SCHEDULED attempt with a container that does not exist yet."""
     with ctx.db.session() as session:
         attempts = session.scalars(
             select(Attempt).join(Job, Job.id == Attempt.job_id)
             .where(Attempt.status == AttemptStatus.SCHEDULED, Attempt.finished_at.is_(None),
                    Job.stop_requested.is_(None))
         ).all()
+        # Also a gang only partly started (the server died between ranks): the task adopts the containers
+        # that exist (their names are taken) and starts the rest.
         ids = [(a.id, a.replicas[0].node_name) for a in attempts
-               if all(r.container_id is None and obs.seen(r.node_name) and obs.container(r) is None
-                      for r in a.replicas)]
+               if all(obs.seen(r.node_name) for r in a.replicas)
+               and any(r.container_id is None and obs.container(r) is None for r in a.replicas)]
     return sum(submit_start(ctx, work, attempt_id, node) for attempt_id, node in ids)
 
 
@@ -129,15 +131,28 @@ def _provide_image(ctx: AppContext, job: Job, spec: JobSpec, nodes: list[Node]) 
         raise ImageMissingError(f"environment {spec.environment!r} was not resolved to a spec at submit")
     distinct = list({n.name: n for n in nodes}.values())
     backends = [(n.name, ctx.backend(n)) for n in distinct]
-    builder_name, builder = next(
-        ((name, b) for name, b in backends if isinstance(b, ImageProvision) and b.builds_environments),
-        (HOST_BUILDER, ctx.pool.get(NodeConnection(name=HOST_BUILDER, engine_url=ctx.settings.docker_host))),
-    )
+    builders = [(name, b) for name, b in backends if isinstance(b, ImageProvision) and b.builds_environments]
+    if len(builders) > 1:
+        # Several engines of this host in the gang: one that has the environment's base image builds.
+        # Another would bootstrap a base of its own from Debian packages first (a minute or more).
+        from deepdock.envs.compat import resolve
+
+        base = resolve(spec.environment, pytorch_index_url=ctx.settings.pytorch_index_url).base_image
+        builders.sort(key=lambda nb: not _has_image(nb[1], base))
+    builder_name, builder = builders[0] if builders else (
+        HOST_BUILDER, ctx.pool.get(NodeConnection(name=HOST_BUILDER, engine_url=ctx.settings.docker_host)))
     tag = ability(builder, ImageProvision, builder_name).build_environment(spec.environment)
     for name, backend in backends:
         if backend is not builder:
             copy_image(builder, backend, tag, node=name)
     return tag
+
+
+def _has_image(backend: ComputeBackend, ref: str) -> bool:
+    try:
+        return backend.image_exists(ref)
+    except DeepdockError:
+        return False
 
 
 def _container_spec(ctx: AppContext, job: Job, spec: JobSpec, attempt: Attempt, rank: int, name: str, image: str,

@@ -41,11 +41,17 @@ class Outcome:
 
 
 SUCCEEDED = Outcome(AttemptStatus.SUCCEEDED, "exit code 0")
+# Every container ended on the server's signal: the stop request that sent it decides (finish_attempt).
+SIGNALLED = Outcome(AttemptStatus.STOPPED, "ended by the server's stop signal")
 
 
 def observed_outcome(attempt: Attempt) -> Outcome:
     """The outcome of an attempt whose replicas have all ended, from the replicas that ended on their own."""
-    own = [r for r in attempt.replicas if r.stop_sent_at is None] or list(attempt.replicas)
+    own = [r for r in attempt.replicas if r.stop_sent_at is None]
+    if not own:
+        # Every container was signalled: their 143 (or 137 after the grace) is the stop's doing, not a
+        # failure of the job, unless all of them finished cleanly on the signal.
+        return SUCCEEDED if all(r.exit_code == 0 for r in attempt.replicas) else SIGNALLED
     lost = [r for r in own if r.status == ReplicaStatus.LOST]
     if lost:
         return Outcome(AttemptStatus.FAILED, f"container of replica {lost[0].rank} disappeared",

@@ -1,0 +1,66 @@
+"""/api/v1/nodes through the app: register, list with allocations, drain, remove; 404/409/422/502 mapping."""
+
+from __future__ import annotations
+
+JOB = {"name": "train", "image": "busybox:latest", "command": ["sleep", "100"],
+       "resources": {"cpus": 2, "memory": "1g"}}
+
+
+def add(api, name="a", url=None):
+    return api.post("/api/v1/nodes", json={"name": name, "engine_url": url or f"fake://{name}"})
+
+
+def test_register_list_and_allocations(steps, api):
+    steps.node("a", cpus=8, gpus=1, register=False)
+    r = add(api)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (body["name"], body["status"], body["health"], body["draining"], body["cpus"]) == ("a", "ready", "ready",
+                                                                                              False, 8)
+    assert body["gpus"][0]["memory"] == 80 * 1024**3
+    api.post("/api/v1/jobs", json={"spec": JOB})
+    steps.schedule()
+    (node,) = api.get("/api/v1/nodes").json()
+    assert node["allocated_cpus"] == 2 and node["allocated_memory"] == 1024**3
+
+
+def test_register_errors(steps, api):
+    steps.node("a", register=False)
+    assert add(api, "Not A Name").status_code == 422
+    silent = steps.node("b", register=False)
+    silent.set_unreachable(True)
+    r = add(api, "b")
+    assert r.status_code == 502 and r.json()["error"]["code"] == "engine_error"
+    assert "node b: engine fake://b did not answer" in r.json()["error"]["message"]
+    assert add(api).status_code == 201
+    r = add(api)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
+
+
+def test_drain_and_ready(steps, api):
+    steps.node("a")
+    r = api.patch("/api/v1/nodes/a", json={"status": "draining"})
+    assert r.status_code == 200 and (r.json()["status"], r.json()["draining"]) == ("draining", True)
+    assert steps.node_row("a").draining
+    r = api.patch("/api/v1/nodes/a", json={"status": "ready"})
+    assert r.status_code == 200 and r.json()["status"] == "ready"
+
+
+def test_drain_errors(steps, api, user_token):
+    steps.node("a")
+    r = api.patch("/api/v1/nodes/a", json={"status": "unreachable"})  # health is not the admin's to set
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_spec"
+    assert api.patch("/api/v1/nodes/a", json={"status": "sleeping"}).status_code == 422
+    assert api.patch("/api/v1/nodes/nope", json={"status": "draining"}).status_code == 404
+    r = api.patch("/api/v1/nodes/a", json={"status": "draining"}, headers=user_token("bob", ["default"]))
+    assert r.status_code == 403
+
+
+def test_remove_a_busy_node_needs_force(steps, api):
+    steps.node("a")
+    steps.running_job(["a"])
+    r = api.delete("/api/v1/nodes/a")
+    assert r.status_code == 409 and "runs 1 job replica" in r.json()["error"]["message"]
+    assert api.delete("/api/v1/nodes/a", params={"force": True}).status_code == 204
+    assert api.get("/api/v1/nodes").json() == []
+    assert api.delete("/api/v1/nodes/a").status_code == 404
