@@ -19,11 +19,13 @@ from collections import Counter
 
 import docker
 import pytest
+from tests.conftest import IN_CI
 from tests.integration.conftest import TEST_LABEL, wait_until
 from tests.integration.engine_faults import EngineEvents, engine2_pid, frozen_engine, thaw
 from tests.integration.server_process import ServerProcess
 
 from deepdock.api import JobDetail
+from deepdock.envs.base import offline_image_name
 from deepdock.specs.job import JobSpec
 
 pytestmark = pytest.mark.docker
@@ -56,6 +58,8 @@ API_ANSWER_S = 2.0
 
 # -- the environment gang --------------------------------------------------------------------------------
 ENV_GANG_DEADLINE_S = 300.0
+# The base every python-only environment builds on; bootstrapped once on the main engine, never removed.
+OFFLINE_BASE = offline_image_name("3.11")
 
 
 def job(image: str, command: str, **extra) -> JobSpec:  # type: ignore[no-untyped-def]
@@ -98,13 +102,17 @@ def engine2_api(second_engine, labelled_cleanup):
     yield api
     thaw(engine2_pid())
     for c in api.containers(all=True, filters={"label": f"{TEST_LABEL}={labelled_cleanup[TEST_LABEL]}"}):
-        api.remove_container(c["Id"], force=True)
+        try:
+            api.remove_container(c["Id"], force=True)
+        except docker.errors.APIError:  # gone meanwhile, or its removal already in progress
+            pass
     api.close()
 
 
 @pytest.fixture
-def two_nodes(server, second_engine, engine2_api):
-    """The server with the main engine ("local") and the second engine ("engine2") as its nodes."""
+def two_nodes(engine2_api, second_engine, server):
+    """The server with the main engine ("local") and the second engine ("engine2") as its nodes. (The
+    server is set up last, so it stops before ``engine2_api`` removes what is left on the second engine.)"""
     with server.client() as client:
         client.add_node(ENGINE2, second_engine)
         assert sorted(nodes_by_name(client)) == [ENGINE2, LOCAL]
@@ -270,8 +278,15 @@ def _env_images(api, marker: str) -> list[str]:  # type: ignore[no-untyped-def]
 def test_an_environment_gang_over_two_engines_builds_once_and_runs_on_both(
         two_nodes, docker_client, engine2_api, test_run_id):
     marker = f"DEEPDOCK_TEST_RUN={test_run_id}"
-    env = {"accelerator": "cpu", "env": {"DEEPDOCK_TEST_RUN": test_run_id}}  # python only: the cheapest build
-    had_base_on_engine2 = bool(engine2_api.images(name="python"))
+    env = {"python": "3.11", "accelerator": "cpu",  # python only, no packages: the cheapest build
+           "env": {"DEEPDOCK_TEST_RUN": test_run_id}}
+    if not docker_client.api.images(name=OFFLINE_BASE):
+        # The server would bootstrap it from Debian packages first (minutes); scripts/test.sh makes it.
+        why = f"the offline base {OFFLINE_BASE} on the main engine (`deepdock base bootstrap`)"
+        if IN_CI:
+            pytest.fail(f"{why} is required under CI=true", pytrace=False)
+        pytest.skip(f"{why} is missing")
+    had_base_on_engine2 = bool(engine2_api.images(name=OFFLINE_BASE))
     try:
         with two_nodes.client() as client:
             cpus = min(n.cpus for n in client.nodes())  # a whole node per replica: one on each engine
@@ -297,7 +312,7 @@ def test_an_environment_gang_over_two_engines_builds_once_and_runs_on_both(
         # Built once, on the server's engine, and copied: the same image id on both engines (a second
         # build would have its own id), and no python base bootstrapped on the second engine.
         assert docker_client.images.get(tag).id == engine2_api.inspect_image(tag)["Id"]
-        assert had_base_on_engine2 or not engine2_api.images(name="python")
+        assert had_base_on_engine2 or not engine2_api.images(name=OFFLINE_BASE)
     finally:
         for api in (docker_client.api, engine2_api):
             for image_id in _env_images(api, marker):
@@ -306,5 +321,5 @@ def test_an_environment_gang_over_two_engines_builds_once_and_runs_on_both(
                 except docker.errors.APIError:
                     pass
         if not had_base_on_engine2:  # a base this test made the second engine bootstrap is not shared
-            for img in engine2_api.images(name="python"):
+            for img in engine2_api.images(name=OFFLINE_BASE):
                 engine2_api.remove_image(img["Id"], force=True)

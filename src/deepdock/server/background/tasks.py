@@ -42,7 +42,10 @@ class Tasks:
         with self._lock:
             if self._closed or key in self._in_flight:
                 return None
-            future: Future[Any] = self._executor(lane).submit(self._run, key, fn, args)
+            if self.workers_per_lane == UNBOUNDED:
+                future = self._thread(key, fn, args)
+            else:
+                future = self._executor(lane).submit(self._run, key, fn, args)
             self._in_flight[key] = future
             return future
 
@@ -71,11 +74,20 @@ class Tasks:
     def _executor(self, lane: str) -> ThreadPoolExecutor:
         executor = self._lanes.get(lane)
         if executor is None:
-            # A thread per task for unbounded lanes: ThreadPoolExecutor needs a bound, so a large one.
-            workers = self.workers_per_lane or 1024
-            executor = ThreadPoolExecutor(workers, thread_name_prefix=f"{self.name}-{lane or 'any'}")
+            executor = ThreadPoolExecutor(self.workers_per_lane, thread_name_prefix=f"{self.name}-{lane or 'any'}")
             self._lanes[lane] = executor
         return executor
+
+    def _thread(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Future[Any]:
+        """A daemon thread of its own: a follower lives as long as its container, and an executor's
+        threads are joined at interpreter exit, so a server would not exit while a job runs."""
+        future: Future[Any] = Future()
+
+        def body() -> None:
+            future.set_result(self._run(key, fn, args))
+
+        threading.Thread(target=body, name=f"{self.name}-{key[:40]}", daemon=True).start()
+        return future
 
     def _run(self, key: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         try:
