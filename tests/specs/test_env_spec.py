@@ -31,11 +31,20 @@ def test_invalid_specs(bad, tmp_path):
         load_env_spec(path)
 
 
-def test_requirements_file_relative_to_spec(tmp_path):
+def test_requirements_file_relative_to_spec_is_inlined(tmp_path):
+    # Read from beside the spec at load, so the spec sent to a server needs no file of this machine.
     (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "env.yaml").write_text("requirements_file: req.txt\n")
+    (tmp_path / "sub" / "env.yaml").write_text("pip: [numpy==2.1.0]\nrequirements_file: req.txt\n")
+    (tmp_path / "sub" / "req.txt").write_text("# pinned\nscikit-learn==1.5.2  # ml\n\nrich\n")
     spec = load_env_spec(tmp_path / "sub" / "env.yaml")
-    assert spec.requirements_file == str((tmp_path / "sub" / "req.txt").resolve())
+    assert spec.pip == ["numpy==2.1.0", "scikit-learn==1.5.2", "rich"]
+    assert spec.requirements_file is None
+
+
+def test_missing_requirements_file_names_the_resolved_path(tmp_path):
+    (tmp_path / "env.yaml").write_text("requirements_file: nope.txt\n")
+    with pytest.raises(SpecError, match=str((tmp_path / "nope.txt").resolve())):
+        load_env_spec(tmp_path / "env.yaml")
 
 
 def test_unknown_field_is_named(tmp_path):

@@ -14,20 +14,21 @@ Imports only pydantic, ``deepdock.specs`` and ``deepdock.api.enums``: never the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deepdock.api.enums import AttemptStatus, JobStatus, NodeHealth, NodeStatus, ReplicaStatus, StopRequest
+from deepdock.specs.checks import MAX_SIZE_BYTES
 from deepdock.specs.job import JobSpec
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 
 class Request(BaseModel):
-    """A body the client sends: unknown fields are rejected."""
+    """A body the client sends: unknown fields are rejected, and so are NaN and infinities."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Response(BaseModel):
@@ -44,12 +45,13 @@ class CodeOut(Response):
 
 # -- nodes -------------------------------------------------------------------------------------------------
 class NodeIn(Request):
-    name: str
-    engine_url: str = ""
-    tls_ca: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
+    # Lengths are the columns' (a longer value would be a database error, not a clear 422).
+    name: str = Field(max_length=64)
+    engine_url: str = Field("", max_length=512)
+    tls_ca: str | None = Field(None, max_length=512)
+    tls_cert: str | None = Field(None, max_length=512)
+    tls_key: str | None = Field(None, max_length=512)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
 
 
 class NodeStatusIn(Request):
@@ -102,6 +104,18 @@ class NodeOut(Response):
 class SubmitJob(Request):
     spec: JobSpec
     code_sha256: str | None = Field(None, pattern=SHA256_PATTERN)
+
+    @model_validator(mode="after")
+    def _environment_inlined(self) -> SubmitJob:
+        # A string is a path on the machine that wrote the spec: the CLI reads and inlines it
+        # (specs.job.load_job_spec). The server never opens a path a request names.
+        if isinstance(self.spec.environment, str):
+            raise ValueError("spec.environment must be an environment spec, not a string: the server does not "
+                             "read files; `deepdock run -f JOB.yaml` inlines the file it names")
+        if self.spec.environment is not None and self.spec.environment.requirements_file:
+            raise ValueError("spec.environment.requirements_file names a file the server cannot read: put its "
+                             "lines in pip (the CLI's load_env_spec does)")
+        return self
 
 
 class PendingReason(Response):
@@ -195,9 +209,9 @@ class JobDetail(JobOut):
 
 # -- tenancy -----------------------------------------------------------------------------------------------
 class UserIn(Request):
-    name: str
+    name: str = Field(max_length=64)
     is_admin: bool = False
-    projects: list[str] = Field(default_factory=list)
+    projects: list[str] = Field(default_factory=list, max_length=1000)
 
 
 class UserOut(Response):
@@ -208,14 +222,18 @@ class UserOut(Response):
 
 
 class MemberIn(Request):
-    user: str
-    role: str = "member"
+    user: str = Field(max_length=64)
+    # Roles are recorded, not yet acted on: every member may submit; admin rights are the user's own flag.
+    role: Literal["member", "admin"] = "member"
 
 
 class QuotaIn(Request):
-    cpus: float | None = None
-    memory: int | None = None
-    gpus: float | None = None
+    """A project's guaranteed share; None clears one resource's guarantee. Bounded so that no quota
+    overflows a BIGINT column or the scheduler's arithmetic."""
+
+    cpus: float | None = Field(None, ge=0, le=1_000_000)
+    memory: int | None = Field(None, ge=0, le=MAX_SIZE_BYTES * 1024)
+    gpus: float | None = Field(None, ge=0, le=1_000_000)
 
 
 class ProjectOut(Response):

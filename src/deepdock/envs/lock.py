@@ -34,7 +34,7 @@ from pydantic import BaseModel
 
 from deepdock.envs.compat import Resolved
 from deepdock.errors import LockError, SpecError
-from deepdock.specs.env import EnvSpec
+from deepdock.specs.env import EnvSpec, read_requirements
 
 PIP_TIMEOUT_S = 1800  # a cold torch+CUDA resolution downloads several GB
 PIP_OUTPUT_TAIL_CHARS = 3000
@@ -107,21 +107,7 @@ def user_requirements(spec: EnvSpec) -> list[str]:
     """The spec's pip list plus its requirements file's lines (comments and blanks dropped)."""
     reqs = list(spec.pip)
     if spec.requirements_file:
-        path = Path(spec.requirements_file)
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise SpecError(f"requirements_file {path}: cannot read ({exc.strerror})") from None
-        for line in text.splitlines():
-            line = line.split(" #")[0].strip()
-            if not line or line.startswith("#"):
-                continue
-            if line.startswith("-"):
-                raise SpecError(
-                    f"requirements_file {path}: option lines ({line.split()[0]}) are not supported; "
-                    "use extra_index_urls in the env spec"
-                )
-            reqs.append(line)
+        reqs += read_requirements(spec.requirements_file)
     return reqs
 
 

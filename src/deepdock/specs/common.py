@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,9 +27,10 @@ _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
 
 
 class StrictModel(BaseModel):
-    """Base of every spec: unknown fields are an error, not silently ignored."""
+    """Base of every spec: unknown fields are an error, not silently ignored; NaN and infinities are
+    refused (JSON cannot store them, and ``stop_grace: Infinity`` would make a job unstoppable)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", frozen=False, str_strip_whitespace=True, allow_inf_nan=False)
 
 
 def parse_bytes(value: int | float | str) -> int:
@@ -36,6 +38,8 @@ def parse_bytes(value: int | float | str) -> int:
     if isinstance(value, bool):
         raise ValueError("a size must be a number or a string like '4g'")
     if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("a size must be a finite number")
         if value < 0:
             raise ValueError("a size cannot be negative")
         return int(value)
@@ -50,6 +54,8 @@ def parse_duration(value: int | float | str) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration must be a number of seconds or a string like '2h'")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("a duration must be a finite number of seconds")
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return float(value)

@@ -8,6 +8,18 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from deepdock.specs.checks import (
+    MAX_DURATION_S,
+    MAX_SIZE_BYTES,
+    MAX_STOP_GRACE_S,
+    VOLUME_NAME_RE,
+    check_command,
+    check_container_path,
+    check_env,
+    check_host_path,
+    check_image_reference,
+    check_text,
+)
 from deepdock.specs.common import StrictModel, load_yaml, parse_bytes, parse_duration, parse_model
 from deepdock.specs.env import EnvSpec, load_env_spec
 
@@ -19,13 +31,13 @@ class ResourcesSpec(StrictModel):
     """Per-replica resources. ``gpus`` below 1 (e.g. 0.25) is a share of one device."""
 
     cpus: float = Field(1.0, gt=0, le=1024)
-    memory: int = Field(2 * 1024**3, description="bytes; YAML accepts '4g', '512m'")
+    memory: int = Field(2 * 1024**3, le=MAX_SIZE_BYTES, description="bytes; YAML accepts '4g', '512m'")
     gpus: float = Field(0, ge=0, le=64)
-    gpu_type: str | None = None
+    gpu_type: str | None = Field(None, max_length=128)
     # The least memory each GPU given to the job must have (bytes; YAML accepts '40g'): smaller ones are
     # never chosen. For a share (gpus < 1) it is the device's memory, not the share's.
-    gpu_memory: int | None = None
-    shm_size: int = 64 * 1024**2
+    gpu_memory: int | None = Field(None, le=MAX_SIZE_BYTES)
+    shm_size: int = Field(64 * 1024**2, le=MAX_SIZE_BYTES)
     pids: int = Field(4096, ge=16, le=1_000_000)
 
     @field_validator("memory", "shm_size", "gpu_memory", mode="before")
@@ -63,16 +75,27 @@ class ResourcesSpec(StrictModel):
 
 
 class VolumeSpec(StrictModel):
-    source: str = Field(description="absolute host path (bind) or a named volume")
+    """A bind mount of a host path (allowed per project by an admin: server/services/host_access.py) or a
+    named volume of the job's project (created and labelled by deepdock, never shared across projects)."""
+
+    source: str = Field(description="absolute host path (bind) or the name of one of the project's volumes")
     target: str
     read_only: bool = True
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if v.startswith("/"):
+            return check_host_path(v)
+        if not VOLUME_NAME_RE.match(v):
+            raise ValueError(f"{v!r} is neither an absolute host path nor a volume name (1-63 of a-z, 0-9, "
+                             "'_', '.', '-')")
+        return v
 
     @field_validator("target")
     @classmethod
     def _absolute_target(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError("target must be an absolute path inside the container")
-        return v
+        return check_container_path(v, "target")
 
     @property
     def is_bind(self) -> bool:
@@ -93,20 +116,20 @@ class JobSpec(StrictModel):
     command: list[str]
     workdir: str = "/workspace"
     # Folder packaged by the CLI and placed at ``workdir``; relative to the job file.
-    code: str | None = None
+    code: str | None = Field(None, max_length=4096)
     env: dict[str, str] = Field(default_factory=dict)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    volumes: list[VolumeSpec] = Field(default_factory=list)
+    volumes: list[VolumeSpec] = Field(default_factory=list, max_length=64)
     replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
     priority: int = Field(0, ge=-1000, le=1000)
     preemptible: bool = True
-    project: str = "default"
-    max_runtime: float | None = Field(None, description="seconds; YAML accepts '2h'")
-    runtime_estimate: float | None = None
+    project: str = Field("default", max_length=64)
+    max_runtime: float | None = Field(None, gt=0, le=MAX_DURATION_S, description="seconds; YAML accepts '2h'")
+    runtime_estimate: float | None = Field(None, ge=0, le=MAX_DURATION_S)
     # Names the batch (sweep, grid, folds) this job belongs to; without it the server groups jobs of one
     # user, project and shape submitted within a minute of each other (scheduler/cohort.py).
     cohort: str | None = None
-    stop_grace: float | None = None
+    stop_grace: float | None = Field(None, ge=0, le=MAX_STOP_GRACE_S)
     retry: RetrySpec = Field(default_factory=RetrySpec)
 
     @field_validator("name", "cohort")
@@ -126,9 +149,37 @@ class JobSpec(StrictModel):
     @field_validator("command")
     @classmethod
     def _command_nonempty(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("command must not be empty")
-        return v
+        return check_command(v)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        return None if v is None else check_image_reference(v)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        return check_env(v)
+
+    @field_validator("workdir")
+    @classmethod
+    def _workdir(cls, v: str) -> str:
+        return check_container_path(v, "workdir")
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, v: str | None) -> str | None:
+        return None if v is None else check_text(v, "code", 4096)
+
+    @model_validator(mode="after")
+    def _mount_targets(self) -> JobSpec:
+        targets = [v.target for v in self.volumes]
+        if len(set(targets)) != len(targets):
+            raise ValueError(f"two volumes share a target: {sorted(t for t in targets if targets.count(t) > 1)[0]}")
+        if self.workdir in targets:
+            raise ValueError(f"a volume's target is the workdir {self.workdir}, where the job's code goes; "
+                             "mount it elsewhere (e.g. /data)")
+        return self
 
     @field_validator("max_runtime", "runtime_estimate", "stop_grace", mode="before")
     @classmethod
