@@ -15,6 +15,7 @@ from deepdock.compute.testing.conformance import (
     ImageTransferContract,
     ImageTransferHarness,
     NetworkingContract,
+    VolumeStoreContract,
 )
 from deepdock.compute.testing.fake import FakeBackend, FakeClock
 
@@ -97,6 +98,10 @@ class TestFakeFileTransfer(FileTransferContract):
 
 
 class TestFakeNetworking(NetworkingContract):
+    pass
+
+
+class TestFakeVolumes(VolumeStoreContract):
     pass
 
 

@@ -17,8 +17,10 @@ import docker
 import pytest
 from tests.integration.conftest import TEST_LABEL
 
+from deepdock.compute.abilities import VolumeStore, ability
 from deepdock.compute.base import ComputeBackend, ContainerSpec, VolumeMount
 from deepdock.compute.docker import DockerBackend
+from deepdock.compute.docker.backend import JOB_FALLBACK_USER
 from deepdock.compute.testing.conformance import (
     BackendContract,
     FileTransferContract,
@@ -26,6 +28,7 @@ from deepdock.compute.testing.conformance import (
     ImageTransferContract,
     ImageTransferHarness,
     NetworkingContract,
+    VolumeStoreContract,
     contract_network_name,
     tar_of,
     wait_finished,
@@ -138,6 +141,10 @@ class TestDockerNetworking(NetworkingContract):
     pass
 
 
+class TestDockerVolumes(VolumeStoreContract):
+    pass
+
+
 class TestSecondEngineNetworking(NetworkingContract):
     """The same on the second engine (also ``--bridge=none --iptables=false``, its own data root)."""
 
@@ -171,6 +178,7 @@ def _output(backend: DockerBackend, cid: str) -> str:
 def test_limits_and_hardening_in_docker_inspect(harness, docker_client, tmp_path):
     backend = harness.backend
     (tmp_path / "data.txt").write_text("dataset\n")
+    tmp_path.chmod(0o755)  # readable by the job's unprivileged user, as a dataset root would be
     volume = docker_client.volumes.create(labels=harness.labels)
     labels = {
         **harness.labels,
@@ -206,7 +214,7 @@ def test_limits_and_hardening_in_docker_inspect(harness, docker_client, tmp_path
     assert hc["RestartPolicy"]["Name"] in ("", "no")
     assert not hc["DeviceRequests"]
     assert info["Config"]["Labels"] == labels
-    assert info["Config"]["User"] == ""  # the image has no user: root
+    assert info["Config"]["User"] == JOB_FALLBACK_USER  # the image has no user: never root, nobody
     assert "NVIDIA_VISIBLE_DEVICES=void" in info["Config"]["Env"]
     mounts = {m["Destination"]: m for m in info["Mounts"]}
     assert mounts["/data"]["RW"] is False and mounts["/data"]["Type"] == "bind"
@@ -219,10 +227,46 @@ def test_user_defaults_to_the_images_non_root_user(backend, busybox_image, busyb
     h = DockerHarness(backend, busybox_user_image, labelled_cleanup)
     as_image_user = backend.run(h.spec(["id", "-u"]))
     assert _output(backend, as_image_user).strip() == str(APP_UID)
-    as_root = backend.run(replace(h.spec(["id", "-u"]), image=busybox_image))
-    assert _output(backend, as_root).strip() == "0"
+    # An image without a user (root) runs as the unprivileged fallback, never as root.
+    root_image = backend.run(replace(h.spec(["id", "-u"]), image=busybox_image))
+    assert _output(backend, root_image).strip() == JOB_FALLBACK_USER.split(":")[0]
     explicit = backend.run(replace(h.spec(["id", "-u"]), image=busybox_image, user=str(APP_UID)))
     assert _output(backend, explicit).strip() == str(APP_UID)
+
+
+def test_a_job_cannot_write_root_owned_host_files_through_a_writable_bind(harness, tmp_path):
+    """The host-level check of docs/security.md: even a writable bind (an admin's grant) gives the job
+    only what the unprivileged user may do; root-owned files on the host stay as they were."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    precious = shared / "precious.txt"
+    precious.write_text("root's\n")
+    precious.chmod(0o644)
+    script = ("echo x >> /host/precious.txt && echo appended; touch /host/new && echo created; "
+              "chmod 777 /host/precious.txt && echo chmodded; id -u")
+    cid = harness.backend.run(harness.spec(["sh", "-c", script],
+                                           volumes=[VolumeMount(str(shared), "/host", read_only=False)]))
+    out = _output(harness.backend, cid)
+    assert "appended" not in out and "created" not in out and "chmodded" not in out
+    assert out.split()[-1] == JOB_FALLBACK_USER.split(":")[0]
+    assert precious.read_text() == "root's\n" and precious.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in shared.iterdir()) == ["precious.txt"]
+
+
+def test_a_writable_named_volume_belongs_to_the_job_user_and_keeps_its_data(harness, docker_client):
+    name = f"deepdock-test-vol-{uuid.uuid4().hex[:8]}"
+    ability(harness.backend, VolumeStore).ensure_volume(name, harness.labels)
+    try:
+        writer = harness.backend.run(harness.spec(["sh", "-c", "echo kept > /data/f && stat -c %u /data"],
+                                                  volumes=[VolumeMount(name, "/data", read_only=False)]))
+        assert _output(harness.backend, writer).split() == [JOB_FALLBACK_USER.split(":")[0]]
+        reader = harness.backend.run(harness.spec(["sh", "-c", "cat /data/f; (echo y > /data/g) 2>/dev/null || echo ro"],
+                                                  volumes=[VolumeMount(name, "/data", read_only=True)]))
+        assert _output(harness.backend, reader).split() == ["kept", "ro"]
+    finally:
+        for state in harness.backend.list_containers(harness.labels):
+            harness.backend.remove(state.id)
+        ability(harness.backend, VolumeStore).remove_volume(name)
 
 
 def _code_tar_gz() -> bytes:

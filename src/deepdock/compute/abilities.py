@@ -14,6 +14,8 @@ Every ability keeps the error contract of ``compute.base``: ``EngineUnreachableE
 - ``FileTransfer``    tar archives out of and into a container (running or stopped): artifacts, files.
 - ``Networking``      labelled networks a gang or a service can share, and published ports
                       (``ContainerSpec.ports`` / ``ContainerState.ports``).
+- ``VolumeStore``     labelled named volumes: created before a container mounts them (so they carry the
+                      project's labels), listed and removed by label.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
+
+from dataclasses import dataclass, field
 
 from deepdock.compute.base import ComputeBackend, ContainerStats
 from deepdock.errors import UnsupportedError
@@ -93,6 +97,29 @@ class Networking(ABC):
         """Names of the networks carrying every one of ``labels``."""
 
 
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    created_at: float | None = None
+
+
+class VolumeStore(ABC):
+    """Named volumes of this engine, each labelled by whoever created it."""
+
+    @abstractmethod
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        """Create the volume with ``labels``, or leave the existing one of that name as it is."""
+
+    @abstractmethod
+    def list_volumes(self, labels: dict[str, str]) -> list[VolumeInfo]:
+        """The volumes carrying every one of ``labels``, by name."""
+
+    @abstractmethod
+    def remove_volume(self, name: str) -> None:
+        """Remove it; one that is gone is a no-op. ``ConflictError`` while a container uses it."""
+
+
 A = TypeVar("A")
 
 # What each ability lets a node do, for the reason a node without it gets.
@@ -101,6 +128,7 @@ _WHAT: dict[type, str] = {
     ImageProvision: "build or receive environment images",
     FileTransfer: "copy files out of or into containers",
     Networking: "create networks or publish ports",
+    VolumeStore: "manage named volumes",
 }
 
 

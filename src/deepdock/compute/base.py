@@ -91,7 +91,8 @@ class ContainerSpec:
 
     ``gpu_share`` below 1.0 means this container shares its single device with others; shares are a
     scheduling promise only - the engine does not isolate GPU memory or compute between them.
-    ``user`` None means: the image's configured user when it is non-root, else root.
+    ``user`` None means: the image's configured user when it is non-root, else root only where the
+    engine remaps user ids, else an unprivileged fallback (the Docker backend's ``JOB_FALLBACK_USER``).
     ``code_archive`` is a tar (optionally gzip-compressed) extracted into ``workdir`` before start.
     ``network`` None means no network at all (``network_mode=none``).
     ``ports`` are container TCP ports to publish on every host address with a host port the engine

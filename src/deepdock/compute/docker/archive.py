@@ -72,6 +72,18 @@ def rebuild_archive(code_archive: bytes | None, workdir: str, uid: int, gid: int
     return parent, out.getvalue()
 
 
+def volume_roots_archive(targets: list[str], uid: int, gid: int) -> bytes:
+    """A tar, to extract at '/', whose only entries are the folders ``targets`` owned by ``uid:gid``."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:") as dst:
+        for target in targets:
+            info = tarfile.TarInfo(posixpath.normpath(target).lstrip("/"))
+            info.type, info.mode = tarfile.DIRTYPE, DIR_MODE
+            info.uid, info.gid = uid, gid
+            dst.addfile(info)
+    return out.getvalue()
+
+
 def _table(text: str) -> list[list[str]]:
     return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 

@@ -36,7 +36,13 @@ from deepdock.compute.base import (
     NodeCapacity,
     check_ports,
 )
-from deepdock.compute.docker.archive import is_root_user, read_single_file, rebuild_archive, resolve_user
+from deepdock.compute.docker.archive import (
+    is_root_user,
+    read_single_file,
+    rebuild_archive,
+    resolve_user,
+    volume_roots_archive,
+)
 from deepdock.compute.docker.connection import (
     API_VERSION,
     ARCHIVE_TIMEOUT_S,
@@ -66,6 +72,7 @@ from deepdock.compute.docker.gpus import (
 )
 from deepdock.compute.docker.images import DockerImageProvision
 from deepdock.compute.docker.networks import DockerNetworking, port_bindings, published_ports
+from deepdock.compute.docker.volumes import DockerVolumes
 from deepdock.errors import ConflictError, EngineError, ImageMissingError, NotFoundError
 
 # Re-exported: where callers have always imported them from.
@@ -85,6 +92,10 @@ NO_GPUS = "void"
 # Tells the job its share of a shared GPU (informational: the engine does not enforce shares).
 GPU_SHARE_ENV = "DEEPDOCK_GPU_SHARE"
 NETWORK_NONE = "none"
+# Who a job runs as when its image's user is root and the engine does not remap user ids: nobody, so
+# that no mount can give the job what root owns on the host (docs/security.md). Environment images
+# define their own user (uid 1000, envs/dockerfile.py).
+JOB_FALLBACK_USER = "65534:65534"
 
 
 def parse_docker_time(value: str | None) -> float | None:
@@ -104,7 +115,8 @@ def parse_docker_time(value: str | None) -> float | None:
     return base + (float(f"0.{fraction}") if fraction else 0.0) - offset
 
 
-class DockerBackend(ComputeBackend, StatsSource, DockerImageProvision, DockerFileTransfer, DockerNetworking):
+class DockerBackend(ComputeBackend, StatsSource, DockerImageProvision, DockerFileTransfer, DockerNetworking,
+                    DockerVolumes):
     def __init__(
         self,
         engine_url: str = "",
@@ -129,6 +141,7 @@ class DockerBackend(ComputeBackend, StatsSource, DockerImageProvision, DockerFil
         self._image_api = api_client(self.engine_url, tls, image_timeout_s)
         self._capacity_lock = threading.Lock()
         self._capacity: tuple[float, NodeCapacity] | None = None
+        self._remaps_users: bool | None = None
 
     # ------------------------------------------------------------------ ComputeBackend
 
@@ -161,15 +174,53 @@ class DockerBackend(ComputeBackend, StatsSource, DockerImageProvision, DockerFil
         check_ports(spec, self.engine_url)
         image = self._inspect_image(spec.image)
         image_user = str((image.get("Config") or {}).get("User") or "")
-        # Non-root when the image says so; an image without a user (or with root) runs as root.
-        user = spec.user if spec.user is not None else ("" if is_root_user(image_user) else image_user)
+        user = spec.user if spec.user is not None else self._job_user(image_user)
         env = dict(spec.env)
+        if is_root_user(image_user) and spec.user is None:
+            # The fallback user has no home in the image: give it the workdir, which it owns.
+            env.setdefault("HOME", spec.workdir)
         if spec.gpu_indices:
             env[NVIDIA_VISIBLE_DEVICES] = ",".join(str(i) for i in spec.gpu_indices)
             if spec.gpu_share < 1.0:
                 env[GPU_SHARE_ENV] = f"{spec.gpu_share:g}"
         else:
             env[NVIDIA_VISIBLE_DEVICES] = NO_GPUS
+        container_id = self._create(spec, user, env)
+        try:
+            uid, gid = self._numeric_user(container_id, user)
+            if uid == 0 and spec.user is None and not self.remaps_users():
+                # The image's user is root under another name: never run a job as the host's root.
+                self._remove_quietly(container_id)
+                user = JOB_FALLBACK_USER
+                env.setdefault("HOME", spec.workdir)
+                container_id = self._create(spec, user, env)
+                uid, gid = self._numeric_user(container_id, user)
+            self._put_code(container_id, spec, uid, gid)
+            self._own_volumes(container_id, spec, uid, gid)
+            with engine_errors(self.engine_url, f"start container {spec.name}"):
+                self._api.start(container_id)
+        except BaseException:
+            # Never leave a created-but-not-started container behind: the name would stay taken.
+            self._remove_quietly(container_id)
+            raise
+        return container_id
+
+    def _job_user(self, image_user: str) -> str:
+        """The image's user when it is not root; otherwise root only where the engine remaps user ids
+        (then the container's root is an unprivileged id on the host), else ``JOB_FALLBACK_USER``."""
+        if not is_root_user(image_user):
+            return image_user
+        return "" if self.remaps_users() else JOB_FALLBACK_USER
+
+    def remaps_users(self) -> bool:
+        """Whether the engine runs with user-namespace remapping (``dockerd --userns-remap``)."""
+        if self._remaps_users is None:
+            with engine_errors(self.engine_url, "read engine info"):
+                options = self._api.info().get("SecurityOptions") or []
+            self._remaps_users = any("name=userns" in str(o) for o in options)
+        return self._remaps_users
+
+    def _create(self, spec: ContainerSpec, user: str, env: dict[str, str]) -> str:
         with engine_errors(self.engine_url, f"create container {spec.name}"):
             host_config = self._api.create_host_config(
                 nano_cpus=round(spec.cpus * NANO_CPUS_PER_CPU),
@@ -217,16 +268,7 @@ class DockerBackend(ComputeBackend, StatsSource, DockerImageProvision, DockerFil
                         details={"engine": self.engine_url},
                     ) from exc
                 raise
-        container_id = str(created["Id"])
-        try:
-            self._put_code(container_id, spec, user)
-            with engine_errors(self.engine_url, f"start container {spec.name}"):
-                self._api.start(container_id)
-        except BaseException:
-            # Never leave a created-but-not-started container behind: the name would stay taken.
-            self._remove_quietly(container_id)
-            raise
-        return container_id
+        return str(created["Id"])
 
     def inspect(self, container_id: str) -> ContainerState:
         with engine_errors(self.engine_url, f"inspect container {container_id}"):
@@ -320,17 +362,29 @@ class DockerBackend(ComputeBackend, StatsSource, DockerImageProvision, DockerFil
             except docker.errors.NotFound as exc:
                 raise image_missing(self.engine_url, ref) from exc
 
-    def _put_code(self, container_id: str, spec: ContainerSpec, user: str) -> None:
+    def _numeric_user(self, container_id: str, user: str) -> tuple[int, int]:
+        """(uid, gid) of ``user`` as the engine will resolve it, from the image's passwd and group."""
+        if user in ("", "root", "0"):
+            return 0, 0
+        passwd = self._read_file(container_id, "/etc/passwd")
+        group = self._read_file(container_id, "/etc/group")
+        return resolve_user(user, passwd, group)
+
+    def _put_code(self, container_id: str, spec: ContainerSpec, uid: int, gid: int) -> None:
         """Create ``workdir`` owned by the container user and extract the code archive into it."""
-        if is_root_user(user):
-            uid, gid = 0, 0
-        else:
-            passwd = self._read_file(container_id, "/etc/passwd")
-            group = self._read_file(container_id, "/etc/group")
-            uid, gid = resolve_user(user, passwd, group)
         parent, data = rebuild_archive(spec.code_archive, spec.workdir, uid, gid)
         with engine_errors(self.engine_url, f"copy code into container {spec.name}"):
             self._archive_api.put_archive(container_id, parent, data)
+
+    def _own_volumes(self, container_id: str, spec: ContainerSpec, uid: int, gid: int) -> None:
+        """Give the job's user the root folder of each writable named volume (Kubernetes' fsGroup, in
+        effect): a new volume belongs to root, and the job does not run as root. Never a bind mount:
+        that folder is the host's, and its owner is the admin's choice."""
+        owned = [v for v in spec.volumes if not v.is_bind and not v.read_only]
+        if not owned or uid == 0:
+            return
+        with engine_errors(self.engine_url, f"prepare volumes of container {spec.name}"):
+            self._archive_api.put_archive(container_id, "/", volume_roots_archive([v.target for v in owned], uid, gid))
 
     def _read_file(self, container_id: str, path: str) -> str:
         """A small file of the container's image, or "" if it has none."""

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from deepdock.compute.abilities import FileTransfer, ImageProvision, Networking, ability, copy_image
+from deepdock.compute.abilities import FileTransfer, ImageProvision, Networking, VolumeStore, ability, copy_image
 from deepdock.compute.base import (
     DEFAULT_WORKDIR,
     EXIT_CODE_SIGKILL,
@@ -34,6 +34,7 @@ from deepdock.compute.base import (
     ComputeBackend,
     ContainerSpec,
     ContainerState,
+    VolumeMount,
 )
 from deepdock.compute.workspace import ARTIFACTS_SUBDIR, extract_tree, workspace_archive
 from deepdock.errors import (
@@ -300,9 +301,9 @@ class FileTransferContract:
     """``FileTransfer``: subclass as ``TestXFiles`` and provide a ``harness`` (a ``FileTransferHarness``)."""
 
     def test_copy_out_a_folder_of_a_finished_container(self, harness: FileTransferHarness, tmp_path: Path) -> None:
-        cid = harness.run_writing({"/out/a.txt": b"alpha\n", "/out/sub/b.txt": b"beta\n"})
+        cid = harness.run_writing({"/tmp/out/a.txt": b"alpha\n", "/tmp/out/sub/b.txt": b"beta\n"})
         assert harness.backend.inspect(cid).finished
-        archive = ability(harness.backend, FileTransfer).copy_out(cid, "/out")
+        archive = ability(harness.backend, FileTransfer).copy_out(cid, "/tmp/out")
         names, files = tar_contents(archive)
         # The folder's own name is the top entry, as `docker cp` makes it.
         assert names == {"out", "out/a.txt", "out/sub", "out/sub/b.txt"}
@@ -312,19 +313,19 @@ class FileTransferContract:
         assert (tmp_path / "dest" / "sub" / "b.txt").read_bytes() == b"beta\n"
 
     def test_copy_out_a_single_file(self, harness: FileTransferHarness) -> None:
-        cid = harness.run_writing({"/out/only.txt": b"one\n"})
-        names, files = tar_contents(ability(harness.backend, FileTransfer).copy_out(cid, "/out/only.txt"))
+        cid = harness.run_writing({"/tmp/out/only.txt": b"one\n"})
+        names, files = tar_contents(ability(harness.backend, FileTransfer).copy_out(cid, "/tmp/out/only.txt"))
         assert names == {"only.txt"} and files == {"only.txt": b"one\n"}
 
     def test_missing_path_or_container_is_not_found(self, harness: FileTransferHarness) -> None:
         files = ability(harness.backend, FileTransfer)
-        cid = harness.run_writing({"/out/a.txt": b"a"})
+        cid = harness.run_writing({"/tmp/out/a.txt": b"a"})
         with pytest.raises(NotFoundError):
-            files.copy_out(cid, "/out/no-such-file")
+            files.copy_out(cid, "/tmp/out/no-such-file")
         with pytest.raises(NotFoundError):
             files.copy_in(cid, "/no-such-folder", tar_of({"x": b"x"}))
         with pytest.raises(NotFoundError):
-            files.copy_out("deepdock-contract-no-such-container", "/out")
+            files.copy_out("deepdock-contract-no-such-container", "/tmp/out")
         with pytest.raises(NotFoundError):
             files.copy_in("deepdock-contract-no-such-container", "/", tar_of({"x": b"x"}))
 
@@ -421,6 +422,54 @@ class NetworkingContract:
             lambda: nets.create_network(contract_network_name(), harness.labels),
             lambda: nets.remove_network(contract_network_name()),
             lambda: nets.list_networks(harness.labels),
+        ]
+        for call in calls:
+            with pytest.raises(EngineUnreachableError) as info:
+                call()
+            assert url in info.value.message
+
+
+def contract_volume_name() -> str:
+    return f"deepdock-contract-vol-{uuid.uuid4().hex[:12]}"
+
+
+class VolumeStoreContract:
+    """``VolumeStore``: subclass as ``TestXVolumes`` and provide a ``harness``."""
+
+    def test_ensure_is_idempotent_listed_by_labels_and_remove_is_idempotent(self, harness: ContractHarness) -> None:
+        volumes = ability(harness.backend, VolumeStore)
+        name = contract_volume_name()
+        labels = {**harness.labels, "deepdock.contract.volume": name}
+        volumes.ensure_volume(name, labels)
+        volumes.ensure_volume(name, {**labels, "ignored": "yes"})  # the existing one is kept as it was
+        [found] = volumes.list_volumes(labels)
+        assert found.name == name and found.labels.get("deepdock.contract.volume") == name
+        assert "ignored" not in found.labels
+        assert volumes.list_volumes({**labels, "deepdock.contract": "other"}) == []
+        volumes.remove_volume(name)
+        assert volumes.list_volumes(labels) == []
+        volumes.remove_volume(name)  # gone: a no-op
+
+    def test_a_volume_in_use_is_not_removed(self, harness: ContractHarness) -> None:
+        volumes = ability(harness.backend, VolumeStore)
+        name = contract_volume_name()
+        labels = {**harness.labels, "deepdock.contract.volume": name}
+        volumes.ensure_volume(name, labels)
+        cid = harness.run_long(volumes=[VolumeMount(name, "/data", read_only=False)])
+        with pytest.raises(ConflictError, match=name):
+            volumes.remove_volume(name)
+        assert [v.name for v in volumes.list_volumes(labels)] == [name]
+        harness.backend.remove(cid)
+        volumes.remove_volume(name)
+        assert volumes.list_volumes(labels) == []
+
+    def test_unreachable_engine_is_named(self, harness: ContractHarness) -> None:
+        backend, url = harness.unreachable_backend()
+        volumes = ability(backend, VolumeStore)
+        calls: list[Callable[[], object]] = [
+            lambda: volumes.ensure_volume(contract_volume_name(), harness.labels),
+            lambda: volumes.remove_volume(contract_volume_name()),
+            lambda: volumes.list_volumes(harness.labels),
         ]
         for call in calls:
             with pytest.raises(EngineUnreachableError) as info:

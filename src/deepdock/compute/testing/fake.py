@@ -6,7 +6,8 @@ the server stops it. Time comes from a controllable clock, so reconciler tests n
 
 Abilities: ``StatsSource``, ``ImageProvision`` (a build is instant and content-addressed; an export is a
 small JSON marker that another fake's ``import_image`` understands), ``FileTransfer`` (the files of
-the code archive and of ``put_file``, as tars), ``Networking`` (networks and host ports in memory).
+the code archive and of ``put_file``, as tars), ``Networking`` (networks and host ports in memory),
+``VolumeStore`` (named volumes and their labels in memory; a volume a container names is in use).
 
 Test hooks (not part of any interface): ``finish``, ``write_log``, ``ignore_sigterm``,
 ``set_unreachable``, ``set_frozen``, ``add_image``/``remove_image``, ``set_capacity``, ``set_gpus``,
@@ -28,7 +29,15 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 
-from deepdock.compute.abilities import FileTransfer, ImageProvision, Networking, Progress, StatsSource
+from deepdock.compute.abilities import (
+    FileTransfer,
+    ImageProvision,
+    Networking,
+    Progress,
+    StatsSource,
+    VolumeInfo,
+    VolumeStore,
+)
 from deepdock.compute.base import (
     EXIT_CODE_SIGKILL,
     EXIT_CODE_SIGTERM,
@@ -165,7 +174,7 @@ class _Container:
         )
 
 
-class FakeBackend(ComputeBackend, StatsSource, ImageProvision, FileTransfer, Networking):
+class FakeBackend(ComputeBackend, StatsSource, ImageProvision, FileTransfer, Networking, VolumeStore):
     def __init__(
         self,
         capacity: NodeCapacity | None = None,
@@ -185,6 +194,7 @@ class FakeBackend(ComputeBackend, StatsSource, ImageProvision, FileTransfer, Net
         self._images: set[str] = set(images)
         self._containers: dict[str, _Container] = {}
         self._networks: dict[str, _Network] = {}
+        self._volumes: dict[str, VolumeInfo] = {}
         self._next_host_port = FAKE_HOST_PORT_START
         self._unreachable = False
         self._frozen = False
@@ -223,6 +233,9 @@ class FakeBackend(ComputeBackend, StatsSource, ImageProvision, FileTransfer, Net
                 container.add_dir(posixpath.join(workdir, name))
             for name, data in files.items():
                 container.add_file(posixpath.join(workdir, name), data)
+            for volume in spec.volumes:
+                if not volume.is_bind:  # an engine creates a named volume a container names, unlabelled
+                    self._volumes.setdefault(volume.source, VolumeInfo(name=volume.source, created_at=now))
             for port in spec.ports:
                 container.ports[port] = self._next_host_port
                 self._next_host_port += 1
@@ -407,6 +420,30 @@ class FakeBackend(ComputeBackend, StatsSource, ImageProvision, FileTransfer, Net
             self._check("list_networks")
             return sorted(n for n, net in self._networks.items()
                           if all(net.labels.get(k) == v for k, v in labels.items()))
+
+    # ------------------------------------------------------------------ VolumeStore
+
+    def ensure_volume(self, name: str, labels: dict[str, str]) -> None:
+        with self._cond:
+            self._check("ensure_volume")
+            self._volumes.setdefault(name, VolumeInfo(name=name, labels=dict(labels), created_at=self.clock()))
+
+    def list_volumes(self, labels: dict[str, str]) -> list[VolumeInfo]:
+        with self._cond:
+            self._check("list_volumes")
+            return [v for n, v in sorted(self._volumes.items()) if all(v.labels.get(k) == x for k, x in labels.items())]
+
+    def remove_volume(self, name: str) -> None:
+        with self._cond:
+            self._check("remove_volume")
+            if name not in self._volumes:
+                return
+            # Like an engine: any container that names it, running or not, holds it until removed.
+            users = [c.spec.name for c in self._containers.values()
+                     if any(v.source == name and not v.is_bind for v in c.spec.volumes)]
+            if users:
+                raise ConflictError(f"volume {name} is in use by a container on {self.engine_url} ({', '.join(users)})")
+            del self._volumes[name]
 
     # ------------------------------------------------------------------ test hooks
 
