@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
 import subprocess
 import sys
 import tarfile
@@ -46,7 +47,7 @@ from deepdock.errors import (
 )
 from deepdock.settings import Settings
 from deepdock.specs.job import JobSpec
-from tests.cli.fakeapi import TOKEN, FakeApi, detail_body, job_body, node_body, pending, project_body
+from tests.cli.fakeapi import TOKEN, FakeApi, detail_body, job_body, node_body, paged, pending, project_body
 
 SHA = "ab" * 32
 
@@ -84,6 +85,36 @@ def test_jobs_without_filters_send_only_the_limit(api: FakeApi, client: Client) 
     api.on("GET", "/jobs", [])
     assert client.jobs() == []
     assert dict(api.requests[0].url.params) == {"limit": "100"}
+
+
+def test_jobs_sends_the_before_cursor(api: FakeApi, client: Client) -> None:
+    api.on("GET", "/jobs", [])
+    client.jobs(limit=10, before=1_700_000_000.25)
+    assert dict(api.requests[0].url.params) == {"limit": "10", "before": "1700000000.25"}
+
+
+def test_iter_jobs_pages_with_before_until_a_short_page(api: FakeApi, client: Client) -> None:
+    jobs = [job_body(id=f"j-{i}", submitted_at=1000.0 - i) for i in range(7)]
+    api.reply("GET", "/jobs", paged(jobs))
+    got = list(client.iter_jobs(status=["FAILED"], page_size=3))
+    assert [j.id for j in got] == [f"j-{i}" for i in range(7)]
+    sent = [dict(r.url.params) for r in api.requests]
+    # Each page starts at the previous one's oldest instant (given again, dropped by id), so pages overlap by one.
+    assert [p.get("before") for p in sent] == [None] + [repr(math.nextafter(t, math.inf)) for t in (998.0, 996.0, 994.0)]
+    assert all(r.url.params.get_list("status") == ["FAILED"] and r.url.params["limit"] == "3" for r in api.requests)
+
+
+def test_iter_jobs_loses_no_job_submitted_in_the_same_instant_as_a_page_boundary(api: FakeApi, client: Client) -> None:
+    times = [10.0, 9.0, 8.0, 8.0, 8.0, 7.0, 6.0]  # a page of 3 ends inside the three jobs at 8.0
+    jobs = [job_body(id=f"j-{i}", submitted_at=t) for i, t in enumerate(times)]
+    api.reply("GET", "/jobs", paged(jobs))
+    assert [j.id for j in client.iter_jobs(page_size=3)] == [f"j-{i}" for i in range(7)]
+
+
+def test_iter_jobs_moves_past_a_full_page_of_one_instant(api: FakeApi, client: Client) -> None:
+    jobs = [job_body(id=f"j-{i}", submitted_at=5.0) for i in range(3)] + [job_body(id="j-old", submitted_at=1.0)]
+    api.reply("GET", "/jobs", paged(jobs))
+    assert [j.id for j in client.iter_jobs(page_size=3)] == ["j-0", "j-1", "j-2", "j-old"]
 
 
 def test_job_detail_types_every_nested_status(api: FakeApi, client: Client) -> None:
@@ -197,10 +228,31 @@ def test_upload_code_returns_what_the_server_stored(api: FakeApi, client: Client
 def test_package_code_is_the_same_bytes_for_the_same_files(tmp_path: Path) -> None:
     (tmp_path / "b.py").write_text("b\n")
     (tmp_path / "a.py").write_text("a\n")
-    first = package_code(tmp_path)
+    first = package_code(tmp_path).data  # still importable from deepdock.client
     (tmp_path / "a.py").touch()
-    assert package_code(tmp_path) == first
+    assert package_code(tmp_path).data == first
     assert gzip.decompress(first)  # a real gzip stream
+
+
+def test_run_with_a_missing_code_folder_is_a_spec_error_before_any_upload(api: FakeApi, client: Client,
+                                                                          tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=f"code folder {tmp_path / 'nope'} does not exist"):
+        client.run(spec(code=str(tmp_path / "nope")))
+    assert api.requests == []
+
+
+def test_secrets_left_out_are_named_to_warn_or_as_a_python_warning(api: FakeApi, client: Client,
+                                                                  tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text("")
+    (tmp_path / ".env").write_text("TOKEN=1")
+    api.on("POST", "/code", {"sha256": SHA, "size": 99}, status=201)
+    said: list[str] = []
+    client.upload_code(tmp_path, warn=said.append)
+    assert said == ["left out of the code package (secrets): .env - add `!.env` to .deepdockignore to include"]
+    with pytest.warns(UserWarning, match=r"\(secrets\): \.env"):
+        client.upload_code(tmp_path)
+    with tarfile.open(fileobj=io.BytesIO(api.sent("POST", "/code")[0].content), mode="r:gz") as tar:
+        assert tar.getnames() == ["train.py"]
 
 
 def test_logs_stream_bytes_with_their_options(api: FakeApi, client: Client) -> None:

@@ -7,10 +7,9 @@ raised, so callers catch ``UnschedulableError`` or ``SpecError`` rather than par
 
 from __future__ import annotations
 
-import io
-import os
-import tarfile
-from collections.abc import Iterator, Sequence
+import math
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +32,7 @@ from deepdock.api.models import (
     UserIn,
     UserOut,
 )
+from deepdock.codepack import package_code  # also importable from here, as before
 from deepdock.config import read_config
 from deepdock.errors import DeepdockError, EngineUnreachableError, error_from_wire
 from deepdock.settings import Settings, get_settings
@@ -40,8 +40,8 @@ from deepdock.specs.job import JobSpec
 
 API = "/api/v1"
 REQUEST_TIMEOUT_S = 30.0
-# Never packaged with the user's code: they are large, local, or secret-bearing by convention.
-CODE_EXCLUDES = {".git", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache", "node_modules"}
+# The most jobs one GET /jobs answers with (the server's cap); ``iter_jobs`` pages in steps of this.
+JOB_PAGE_SIZE = 1000
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -56,24 +56,6 @@ class UnexpectedResponseError(DeepdockError):
 
     status_code = 502
     code = "unexpected_response"
-
-
-def package_code(root: Path) -> bytes:
-    """A deterministic tar.gz of ``root`` (sorted, fixed mtimes) so unchanged code has the same hash."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if d not in CODE_EXCLUDES)
-            for name in sorted(filenames):
-                if name.endswith(".pyc"):
-                    continue
-                path = Path(dirpath) / name
-                info = tar.gettarinfo(str(path), arcname=str(path.relative_to(root)))
-                info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
-                if info.isfile():
-                    with path.open("rb") as f:
-                        tar.addfile(info, f)
-    return buf.getvalue()
 
 
 class Client:
@@ -130,22 +112,31 @@ class Client:
                                        f"client cannot read{where} (is the client older than the server?)")
 
     # -- jobs --------------------------------------------------------------------------------------------
-    def upload_code(self, root: Path) -> CodeOut:
-        """Package ``root`` (see ``package_code``) and upload it; the answer names it by its sha256."""
-        return self._call(CodeOut, "POST", "/code", content=package_code(root),
-                         headers={"Content-Type": "application/gzip"})
+    def upload_code(self, root: Path, *, warn: Callable[[str], None] | None = None) -> CodeOut:
+        """Package ``root`` (see ``deepdock.codepack``) and upload it; the answer names it by its sha256.
+
+        A folder that does not exist is a ``SpecError`` before anything is sent. Secrets left out of the
+        package are named to ``warn`` (default: ``warnings.warn``)."""
+        package = package_code(root)
+        message = package.warning()
+        if message:
+            (warn or _warn)(message)
+        return self._call(CodeOut, "POST", "/code", content=package.data,
+                          headers={"Content-Type": "application/gzip"})
 
     def submit(self, spec: JobSpec, code_sha256: str | None = None) -> JobOut:
         body = SubmitJob(spec=spec, code_sha256=code_sha256)
         return self._call(JobOut, "POST", "/jobs", json=body.model_dump(mode="json"))
 
-    def run(self, spec: JobSpec) -> JobOut:
-        """Upload the spec's code folder (if any) and submit."""
-        sha = self.upload_code(Path(spec.code)).sha256 if spec.code else None
+    def run(self, spec: JobSpec, *, warn: Callable[[str], None] | None = None) -> JobOut:
+        """Upload the spec's code folder (if any; see ``upload_code``) and submit."""
+        sha = self.upload_code(Path(spec.code), warn=warn).sha256 if spec.code else None
         return self.submit(spec, sha)
 
     def jobs(self, *, status: Sequence[JobStatus | str] | None = None, project: str | None = None,
-             name: str | None = None, limit: int = 100) -> list[JobOut]:
+             name: str | None = None, limit: int = 100, before: float | None = None) -> list[JobOut]:
+        """One page, newest first: at most ``limit`` jobs (the server caps it at ``JOB_PAGE_SIZE``),
+        submitted strictly before ``before`` when given. ``iter_jobs`` reads them all."""
         params: dict[str, Any] = {"limit": limit}
         if status:
             params["status"] = [str(s) for s in status]
@@ -153,7 +144,34 @@ class Client:
             params["project"] = project
         if name:
             params["name"] = name
+        if before is not None:
+            params["before"] = repr(before)
         return self._get_list(_JOBS, "/jobs", params=params)
+
+    def iter_jobs(self, *, status: Sequence[JobStatus | str] | None = None, project: str | None = None,
+                  name: str | None = None, before: float | None = None,
+                  page_size: int | None = None) -> Iterator[JobOut]:
+        """Every matching job, newest first, one page (``page_size``, default ``JOB_PAGE_SIZE``) per request.
+
+        Pages follow the ``before`` cursor (a submission time). The next page starts just after the last
+        one's oldest time rather than strictly before it, so jobs submitted in the same instant as that one
+        are not lost at a page boundary; the ones already given are dropped by id. Only more than a page of
+        jobs sharing one instant could still skip some (the cursor then moves strictly past it)."""
+        size = page_size or JOB_PAGE_SIZE
+        seen: set[str] = set()
+        cursor = before
+        while True:
+            page = self.jobs(status=status, project=project, name=name, limit=size, before=cursor)
+            for job in page:
+                if job.id not in seen:
+                    seen.add(job.id)
+                    yield job
+            if len(page) < size:
+                return
+            oldest = page[-1].submitted_at
+            after_oldest = math.nextafter(oldest, math.inf)
+            # A full page all from one instant: moving on strictly is the only way forward.
+            cursor = oldest if after_oldest == cursor else after_oldest
 
     def job(self, ref: str) -> JobDetail:
         """Everything about one job, by id or name."""
@@ -228,6 +246,10 @@ class Client:
 _JOBS = TypeAdapter(list[JobOut])
 _NODES = TypeAdapter(list[NodeOut])
 _PROJECTS = TypeAdapter(list[ProjectOut])
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
 
 
 def _raise_for_error(response: httpx.Response) -> None:

@@ -77,6 +77,7 @@ def job_body(**over: Any) -> dict[str, Any]:
         "status_reason": "", "image": "busybox:latest", "priority": 0, "replicas": 1, "cpus": 2.0,
         "memory": 2 * 1024**3, "gpus": 0.0, "attempts": 1, "retries_left": 0, "pending_reason": None,
         "stop_requested": None, "submitted_at": 1_700_000_000.0, "started_at": 1_700_000_001.0, "finished_at": None,
+        "retry_at": None,
     }
     body.update(over)
     return body
@@ -118,6 +119,16 @@ def node_body(**over: Any) -> dict[str, Any]:
     }
     body.update(over)
     return body
+
+
+def paged(jobs: list[dict[str, Any]]) -> Callable[[httpx.Request], httpx.Response]:
+    """GET /jobs as the server answers it: ``jobs`` (newest first) submitted strictly before ``before``,
+    at most ``limit`` of them. Route it with ``api.reply("GET", "/jobs", paged(jobs))``."""
+    def answer(request: httpx.Request) -> httpx.Response:
+        before = float(request.url.params.get("before", "inf"))
+        older = [j for j in jobs if j["submitted_at"] < before]
+        return httpx.Response(200, json=older[:int(request.url.params["limit"])])
+    return answer
 
 
 def project_body(**over: Any) -> dict[str, Any]:

@@ -6,12 +6,14 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from deepdock.cli import job as job_commands
 from tests.cli.conftest import Invoke
-from tests.cli.fakeapi import FakeApi, detail_body, job_body, pending
+from tests.cli.fakeapi import FakeApi, detail_body, job_body, paged, pending
 
 SHA = "cd" * 32
 
@@ -23,7 +25,7 @@ def test_ps_lists_unfinished_jobs_with_why_a_queued_one_waits(api: FakeApi, cli:
     assert result.exit_code == 0, result.output
     (request,) = api.requests
     assert request.url.params.get_list("status") == ["QUEUED", "SCHEDULED", "STARTING", "RUNNING"]
-    assert request.url.params["limit"] == "50"
+    assert request.url.params["limit"] == "51"  # one more than shown tells whether there are more
     lines = result.stdout.splitlines()
     running = next(line for line in lines if "j-1a2b3c" in line)
     queued = next(line for line in lines if "j-2" in line)
@@ -35,8 +37,55 @@ def test_ps_all_sends_no_status_filter(api: FakeApi, cli: Invoke) -> None:
     api.on("GET", "/jobs", [job_body(status="FAILED", status_reason="exit_code: exited with code 3")])
     result = cli("ps", "--all", "--project", "vision", "--limit", "5")
     assert result.exit_code == 0, result.output
-    assert dict(api.requests[0].url.params) == {"limit": "5", "project": "vision"}
+    assert dict(api.requests[0].url.params) == {"limit": "6", "project": "vision"}
     assert "exit_code: exited with code 3" in result.stdout
+    assert "showing" not in result.stdout
+
+
+def _jobs(n: int) -> list[dict[str, Any]]:
+    return [job_body(id=f"j-{i:03d}", status="SUCCEEDED", submitted_at=1_700_000_000.0 - i) for i in range(n)]
+
+
+def test_ps_says_when_it_shows_only_the_newest(api: FakeApi, cli: Invoke) -> None:
+    api.reply("GET", "/jobs", paged(_jobs(8)))
+    result = cli("ps", "--all", "--limit", "5")
+    assert result.exit_code == 0, result.output
+    assert [r.url.params["limit"] for r in api.requests] == ["6"]
+    shown = [line for line in result.stdout.splitlines() if "j-0" in line]
+    assert len(shown) == 5 and "j-004" in shown[-1]
+    assert result.stdout.splitlines()[-1] == ("showing the newest 5 jobs; there are more: --limit N for more, "
+                                              "or --limit 0 for all")
+
+
+def test_ps_with_exactly_the_limit_says_nothing_more(api: FakeApi, cli: Invoke) -> None:
+    api.reply("GET", "/jobs", paged(_jobs(5)))
+    result = cli("ps", "--all", "--limit", "5")
+    assert result.exit_code == 0, result.output
+    assert sum("j-0" in line for line in result.stdout.splitlines()) == 5 and "showing" not in result.stdout
+
+
+def test_ps_limit_0_lists_every_job_page_by_page(api: FakeApi, cli: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(job_commands, "PS_PAGE_SIZE", 4)
+    api.reply("GET", "/jobs", paged(_jobs(10)))
+    result = cli("ps", "--all", "--limit", "0")
+    assert result.exit_code == 0, result.output
+    assert sorted(line.split()[1] for line in result.stdout.splitlines() if "j-0" in line) == \
+        [f"j-{i:03d}" for i in range(10)]
+    assert len(api.requests) > 1 and {r.url.params["limit"] for r in api.requests} == {"4"}
+    assert "before" in api.requests[1].url.params and "showing" not in result.stdout
+
+
+def test_ps_a_limit_above_one_page_pages_too(api: FakeApi, cli: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(job_commands, "PS_PAGE_SIZE", 4)
+    api.reply("GET", "/jobs", paged(_jobs(10)))
+    result = cli("ps", "--all", "--limit", "6")
+    assert result.exit_code == 0, result.output
+    assert sum("j-0" in line for line in result.stdout.splitlines()) == 6
+    assert "showing the newest 6 jobs" in result.stdout
+
+
+def test_ps_refuses_a_negative_limit(api: FakeApi, cli: Invoke) -> None:
+    assert cli("ps", "--limit", "-1").exit_code == 2 and api.requests == []
 
 
 def test_ps_status_filters_are_passed_through(api: FakeApi, cli: Invoke) -> None:
@@ -144,6 +193,50 @@ def test_run_inline_builds_the_spec_from_options(api: FakeApi, cli: Invoke, code
     assert spec["resources"]["cpus"] == 2 and spec["resources"]["memory"] == 1024**3 and spec["resources"]["gpus"] == 0.25
     assert (spec["project"], spec["priority"], spec["code"]) == ("vision", 5, str(code_dir))
     assert _uploaded(api) == ["train.py"]
+
+
+def test_run_inline_leaves_secrets_out_and_names_them(api: FakeApi, cli: Invoke, code_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for rel in (".ssh/id_ed25519", ".aws/credentials", ".env", ".config/settings.toml"):
+        (code_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (code_dir / rel).write_text("secret")
+    monkeypatch.chdir(code_dir)  # no --code: the current folder
+    api.on("POST", "/code", {"sha256": SHA, "size": 100}, status=201)
+    api.on("POST", "/jobs", job_body(status="QUEUED"), status=201)
+    result = cli("run", "--image", "busybox:latest", "--", "python", "train.py")
+    assert result.exit_code == 0, result.output
+    assert _uploaded(api) == [".config/settings.toml", "train.py"]
+    assert result.stderr == ("warning: left out of the code package (secrets): .aws/, .env, .ssh/ - "
+                             "add `!.env` to .deepdockignore to include\n")
+    assert result.stdout == "job j-1a2b3c (train) QUEUED\n"
+
+
+def test_run_with_a_deepdockignore_re_including_a_secret_warns_of_the_rest(api: FakeApi, cli: Invoke,
+                                                                           code_dir: Path) -> None:
+    (code_dir / ".deepdockignore").write_text("!.env\n*.ckpt\n")
+    for rel in (".env", ".netrc", "model.ckpt"):
+        (code_dir / rel).write_text("x")
+    api.on("POST", "/code", {"sha256": SHA, "size": 100}, status=201)
+    api.on("POST", "/jobs", job_body(status="QUEUED"), status=201)
+    result = cli("run", "--image", "busybox:latest", "--code", str(code_dir), "--", "python", "train.py")
+    assert result.exit_code == 0, result.output
+    assert _uploaded(api) == [".deepdockignore", ".env", "train.py"]
+    assert ".netrc" in result.stderr and ".env," not in result.stderr
+
+
+@pytest.mark.parametrize("how", ["--code", "job file"])
+def test_run_with_a_missing_code_folder_is_an_error_before_any_upload(api: FakeApi, cli: Invoke, tmp_path: Path,
+                                                                      how: str) -> None:
+    missing = tmp_path / "nope"
+    if how == "--code":
+        result = cli("run", "--image", "busybox:latest", "--code", str(missing), "--", "python", "train.py")
+    else:
+        job_file = tmp_path / "job.yaml"
+        job_file.write_text("name: t\nimage: busybox:latest\ncommand: [python, train.py]\ncode: ./nope\n")
+        result = cli("run", "-f", str(job_file))
+    assert result.exit_code == 1
+    assert result.stderr == f"error: code folder {missing} does not exist\n"
+    assert api.requests == []
 
 
 def test_run_inline_needs_an_env_or_an_image(api: FakeApi, cli: Invoke) -> None:

@@ -59,6 +59,33 @@ def test_an_artifacts_folder_of_the_code_is_kept_not_doubled():
     assert list(members) == ["artifacts", "artifacts/seed.txt"]
 
 
+def test_names_are_kept_exactly_but_for_a_leading_dot_slash():
+    code = _tar({"./.env": b"A=1", ".config": None, ".config/settings.toml": b"x", "./..foo": b"f",
+                 "a/.hidden": b"h", "/abs.txt": b"a", "./b/./c.txt": b"c"})
+    members = _members(workspace_archive(code))
+    assert list(members) == [".env", ".config", ".config/settings.toml", "..foo", "a/.hidden", "abs.txt", "b/c.txt",
+                             ARTIFACTS_SUBDIR]
+    with tarfile.open(fileobj=io.BytesIO(workspace_archive(code))) as tar:
+        extracted = tar.extractfile(".env")
+        assert extracted is not None and extracted.read() == b"A=1"
+
+
+def test_a_member_with_a_parent_part_never_reaches_the_workspace():
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:") as tar:
+        for name in ("./ok.txt", "../up.txt", "a/../../up2.txt", "a/../b.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 2
+            tar.addfile(info, io.BytesIO(b"ok"))
+        for name, target in (("./same.txt", "./ok.txt"), ("out.txt", "../etc/passwd")):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = tarfile.LNKTYPE, target
+            tar.addfile(link)
+    members = _members(workspace_archive(buf.getvalue()))
+    assert list(members) == ["ok.txt", "same.txt", ARTIFACTS_SUBDIR]
+    assert members["same.txt"].linkname == "ok.txt"  # a hard link names its target as the workspace does
+
+
 def test_extract_tree_drops_the_top_folder_and_counts_files(tmp_path: Path):
     archive = _tar({"artifacts": None, "artifacts/model.pt": b"weights", "artifacts/logs": None,
                     "artifacts/logs/train.txt": b"epoch 1\n"})

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from deepdock.api.enums import JobStatus
@@ -14,6 +16,7 @@ from deepdock.cli.output import (
     api_errors,
     client,
     console,
+    err_console,
     human_bytes,
     size_option,
     stream_logs,
@@ -26,6 +29,12 @@ from deepdock.specs.job import JobSpec, load_job_spec
 
 # What ``ps`` lists without --all: the jobs that have not ended.
 ACTIVE_OR_QUEUED = [s for s in JobStatus if not s.terminal]
+# Jobs per request when ``ps`` pages (the server answers at most 1000).
+PS_PAGE_SIZE = 1000
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True, highlight=False)
 
 
 def _inline_spec(command: list[str], env_file: Path | None, image: str | None, name: str | None, cpus: float,
@@ -54,7 +63,8 @@ def run(
     cpus: Annotated[float, typer.Option(help="CPUs per replica")] = 1.0,
     memory: Annotated[str, typer.Option(help="memory per replica, e.g. 4g")] = "2g",
     gpus: Annotated[float, typer.Option(help="GPUs per replica (0.25 = a quarter of one)")] = 0,
-    code: Annotated[Path | None, typer.Option(help="code folder (default: the current one)")] = None,
+    code: Annotated[Path | None, typer.Option(help="code folder (default: the current one); "
+                                                   ".deepdockignore in it says what to leave out")] = None,
     project: Annotated[str, typer.Option(help="project")] = "default",
     priority: Annotated[int, typer.Option(help="higher runs first")] = 0,
     follow: Annotated[bool, typer.Option("--follow", "-F", help="stream logs until the job ends")] = False,
@@ -70,7 +80,7 @@ def run(
         else:
             raise typer.BadParameter("give -f JOB.yaml, or a command after --")
         with client() as c:
-            job = c.run(spec)
+            job = c.run(spec, warn=_warn)
             console.print(f"job [bold]{job.id}[/bold] ({job.name}) {job.status}")
             if follow:
                 status = stream_logs(c, job.id)
@@ -81,13 +91,19 @@ def ps(
     all_: Annotated[bool, typer.Option("--all", "-a", help="include finished jobs")] = False,
     status: Annotated[list[str] | None, typer.Option(help="filter by status, repeatable")] = None,
     project: Annotated[str | None, typer.Option(help="filter by project")] = None,
-    limit: Annotated[int, typer.Option(help="at most this many")] = 50,
+    limit: Annotated[int, typer.Option(min=0, help="show at most this many, newest first (0: all of them, "
+                                                   "read page by page)")] = 50,
 ) -> None:
-    """List jobs (active ones unless --all)."""
+    """List jobs (active ones unless --all), newest first; says so when there are more than --limit."""
     # --status stays a plain string: the server names the valid ones in its error.
     statuses = status or (None if all_ else ACTIVE_OR_QUEUED)
     with api_errors(), client() as c:
-        jobs = c.jobs(status=statuses, project=project, limit=limit)
+        # One more than asked for tells whether there are more; 0 reads every page.
+        wanted = None if limit == 0 else limit + 1
+        page_size = PS_PAGE_SIZE if wanted is None else min(wanted, PS_PAGE_SIZE)
+        jobs = list(islice(c.iter_jobs(status=statuses, project=project, page_size=page_size), wanted))
+    truncated = wanted is not None and len(jobs) > limit
+    jobs = jobs[:limit] if truncated else jobs
     table = Table("ID", "NAME", "PROJECT", "STATUS", "RESOURCES", "SUBMITTED", "REASON")
     for j in jobs:
         if j.status == JobStatus.QUEUED:
@@ -97,6 +113,9 @@ def ps(
         res = f"{j.replicas}x {j.cpus:g}cpu {human_bytes(j.memory)}" + (f" {j.gpus:g}gpu" if j.gpus else "")
         table.add_row(j.id, j.name, j.project, j.status, res, ago(j.submitted_at), reason[:70])
     console.print(table)
+    if truncated:
+        console.print(f"showing the newest {limit} jobs; there are more: --limit N for more, or --limit 0 for all",
+                      highlight=False)
 
 
 def describe(job: str) -> None:

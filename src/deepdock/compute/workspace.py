@@ -29,10 +29,15 @@ def workspace_archive(code: bytes | None) -> bytes:
         if code:
             with tarfile.open(fileobj=io.BytesIO(code), mode="r:*") as src:
                 for member in src.getmembers():
-                    name = member.name.lstrip("./") or "."
-                    if name == ".":
+                    name = _member_name(member.name)
+                    if name is None:
                         continue
                     member.name = name
+                    if member.islnk():
+                        link = _member_name(member.linkname)
+                        if link is None:
+                            continue
+                        member.linkname = link
                     if member.isdir():
                         member.mode = WORKSPACE_DIR_MODE
                     elif member.isfile():
@@ -48,6 +53,16 @@ def workspace_archive(code: bytes | None) -> bytes:
             info.mtime = int(now)
             dst.addfile(info)
     return out.getvalue()
+
+
+def _member_name(name: str) -> str | None:
+    """A member's name relative to the workdir, exactly as packed but for a leading '/' or './'
+    ('./.env' -> '.env', '/a/./b' -> 'a/b'); None for the root itself and for anything with a '..' part,
+    which would land outside the workdir (the server refuses those at upload; this is the last guard)."""
+    path = PurePosixPath(name.lstrip("/"))  # pathlib drops '.' parts and doubled or trailing slashes
+    if ".." in path.parts or str(path) == ".":
+        return None
+    return str(path)
 
 
 def extract_tree(archive: bytes, dest: Path) -> int:
