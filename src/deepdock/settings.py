@@ -43,7 +43,15 @@ class Settings(BaseSettings):
     # placements within seconds (background/node_health.py).
     node_health_interval_s: float = 2.0
     stop_grace_s: float = 30.0
+    # A retried job waits this long after its first failure, twice as long after each next one, at most
+    # retry_backoff_max_s (services/attempts.py Backoff).
+    retry_backoff_s: float = Field(default=10.0, ge=0)
+    retry_backoff_max_s: float = Field(default=300.0, ge=0)
     max_code_bytes: int = 64 * 1024 * 1024
+    # Every other request body (server/body_limit.py). These are JSON specs and admin calls: a few KiB,
+    # well under 1 MiB even at the spec checks' caps on env and command; and a JSON body costs several
+    # times its size in memory once parsed, so a larger one is refused with 413 while it is still read.
+    max_request_bytes: int = 1 * 1024 * 1024
     scheduler_policy: str = "default"
     # Put on every container the server creates, beside its own deepdock.* labels (for example a cost
     # centre; the integration tests use it to find and clean up what they made). JSON in the env var.

@@ -17,6 +17,7 @@ from deepdock.compute.pool import BackendFactory
 from deepdock.config import write_config
 from deepdock.errors import DeepdockError
 from deepdock.server.background.controller import Controller
+from deepdock.server.body_limit import BodyLimitMiddleware
 from deepdock.server.context import AppContext, new_context
 from deepdock.server.db.models import Node, User
 from deepdock.server.deps import TokenCache
@@ -143,6 +144,7 @@ def create_app(
                                                                 "details": details}})
 
     app.add_middleware(TimingMiddleware, histogram=metrics.request_seconds)
+    app.add_middleware(BodyLimitMiddleware, settings=ctx.settings, code_path=f"{API_PREFIX}/code")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
