@@ -38,6 +38,9 @@ class ServerProcess:
             "DEEPDOCK_RECONCILE_INTERVAL_S": "0.2",
             "DEEPDOCK_NODE_HEALTH_INTERVAL_S": "1",
             "DEEPDOCK_STOP_GRACE_S": "2",
+            # Short backoff: the retry tests check the retries, not the production delays (module tests do).
+            "DEEPDOCK_RETRY_BACKOFF_S": "0.2",
+            "DEEPDOCK_RETRY_BACKOFF_MAX_S": "1",
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -84,7 +84,8 @@ def make_server(tmp_path, db_url, cluster) -> Iterator[Callable[..., TestClient]
 
     def make(**overrides) -> TestClient:  # type: ignore[no-untyped-def]
         settings = Settings(home=tmp_path / "home", database_url=db_url, reconcile_interval_s=0.05,
-                            node_health_interval_s=0.2, stop_grace_s=1, **overrides)
+                            node_health_interval_s=0.2, stop_grace_s=1, retry_backoff_s=0.1,
+                            retry_backoff_max_s=0.4, **overrides)
         app = create_app(settings, factories={KIND_FAKE: cluster.factory}, register_local_node=False)
         client = TestClient(app)
         client.__enter__()

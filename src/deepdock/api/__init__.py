@@ -20,6 +20,8 @@ from deepdock.api.models import (
     CodeOut,
     EventOut,
     GpuOut,
+    HostPathIn,
+    HostPathOut,
     JobDetail,
     JobOut,
     JobStatusOut,
@@ -37,6 +39,8 @@ from deepdock.api.models import (
     TokenOut,
     UserIn,
     UserOut,
+    VolumeOut,
+    VolumesOut,
 )
 
 __all__ = [
@@ -49,6 +53,8 @@ __all__ = [
     "EventOut",
     "FailureReason",
     "GpuOut",
+    "HostPathIn",
+    "HostPathOut",
     "JobDetail",
     "JobOut",
     "JobStatus",
@@ -71,4 +77,6 @@ __all__ = [
     "TokenOut",
     "UserIn",
     "UserOut",
+    "VolumeOut",
+    "VolumesOut",
 ]

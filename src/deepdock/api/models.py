@@ -186,6 +186,8 @@ class JobOut(Response):
     submitted_at: float
     started_at: float | None
     finished_at: float | None
+    # Backing off after a failure: the next attempt is not placed before this time.
+    retry_at: float | None = None
 
 
 class JobStatusOut(Response):
@@ -241,6 +243,35 @@ class ProjectOut(Response):
     quota_cpus: float | None
     quota_memory: int | None
     quota_gpus: float | None
+
+
+class HostPathIn(Request):
+    prefix: str = Field(max_length=4096, description="absolute host path; jobs may mount it or what lies below")
+    writable: bool = False
+
+
+class HostPathOut(Response):
+    project: str
+    prefix: str
+    writable: bool
+    granted_by: str = ""
+    created_at: float | None = None
+
+
+class VolumeOut(Response):
+    """A named volume of a project on one node (``engine_name`` is what the engine calls it)."""
+
+    name: str
+    project: str
+    node: str
+    engine_name: str
+    created_at: float | None = None
+
+
+class VolumesOut(Response):
+    volumes: list[VolumeOut]
+    # Nodes that did not answer: their volumes are not in the list.
+    unreachable_nodes: list[str] = Field(default_factory=list)
 
 
 class TokenOut(Response):

@@ -14,6 +14,7 @@ from deepdock.compute.base import ComputeBackend
 from deepdock.compute.pool import BackendFactory, BackendPool
 from deepdock.server.db.models import Node
 from deepdock.server.db.session import Database
+from deepdock.server.services.attempts import Backoff
 from deepdock.server.services.logs import LogStore
 from deepdock.server.services.nodes import node_connection
 from deepdock.server.wake import WakeSender
@@ -48,6 +49,10 @@ class AppContext:
 
     def backend(self, node: Node) -> ComputeBackend:
         return self.pool.get(node_connection(node))
+
+    @property
+    def backoff(self) -> Backoff:
+        return Backoff(self.settings.retry_backoff_s, self.settings.retry_backoff_max_s)
 
     @property
     def artifacts_root(self) -> Path:

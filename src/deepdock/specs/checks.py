@@ -30,8 +30,8 @@ MAX_PATH_CHARS = 4096
 # Variables the platform sets in every container: a job that sets them would be silently overridden
 # (or, for the GPU list, would widen its own isolation), so they are refused instead.
 RESERVED_ENV = frozenset({"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NVIDIA_VISIBLE_DEVICES",
-                          "CUDA_VISIBLE_DEVICES"})
-RESERVED_ENV_PREFIX = "DEEPDOCK_"
+                          "CUDA_VISIBLE_DEVICES", "DEEPDOCK_JOB_ID", "DEEPDOCK_JOB_NAME", "DEEPDOCK_ATTEMPT",
+                          "DEEPDOCK_ARTIFACTS_DIR", "DEEPDOCK_GPU_SHARE"})
 # Kernel file systems a mount or a workdir must not shadow.
 KERNEL_PATHS = ("/proc", "/sys", "/dev")
 
@@ -71,7 +71,7 @@ def check_env(env: dict[str, str]) -> dict[str, str]:
     for key, value in env.items():
         if not ENV_KEY_RE.match(key):
             raise ValueError(f"{key!r} is not a variable name: letters, digits and '_', not starting with a digit")
-        if key in RESERVED_ENV or key.startswith(RESERVED_ENV_PREFIX):
+        if key in RESERVED_ENV:
             raise ValueError(f"{key} is set by deepdock in every container and cannot be given")
         check_text(value, f"the value of {key}", MAX_ENV_VALUE_BYTES)
         total += len(key) + len(value.encode())

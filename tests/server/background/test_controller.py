@@ -119,3 +119,48 @@ def test_releasing_the_lease_lets_another_take_it_at_once(steps):
     with steps.session() as session:
         assert session.get(Lease, LEASE_NAME) is None
     assert second._try_lease() is True
+
+
+def test_a_crash_looping_job_backs_off_exponentially_up_to_the_cap(steps):
+    """Kubernetes' CrashLoopBackOff shape: 10 s, 20 s, 40 s ... at most 300 s between attempts, each wait
+    shown as the pending reason with the next attempt's time; never re-placed before it."""
+    engine = steps.node("a")
+    job_id = submit(steps, retry={"max_retries": 7, "on": ["failed"]})
+    delays = []
+    for _ in range(7):
+        assert steps.schedule() == 1
+        (container,) = [c for c in engine.list_containers({LABEL_JOB: job_id}) if not c.finished]
+        engine.finish(container.id, 1)
+        failed_at = steps.clock()
+        steps.reconcile()
+        job = steps.job(job_id)
+        assert job.status == JobStatus.QUEUED and job.retry_at is not None
+        delay = job.retry_at - failed_at
+        assert job.pending_reason["code"] == "backoff"
+        assert job.pending_reason["details"]["retry_at"] == job.retry_at
+        delays.append(delay)
+        steps.clock.advance(delay - 0.5)
+        assert steps.schedule() == 0, "placed again before its backoff ended"
+        assert steps.job(job_id).pending_reason["code"] == "backoff"
+        steps.clock.advance(0.5)
+    assert delays == [10, 20, 40, 80, 160, 300, 300]
+    assert steps.schedule() == 1  # the last retry
+    job = steps.job(job_id)
+    assert job.retry_at is None and job.attempt_count == 8
+
+
+def test_a_job_lost_with_its_node_is_retried_without_backoff(steps):
+    from deepdock.server.background.node_health import fail_attempts_on
+
+    steps.node("a")
+    job_id = submit(steps, retry={"max_retries": 1, "on": ["node_lost"]})
+    steps.schedule()
+    with steps.session() as session:
+        from sqlalchemy import select
+
+        from deepdock.server.db.models import Node
+        node = session.scalar(select(Node).where(Node.name == "a"))
+        fail_attempts_on(session, node, steps.clock())
+        session.commit()
+    job = steps.job(job_id)
+    assert job.status == JobStatus.QUEUED and job.retry_at is None

@@ -92,7 +92,7 @@ def collect_attempt(ctx: AppContext, work: Work, attempt_id: int, nodes: dict[st
             return
         started = any(r.container_id for r in attempt.replicas)
         finish_attempt(session, job, attempt, observed_outcome(attempt) if started else NEVER_STARTED,
-                       now=ctx.clock())
+                       now=ctx.clock(), backoff=ctx.backoff)
     ctx.wake_scheduler.set()
 
 

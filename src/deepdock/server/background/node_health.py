@@ -16,7 +16,7 @@ from deepdock.server.background.tasks import Work
 from deepdock.server.context import AppContext, log
 from deepdock.server.db.models import Attempt, Job, Node, Replica
 from deepdock.server.services import lifecycle
-from deepdock.server.services.attempts import Outcome, finish_attempt
+from deepdock.server.services.attempts import NO_BACKOFF, Outcome, finish_attempt
 from deepdock.server.services.nodes import apply_capacity
 
 # A ping is one small request: an engine that takes longer than this is treated as not answering.
@@ -117,5 +117,5 @@ def fail_attempts_on(session, node: Node, now: float) -> bool:  # type: ignore[n
         outcome = Outcome(AttemptStatus.FAILED,
                           f"node {node.name} unreachable for {NODE_LOST_AFTER_S:.0f}s: {node.last_error}",
                           FailureReason.NODE_LOST)
-        finish_attempt(session, job, attempt, outcome, now=now)
+        finish_attempt(session, job, attempt, outcome, now=now, backoff=NO_BACKOFF)
     return bool(attempt_ids)

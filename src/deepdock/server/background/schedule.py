@@ -130,7 +130,9 @@ def build_state(session: Session, now: float) -> tuple[ClusterState, list[JobReq
     }
     queued = list(
         session.scalars(
-            select(Job).where(Job.status == JobStatus.QUEUED).order_by(Job.priority.desc(), Job.submitted_at)
+            # A job backing off after a failure (services/attempts.py) is not a candidate until its time.
+            select(Job).where(Job.status == JobStatus.QUEUED, or_(Job.retry_at.is_(None), Job.retry_at <= now))
+            .order_by(Job.priority.desc(), Job.submitted_at)
         )
     )
     queue = [
@@ -198,6 +200,7 @@ def _set_pending(job: Job, reason: dict[str, object]) -> None:
 def _place(session: Session, job: Job, placements: list[ReplicaPlacement]) -> int:
     number = job.attempt_count + 1
     job.attempt_count = number
+    job.retry_at = None
     attempt = Attempt(job_id=job.id, number=number, status=AttemptStatus.SCHEDULED)
     session.add(attempt)
     session.flush()

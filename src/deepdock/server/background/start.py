@@ -197,7 +197,7 @@ def _finish(ctx: AppContext, attempt_id: int, outcome: Outcome) -> None:
         if attempt is None or job is None or job.status in lifecycle.TERMINAL or attempt.finished_at is not None:
             return
         log.warning("starting job %s attempt %s failed: %s", job.id, attempt.number, outcome.reason)
-        finish_attempt(session, job, attempt, outcome, now=ctx.clock())
+        finish_attempt(session, job, attempt, outcome, now=ctx.clock(), backoff=ctx.backoff)
     ctx.wake_scheduler.set()
 
 

@@ -49,6 +49,20 @@ class Project(Base):
     created_at: Mapped[float] = mapped_column(Float, default=now_s)
 
 
+class HostPathGrant(Base):
+    """A host path prefix a project's jobs may bind-mount (read-only unless ``writable``): an admin's
+    decision, since a bind mount is the host's file system (server/services/host_access.py)."""
+
+    __tablename__ = "host_path_grants"
+    __table_args__ = (UniqueConstraint("project_id", "prefix"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    prefix: Mapped[str] = mapped_column(String(4096))
+    writable: Mapped[bool] = mapped_column(Boolean, default=False)
+    granted_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[float] = mapped_column(Float, default=now_s)
+
+
 class Membership(Base):
     __tablename__ = "memberships"
     __table_args__ = (UniqueConstraint("user_id", "project_id"),)
@@ -131,6 +145,8 @@ class Job(Base):
     gpu_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
     preemptible: Mapped[bool] = mapped_column(Boolean, default=True)
     retries_left: Mapped[int] = mapped_column(Integer, default=0)
+    # After a failure that is retried: not placed again before this time (exponential backoff).
+    retry_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     attempt_count: Mapped[int] = mapped_column(Integer, default=0)
     # GPU-seconds (or CPU-seconds for CPU jobs) of service attained over all attempts: 2D-LAS input.
     attained_gpu_s: Mapped[float] = mapped_column("attained_service", Float, default=0)

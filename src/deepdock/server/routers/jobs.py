@@ -39,7 +39,8 @@ async def upload_code(request: Request, ctx: AppContext = Depends(get_ctx), user
 @router.post("/jobs", response_model=JobOut, status_code=201)
 def submit(body: SubmitJob, ctx: AppContext = Depends(get_ctx), session: Session = Depends(get_session),
            user: User = Depends(current_user)) -> JobOut:
-    job = job_service.submit_job(session, user, body.spec, code_sha256=body.code_sha256)
+    job = job_service.submit_job(session, user, body.spec, code_sha256=body.code_sha256,
+                                 server_home=ctx.settings.home)
     ctx.wake(WAKE_SCHEDULER)
     return job
 

@@ -30,6 +30,24 @@ DECIDING_STOPS = frozenset({StopRequest.USER, StopRequest.PREEMPTED, StopRequest
 
 
 @dataclass(frozen=True)
+class Backoff:
+    """How long a retried job waits before its next attempt: ``base_s`` after the first failure, doubling
+    after each one, at most ``max_s`` (Kubernetes' CrashLoopBackOff: 10 s doubling to 5 min), so a job
+    that fails at once is not placed again and again in a tight loop."""
+
+    base_s: float = 10.0
+    max_s: float = 300.0
+
+    def delay_s(self, failures: int) -> float:
+        return min(self.max_s, self.base_s * 2 ** max(0, failures - 1))
+
+
+DEFAULT_BACKOFF = Backoff()
+# For a node's loss: the job did nothing wrong, and another node can take it now.
+NO_BACKOFF = Backoff(0.0, 0.0)
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How an attempt ended. ``requeue``: nothing of the job ran (its node could not be reached at
     start), so it goes back in line without using a retry."""
@@ -80,7 +98,8 @@ def attempt_gpu_s(job: Job, attempt: Attempt, end: float) -> float:
     return max(0.0, end - attempt.started_at) * rate
 
 
-def finish_attempt(session: Session, job: Job, attempt: Attempt, outcome: Outcome, *, now: float | None = None) -> None:
+def finish_attempt(session: Session, job: Job, attempt: Attempt, outcome: Outcome, *, now: float | None = None,
+                   backoff: Backoff = DEFAULT_BACKOFF) -> None:
     """Release the attempt's resources and move the job on, in the caller's (fenced) transaction.
 
     Every terminal path of an attempt comes here, so every one of them frees its replicas."""
@@ -117,18 +136,29 @@ def finish_attempt(session: Session, job: Job, attempt: Attempt, outcome: Outcom
         transition(session, job, JobStatus.QUEUED, f"back in the queue: {outcome.reason}", attempt=number, at=end)
     else:
         attempt.status = AttemptStatus.FAILED
-        _fail_or_retry(session, job, outcome, number, end)
+        _fail_or_retry(session, job, outcome, number, end, backoff)
     with fenced(f"attempt {attempt.id} of job {job.id}"):
         session.flush()
 
 
-def _fail_or_retry(session: Session, job: Job, outcome: Outcome, number: int, end: float) -> None:
+def _fail_or_retry(session: Session, job: Job, outcome: Outcome, number: int, end: float, backoff: Backoff) -> None:
     from deepdock.server.services.jobs import job_spec
 
     failure = outcome.failure or FailureReason.START_FAILED
     retry = job_spec(job).retry
     if RETRY_CLASS.get(failure) in set(retry.on) and job.retries_left > 0:
         job.retries_left -= 1
+        failures = retry.max_retries - job.retries_left
+        delay = backoff.delay_s(failures)
+        if delay > 0:
+            job.retry_at = end + delay
+            # The scheduler leaves a backing-off job out of its queue, so this reason stands until then.
+            job.pending_reason = {
+                "code": "backoff",
+                "message": f"retry {failures} of {retry.max_retries} after {failure}: waiting {delay:g}s",
+                "position": 0,
+                "details": {"retry_at": job.retry_at, "delay_s": delay, "failures": failures},
+            }
         transition(session, job, JobStatus.QUEUED, f"retrying after {failure}: {outcome.reason}", attempt=number, at=end)
     else:
         transition(session, job, JobStatus.FAILED, f"{failure}: {outcome.reason}", attempt=number, at=end)

@@ -84,14 +84,19 @@ def _cohort(session: Session, project: Project, user: User, spec: JobSpec, job_i
     return previous or job_id
 
 
-def submit_job(session: Session, user: User, spec: JobSpec, *, code_sha256: str | None = None) -> JobOut:
-    """Validate against the cluster (a request no node could ever hold is refused now), store, commit."""
+def submit_job(session: Session, user: User, spec: JobSpec, *, code_sha256: str | None = None,
+               server_home: Path | None = None) -> JobOut:
+    """Validate against the cluster (a request no node could ever hold is refused now) and the
+    project's host-path grants (``server_home`` is never mountable), store, commit."""
     from deepdock.scheduler import can_ever_fit
+    from deepdock.server.services.host_access import check_mounts, protected_paths
 
     project = project_for_submit(session, user, spec.project)
     if code_sha256 is not None and session.get(CodeBlob, code_sha256) is None:
         raise SpecError(f"code package {code_sha256[:12]} was not uploaded to this server")
-    nodes = [n for n in session.scalars(select(Node)) if n.status != NodeHealth.UNREACHABLE or n.cpus > 0]
+    all_nodes = list(session.scalars(select(Node)))
+    check_mounts(session, project, spec, protected_paths(server_home or Path.home() / ".deepdock", all_nodes))
+    nodes = [n for n in all_nodes if n.status != NodeHealth.UNREACHABLE or n.cpus > 0]
     if not nodes:
         raise UnschedulableError("no nodes are registered; add one with `deepdock node add`")
     r = spec.resources
@@ -129,7 +134,7 @@ def job_out(job: Job) -> JobOut:
         cpus=job.cpus, memory=job.memory, gpus=job.gpus, attempts=job.attempt_count, retries_left=job.retries_left,
         pending_reason=PendingReason.model_validate(job.pending_reason) if job.pending_reason else None,
         stop_requested=StopRequest(job.stop_requested) if job.stop_requested else None, submitted_at=job.submitted_at,
-        started_at=job.started_at, finished_at=job.finished_at,
+        started_at=job.started_at, finished_at=job.finished_at, retry_at=job.retry_at,
     )
 
 
@@ -260,6 +265,7 @@ _LISTING = (
         Job.id, Job.name, Project.name.label("project"), User.name.label("user"), Job.status, Job.status_reason,
         Job.image, Job.priority, Job.replicas, Job.cpus, Job.memory, Job.gpus, Job.attempt_count.label("attempts"),
         Job.retries_left, Job.pending_reason, Job.stop_requested, Job.submitted_at, Job.started_at, Job.finished_at,
+        Job.retry_at,
     )
     .join(Project, Project.id == Job.project_id)
     .join(User, User.id == Job.user_id)
