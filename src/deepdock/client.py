@@ -19,6 +19,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from deepdock.api.enums import JobStatus, NodeStatus
 from deepdock.api.models import (
     CodeOut,
+    HostPathIn,
+    HostPathOut,
     JobDetail,
     JobOut,
     JobStatusOut,
@@ -31,6 +33,7 @@ from deepdock.api.models import (
     TokenOut,
     UserIn,
     UserOut,
+    VolumesOut,
 )
 from deepdock.codepack import package_code  # also importable from here, as before
 from deepdock.config import read_config
@@ -243,7 +246,27 @@ class Client:
         return self._call(ProjectOut, "PUT", f"/projects/{project}/quota", json=body.model_dump(mode="json"))
 
 
+    # -- what a project's jobs may mount --
+    def host_paths(self, project: str) -> list[HostPathOut]:
+        return self._get_list(_HOST_PATHS, f"/projects/{project}/host-paths")
+
+    def allow_host_path(self, project: str, prefix: str, *, writable: bool = False) -> HostPathOut:
+        body = HostPathIn(prefix=prefix, writable=writable)
+        return self._call(HostPathOut, "POST", f"/projects/{project}/host-paths", json=body.model_dump(mode="json"))
+
+    def revoke_host_path(self, project: str, prefix: str) -> None:
+        self._request("DELETE", f"/projects/{project}/host-paths", params={"prefix": prefix})
+
+    def volumes(self, project: str | None = None) -> VolumesOut:
+        params = {"project": project} if project else {}
+        return self._call(VolumesOut, "GET", "/volumes", params=params)
+
+    def remove_volume(self, project: str, name: str) -> None:
+        self._request("DELETE", f"/volumes/{project}/{name}")
+
+
 _JOBS = TypeAdapter(list[JobOut])
+_HOST_PATHS = TypeAdapter(list[HostPathOut])
 _NODES = TypeAdapter(list[NodeOut])
 _PROJECTS = TypeAdapter(list[ProjectOut])
 

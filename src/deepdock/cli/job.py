@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from itertools import islice
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -127,6 +128,9 @@ def describe(job: str) -> None:
     if d.pending_reason:
         p = d.pending_reason
         console.print(f"pending:  {p.code}: {p.message} (position {p.position} in queue)")
+    if d.retry_at is not None and d.status == JobStatus.QUEUED:
+        wait = max(0.0, d.retry_at - time.time())
+        console.print(f"next attempt: not before {when(d.retry_at)} (in {wait:.0f}s, backing off after a failure)")
     console.print(f"image:    {d.image or '(environment, built at start)'}")
     console.print(f"request:  {d.replicas} x ({d.cpus:g} CPUs, {human_bytes(d.memory)}, {d.gpus:g} GPUs)  "
                   f"priority={d.priority}  retries left={d.retries_left}")

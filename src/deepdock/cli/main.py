@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from deepdock import __version__
-from deepdock.cli import demo, env, job, node, project, server, sim, user
+from deepdock.cli import demo, env, job, node, project, server, sim, user, volume
 
 app = typer.Typer(
     name="deepdock",
@@ -22,7 +22,7 @@ def version() -> None:
 
 
 # The order is the order of `deepdock --help` (commands first, then the groups, each in this order).
-for noun in (env, sim, server, job, demo, node, user, project):
+for noun in (env, sim, server, job, demo, node, user, project, volume):
     noun.register(app)
 
 

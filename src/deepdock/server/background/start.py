@@ -25,6 +25,7 @@ from deepdock.server.services.code import read_code
 from deepdock.server.services.jobs import job_spec
 from deepdock.server.services.logs import follow_key, follow_logs
 from deepdock.server.services.nodes import mark_unreachable
+from deepdock.server.services.volumes import engine_volume_name, ensure_project_volumes
 from deepdock.specs.job import JobSpec
 
 LABEL_RANK = "deepdock.rank"
@@ -93,10 +94,15 @@ def _start_containers(ctx: AppContext, job: Job, attempt: Attempt,
     except DeepdockError as exc:
         raise StartFailed(_failure(ctx, exc, "")) from None
     archive = workspace_archive(code)
+    named = [v.source for v in spec.volumes if not v.is_bind]
     started: dict[int, str] = {}
     for replica in attempt.replicas:
         node = nodes[replica.node_name]
         backend = ctx.backend(node)
+        try:
+            ensure_project_volumes(backend, node.name, job.project, named, ctx.settings.container_labels)
+        except DeepdockError as exc:
+            raise StartFailed(_failure(ctx, exc, node.name)) from None
         container = _container_spec(ctx, job, spec, attempt, replica.rank, replica.container_name, image, archive,
                                     node.name, list(replica.gpu_indices or []), replica.gpu_share)
         try:
@@ -184,7 +190,9 @@ def _container_spec(ctx: AppContext, job: Job, spec: JobSpec, attempt: Attempt, 
         gpu_indices=gpu_indices,
         gpu_share=gpu_share,
         workdir=workdir,
-        volumes=[VolumeMount(v.source, v.target, v.read_only) for v in spec.volumes],
+        # A named volume is the project's own (services/volumes.py); a bind passed the grants at submit.
+        volumes=[VolumeMount(v.source if v.is_bind else engine_volume_name(job.project_id, v.source), v.target,
+                             v.read_only) for v in spec.volumes],
         code_archive=archive,
         hostname=name,
     )
