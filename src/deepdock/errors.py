@@ -77,6 +77,21 @@ class EngineUnreachableError(EngineError):
     code = "engine_unreachable"
 
 
+class NodeEngineUnreachableError(EngineUnreachableError):
+    """Registering a node whose engine does not answer: the caller's engine URL (or TLS files) is the
+    problem, so 422 - while a registered engine going down stays ``EngineUnreachableError``, 503. Same
+    wire code, so the client rebuilds it as ``EngineUnreachableError``."""
+
+    status_code = 422
+
+
+class DatabaseUnavailableError(DeepdockError):
+    """The control plane's database did not answer (down, restarting, unreachable): retry later."""
+
+    status_code = 503
+    code = "database_unavailable"
+
+
 class UnsupportedError(EngineError):
     """A node's backend lacks an ability the request needs (compute.abilities.ability)."""
 
@@ -120,6 +135,7 @@ ERRORS_BY_CODE: dict[str, type[DeepdockError]] = {
         PayloadTooLargeError,
         EngineError,
         EngineUnreachableError,
+        DatabaseUnavailableError,
         UnsupportedError,
         ImageMissingError,
         BuildError,

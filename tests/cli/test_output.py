@@ -110,5 +110,5 @@ def test_the_cli_loads_without_the_server_and_registers_every_noun() -> None:
             "print(sorted(m for m in sys.modules if m.startswith('deepdock.server')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0] == str(sorted(["version", "env", "base", "sim", "server", "run", "ps", "describe", "logs", "stop",
-                                 "demo", "node", "user", "project"]))
+                                 "demo", "node", "user", "project", "volume"]))
     assert out[1] == "[]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,19 +11,21 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from deepdock import __version__
 from deepdock.compute.pool import BackendFactory
 from deepdock.config import write_config
-from deepdock.errors import DeepdockError
+from deepdock.errors import DatabaseUnavailableError, DeepdockError
 from deepdock.server.background.controller import Controller
 from deepdock.server.body_limit import BodyLimitMiddleware
 from deepdock.server.context import AppContext, new_context
 from deepdock.server.db.models import Node, User
 from deepdock.server.deps import TokenCache
 from deepdock.server.metrics import Metrics
-from deepdock.server.routers import admin, jobs, nodes
+from deepdock.server.routers import admin, jobs, nodes, volumes
 from deepdock.server.services import nodes as node_service
 from deepdock.server.services.auth import bootstrap_admin
 from deepdock.server.wake import WakeSender, wake_socket_path
@@ -31,6 +34,25 @@ from deepdock.settings import Settings
 API_PREFIX = "/api/v1"
 LOCAL_NODE_NAME = "local"
 log = logging.getLogger("deepdock.server")
+# What a client should wait before it asks again while the database is down (the Retry-After header).
+DATABASE_RETRY_AFTER_S = 5
+# During an outage every request fails the same way: one log line per this many seconds, not one each.
+DATABASE_LOG_EVERY_S = 10.0
+_SQLALCHEMY_BACKGROUND = re.compile(r"\s*\(Background on this error at: [^)]*\)")
+
+
+def database_reason(exc: BaseException) -> str:
+    """The driver's own first line (``connection refused``, ``terminating connection due to administrator
+    command``), without the SQL statement and parameters SQLAlchemy adds to its own message."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in _SQLALCHEMY_BACKGROUND.sub("", str(orig)).splitlines() if line.strip()]
+    return (lines[0] if lines else type(orig).__name__)[:300]
+
+
+def _database_unavailable_response(exc: BaseException) -> JSONResponse:
+    error = DatabaseUnavailableError(f"the database did not answer: {database_reason(exc)}", details={})
+    return JSONResponse(status_code=error.status_code, content={"error": error.to_dict()},
+                        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
 
 
 def _register_local_node(ctx: AppContext) -> None:
@@ -143,17 +165,60 @@ def create_app(
         return JSONResponse(status_code=422, content={"error": {"code": "invalid_spec", "message": message,
                                                                 "details": details}})
 
+    last_database_log = -DATABASE_LOG_EVERY_S
+
+    def _log_database_down(request: Request, exc: BaseException) -> None:
+        nonlocal last_database_log
+        now = time.monotonic()
+        if now - last_database_log >= DATABASE_LOG_EVERY_S:
+            last_database_log = now
+            log.warning("database unavailable (%s %s): %s", request.method, request.url.path, database_reason(exc))
+
+    # A dependency that is down is a known condition: 503 with a JSON error and Retry-After, never a bare
+    # 500 or a dropped connection. Starlette picks the handler of the most specific class.
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeoutError)
+    async def _database_down(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        _log_database_down(request, exc)
+        return _database_unavailable_response(exc)
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            _log_database_down(request, exc)
+            return _database_unavailable_response(exc)
+        raise exc  # an integrity or programming error is a bug: the catch-all below answers it
+
+    # Anything else is a bug. Starlette's ServerErrorMiddleware calls this handler, sends its answer and
+    # re-raises (so the server, and a TestClient that raises server exceptions, still see it).
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse(status_code=500, content={"error": {"code": "internal",
+                                                                "message": "internal server error (logged)",
+                                                                "details": {}}})
+
     app.add_middleware(TimingMiddleware, histogram=metrics.request_seconds)
     app.add_middleware(BodyLimitMiddleware, settings=ctx.settings, code_path=f"{API_PREFIX}/code")
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, str]:
-        return {"status": "ok", "version": __version__}
+    def healthz() -> JSONResponse:
+        """Cheap on purpose (a benchmark baseline): one ``SELECT 1``, on the thread pool; the engine's
+        short connect timeout bounds it while the database is down."""
+        try:
+            with db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            return JSONResponse(status_code=503, headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+                                content={"status": "degraded", "version": __version__,
+                                         "database": database_reason(exc)})
+        return JSONResponse({"status": "ok", "version": __version__, "database": "ok"})
 
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    for router in (jobs.router, nodes.router, admin.router):
+    for router in (jobs.router, nodes.router, admin.router, volumes.router):
         app.include_router(router, prefix=API_PREFIX)
     return app

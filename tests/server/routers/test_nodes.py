@@ -1,4 +1,4 @@
-"""/api/v1/nodes through the app: register, list with allocations, drain, remove; 404/409/422/502 mapping."""
+"""/api/v1/nodes through the app: register, list with allocations, drain, remove; 404/409/422 mapping (an engine that does not answer at registration is the caller's input: 422)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_register_errors(steps, api):
     silent = steps.node("b", register=False)
     silent.set_unreachable(True)
     r = add(api, "b")
-    assert r.status_code == 502 and r.json()["error"]["code"] == "engine_error"
+    assert r.status_code == 422 and r.json()["error"]["code"] == "engine_unreachable"
     assert "node b: engine fake://b did not answer" in r.json()["error"]["message"]
     assert add(api).status_code == 201
     r = add(api)

@@ -12,7 +12,7 @@ from deepdock.api import NodeOut
 from deepdock.api.enums import NodeHealth, NodeStatus
 from deepdock.compute.base import NodeCapacity
 from deepdock.compute.pool import BackendPool, NodeConnection
-from deepdock.errors import ConflictError, DeepdockError, EngineError, NotFoundError, SpecError
+from deepdock.errors import ConflictError, DeepdockError, NodeEngineUnreachableError, NotFoundError, SpecError
 from deepdock.server.db.models import Node, Replica, User, now_s
 from deepdock.server.db.session import Database
 from deepdock.server.services.auth import require_admin
@@ -84,7 +84,10 @@ def add_node(
         capacity = probe_node(pool, node)
     except DeepdockError as exc:
         pool.forget(name)
-        raise EngineError(f"node {name}: engine {engine_url or 'default'} did not answer: {exc.message}") from None
+        # The caller's engine URL (or TLS files): a 422 naming it, not the 503 of a registered engine gone down.
+        url = engine_url or "default"
+        raise NodeEngineUnreachableError(f"node {name}: engine {url} did not answer: {exc.message}",
+                                         details={"engine": url, "reason": exc.message}) from None
     apply_capacity(node, capacity)
     node.status = NodeHealth.READY
     node.draining = False
