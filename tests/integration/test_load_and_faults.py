@@ -130,7 +130,7 @@ def test_400_short_jobs_on_two_engines_none_lost_none_twice(two_nodes, busybox_i
                                                             labelled_cleanup, second_engine, tmp_path):
     marker = tmp_path / "marker"
     marker.mkdir()
-    marker.chmod(0o777)  # the jobs run as root without capabilities: no DAC override
+    marker.chmod(0o777)  # the jobs run unprivileged (nobody): the folder must be theirs to write
     label = f"{TEST_LABEL}={labelled_cleanup[TEST_LABEL]}"
     watchers = [EngineEvents(MAIN_ENGINE_URL, label).start(), EngineEvents(second_engine, label).start()]
     command = "echo $DEEPDOCK_JOB_ID >> /marker/runs; sleep 0.2"
@@ -141,6 +141,7 @@ def test_400_short_jobs_on_two_engines_none_lost_none_twice(two_nodes, busybox_i
     started = time.monotonic()
     try:
         with two_nodes.client() as client:
+            client.allow_host_path("default", str(marker), writable=True)  # an admin's grant for the bind
             ids = [client.submit(retrying if i % RETRY_EVERY == 0 else plain).id for i in range(LOAD_JOBS)]
             submitted_s = time.monotonic() - started
             deadline = started + LOAD_DEADLINE_S

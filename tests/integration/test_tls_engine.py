@@ -60,10 +60,10 @@ def test_every_client_of_a_tls_backend_uses_its_certificates(tls_engine, busybox
     try:
         assert copy_image(local, remote, tag, node="gpu-tls") is True  # image client
         remote.create_network(network, labelled_cleanup)  # control client
-        spec = _spec(tag, labelled_cleanup, ["sh", "-c", "mkdir -p /out && echo done > /out/result.txt"])
+        spec = _spec(tag, labelled_cleanup, ["sh", "-c", "mkdir -p /tmp/out && echo done > /tmp/out/result.txt"])
         cid = remote.run(spec)  # the code copy uses the archive client
         assert wait_finished(remote, cid).exit_code == 0
-        assert tar_contents(remote.copy_out(cid, "/out"))[1] == {"out/result.txt": b"done\n"}  # archive client
+        assert tar_contents(remote.copy_out(cid, "/tmp/out"))[1] == {"out/result.txt": b"done\n"}  # archive client
         remote.remove(cid)
         # What build_environment builds with: a high-level client of this engine with the same TLS.
         client = sdk_client(tls_engine, tls, IMAGE_TRANSFER_TIMEOUT_S)

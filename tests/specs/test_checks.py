@@ -95,6 +95,9 @@ def test_the_api_refuses_an_environment_path():
     body = {"spec": {**BASE, "image": None, "environment": {"requirements_file": "/etc/shadow"}}}
     with pytest.raises(ValidationError, match="cannot read"):
         SubmitJob.model_validate(body)
+    body = {"spec": {**BASE, "image": None, "environment": {"extra_index_urls": ["file:///etc"]}}}
+    with pytest.raises(ValidationError, match="folder of the server"):
+        SubmitJob.model_validate(body)
 
 
 def test_json_nan_and_infinity_are_refused():
@@ -111,7 +114,7 @@ def test_quotas_are_non_negative_and_bounded(quota):
 
 
 @pytest.mark.parametrize("env", [{"pip": ["--index-url=http://x"]}, {"pip": ["a\nb"]}, {"env": {"A\nRUN": "x"}},
-                                 {"extra_index_urls": ["file:///etc"]}, {"base_image": "Not An Image"}])
+                                 {"extra_index_urls": ["ftp://x/simple"]}, {"base_image": "Not An Image"}])
 def test_env_spec_strings_cannot_reach_pip_options_or_the_dockerfile(env):
     with pytest.raises(ValidationError):
         EnvSpec.model_validate(env)

@@ -115,6 +115,9 @@ class SubmitJob(Request):
         if self.spec.environment is not None and self.spec.environment.requirements_file:
             raise ValueError("spec.environment.requirements_file names a file the server cannot read: put its "
                              "lines in pip (the CLI's load_env_spec does)")
+        if self.spec.environment is not None and any(u.startswith("file:") for u in self.spec.environment.extra_index_urls):
+            raise ValueError("spec.environment.extra_index_urls: a file:// index is a folder of the server; "
+                             "use an http(s) index the server can reach")
         return self
 
 

@@ -90,9 +90,10 @@ class EnvSpec(StrictModel):
     @field_validator("extra_index_urls")
     @classmethod
     def _index_urls(cls, v: list[str]) -> list[str]:
-        bad = [u for u in v if not re.match(r"^https?://[^\s]+$", u)]
+        # file:// is a local index for `deepdock env build`; the API refuses it (api/models.py SubmitJob).
+        bad = [u for u in v if not re.match(r"^(https?|file)://[^\s]+$", u)]
         if bad:
-            raise ValueError(f"not http(s) URLs: {', '.join(map(repr, bad))}")
+            raise ValueError(f"not http(s) or file URLs: {', '.join(map(repr, bad))}")
         return v
 
     @field_validator("env")
