@@ -18,6 +18,7 @@ from deepdock.api.models import (
     SHA256_PATTERN,
     AttemptOut,
     CodeOut,
+    ErrorOut,
     EventOut,
     GpuOut,
     HostPathIn,

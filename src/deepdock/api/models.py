@@ -37,6 +37,19 @@ class Response(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+# -- errors ------------------------------------------------------------------------------------------------
+class ErrorBody(Response):
+    code: str = Field(description="stable machine-readable code, e.g. invalid_spec, not_found, conflict")
+    message: str
+    details: Any = None
+
+
+class ErrorOut(Response):
+    """Every 4xx and 5xx answer of the API (``server.app`` maps ``DeepdockError`` and validation errors)."""
+
+    error: ErrorBody
+
+
 # -- code --------------------------------------------------------------------------------------------------
 class CodeOut(Response):
     sha256: str

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from itertools import islice
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Annotated
 

@@ -22,9 +22,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
-
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from deepdock.compute.base import ComputeBackend, ContainerStats
 from deepdock.errors import UnsupportedError

@@ -33,7 +33,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from deepdock.envs.compat import Resolved
-from deepdock.errors import LockError, SpecError
+from deepdock.errors import LockError
 from deepdock.specs.env import EnvSpec, read_requirements
 
 PIP_TIMEOUT_S = 1800  # a cold torch+CUDA resolution downloads several GB

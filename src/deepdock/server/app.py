@@ -7,6 +7,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,6 +17,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from deepdock import __version__
+from deepdock.api import ErrorOut
 from deepdock.compute.pool import BackendFactory
 from deepdock.config import write_config
 from deepdock.errors import DatabaseUnavailableError, DeepdockError
@@ -104,6 +106,23 @@ def prepare_control_plane(ctx: AppContext, *, register_local_node: bool) -> str 
     if register_local_node:
         _register_local_node(ctx)
     return token
+
+
+# Declared on every operation, so clients (and the schemathesis test) know every answer's shape. Not every
+# operation can give every one (a listing has no 404), but each one has the same body when it does.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorOut, "description": description}
+    for status, description in {
+        401: "no token, or a token that is unknown or revoked",
+        403: "the caller's role does not allow this",
+        404: "no such object, or one in a project the caller is not in",
+        409: "the object's state does not allow this, or a name is taken",
+        413: "the request body is over its limit",
+        422: "the input is invalid (the message names the field)",
+        502: "a node's engine answered with an error",
+        503: "the database or an engine does not answer (Retry-After)",
+    }.items()
+}
 
 
 def create_app(
@@ -220,5 +239,5 @@ def create_app(
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     for router in (jobs.router, nodes.router, admin.router, volumes.router):
-        app.include_router(router, prefix=API_PREFIX)
+        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     return app

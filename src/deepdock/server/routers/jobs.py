@@ -21,7 +21,12 @@ from deepdock.server.services.logs import job_log
 router = APIRouter(tags=["jobs"])
 
 
-@router.post("/code", response_model=CodeOut, status_code=201)
+# The body is read as a stream (the limit holds while reading), so the schema is declared by hand.
+CODE_BODY = {"requestBody": {"required": True, "description": "a gzipped tar of the job's code folder",
+                             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+@router.post("/code", response_model=CodeOut, status_code=201, openapi_extra=CODE_BODY)
 async def upload_code(request: Request, ctx: AppContext = Depends(get_ctx), user: User = Depends(current_user)) -> CodeOut:
     limit = ctx.settings.max_code_bytes
     declared = int(request.headers.get("content-length") or 0)
@@ -91,7 +96,8 @@ def stop(ref: str, ctx: AppContext = Depends(get_ctx), session: Session = Depend
     return job
 
 
-@router.get("/jobs/{ref}/logs")
+@router.get("/jobs/{ref}/logs", responses={200: {"description": "the log text, streamed while following",
+                                                 "content": {"text/plain": {"schema": {"type": "string"}}}}})
 def logs(ref: str, follow: bool = False, attempt: int | None = None, rank: int = 0,
          ctx: AppContext = Depends(get_ctx), user: User = Depends(current_user)) -> StreamingResponse:
     return StreamingResponse(job_log(ctx.db, ctx.logs, user, ref, attempt=attempt, rank=rank, follow=follow),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import os
 import tarfile
+import zlib
 from pathlib import Path
 
 from sqlalchemy.orm import Session
@@ -27,8 +29,9 @@ def store_code(session: Session, root: Path, data: bytes, max_bytes: int) -> Cod
             for member in tar.getmembers():
                 if member.name.startswith("/") or ".." in Path(member.name).parts:
                     raise SpecError(f"code package member {member.name!r} escapes the code folder")
-    except tarfile.TarError as exc:
-        raise SpecError(f"code package is not a tar archive: {exc}") from None
+    # A truncated or corrupt compressed stream fails in the decompressor, not in tarfile.
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError) as exc:
+        raise SpecError(f"code package is not a readable tar archive: {exc}") from None
     sha = hashlib.sha256(data).hexdigest()
     path = code_path(root, sha)
     if not path.exists():
