@@ -51,6 +51,7 @@ __all__ = [
     "AttemptOut",
     "AttemptStatus",
     "CodeOut",
+    "ErrorOut",
     "EventOut",
     "FailureReason",
     "GpuOut",
