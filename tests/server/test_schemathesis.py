@@ -148,12 +148,12 @@ def test_no_server_errors_and_answers_in_the_schema(api_schema, served):  # type
         @given(case=operation.as_strategy())
         @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
                   derandomize=True, database=None)
-        def probe(case, label=label):  # type: ignore[no-untyped-def]
-            sent[label] = sent.get(label, 0) + 1
+        def probe(case):  # type: ignore[no-untyped-def]  # noqa: B023 (called at once, in this iteration)
+            sent[label] = sent.get(label, 0) + 1  # noqa: B023
             try:
                 case.call_and_validate(headers=headers, excluded_checks=EXCLUDED_CHECKS)
             except Exception as exc:
-                exc.add_note(f"operation: {label}")
+                exc.add_note(f"operation: {label}")  # noqa: B023
                 raise
 
         probe()
