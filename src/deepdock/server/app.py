@@ -113,6 +113,7 @@ def prepare_control_plane(ctx: AppContext, *, register_local_node: bool) -> str 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorOut, "description": description}
     for status, description in {
+        400: "the request is malformed at the HTTP level (a bad Content-Length)",
         401: "no token, or a token that is unknown or revoked",
         403: "the caller's role does not allow this",
         404: "no such object, or one in a project the caller is not in",

@@ -1,4 +1,5 @@
-"""/api/v1/nodes through the app: register, list with allocations, drain, remove; 404/409/422 mapping (an engine that does not answer at registration is the caller's input: 422)."""
+"""/api/v1/nodes through the app: register, list with allocations, drain, remove; 404/409/422 mapping
+(an engine that does not answer at registration is the caller's input: 422)."""
 
 from __future__ import annotations
 

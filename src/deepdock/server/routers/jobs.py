@@ -10,7 +10,6 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
 from deepdock.api import CodeOut, JobDetail, JobOut, JobStatusOut, SubmitJob
-from deepdock.errors import PayloadTooLargeError
 from deepdock.server.context import WAKE_RECONCILER, WAKE_SCHEDULER, AppContext
 from deepdock.server.db.models import User
 from deepdock.server.deps import current_user, get_ctx, get_session
@@ -28,17 +27,15 @@ CODE_BODY = {"requestBody": {"required": True, "description": "a gzipped tar of 
 
 @router.post("/code", response_model=CodeOut, status_code=201, openapi_extra=CODE_BODY)
 async def upload_code(request: Request, ctx: AppContext = Depends(get_ctx), user: User = Depends(current_user)) -> CodeOut:
-    limit = ctx.settings.max_code_bytes
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > limit:
-        raise PayloadTooLargeError(f"code package is {declared} bytes; the limit is {limit}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise PayloadTooLargeError(f"code package exceeds the limit of {limit} bytes")
-    with ctx.db.session() as session:
-        return store_code(session, ctx.settings.home, bytes(body), limit)
+    # BodyLimitMiddleware bounds the body (max_code_bytes) while it is read; checking the archive and
+    # writing it are blocking work, so they run on the thread pool, not on the event loop.
+    data = await request.body()
+
+    def store() -> CodeOut:
+        with ctx.db.session() as session:
+            return store_code(session, ctx.settings.home, data, ctx.settings.max_code_bytes)
+
+    return await run_in_threadpool(store)
 
 
 @router.post("/jobs", response_model=JobOut, status_code=201)
