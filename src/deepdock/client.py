@@ -18,17 +18,31 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from deepdock.api.enums import JobStatus, NodeStatus
 from deepdock.api.models import (
+    AliasEventOut,
+    AliasIn,
+    ArtifactOut,
+    CheckpointOut,
     CodeOut,
+    ExportIn,
+    ExportOut,
     HostPathIn,
     HostPathOut,
     JobDetail,
     JobOut,
     JobStatusOut,
     MemberIn,
+    MetricsOut,
+    ModelDetail,
+    ModelOut,
+    ModelVersionOut,
     NodeIn,
     NodeOut,
+    ParamsOut,
     ProjectOut,
     QuotaIn,
+    RegisterModelIn,
+    RunSummary,
+    SeriesOut,
     SubmitJob,
     TokenOut,
     UserIn,
@@ -37,7 +51,7 @@ from deepdock.api.models import (
 )
 from deepdock.codepack import package_code  # also importable from here, as before
 from deepdock.config import read_config
-from deepdock.errors import DeepdockError, EngineUnreachableError, error_from_wire
+from deepdock.errors import DeepdockError, EngineUnreachableError, NotFoundError, error_from_wire
 from deepdock.settings import Settings, get_settings
 from deepdock.specs.job import JobSpec
 
@@ -191,14 +205,93 @@ class Client:
         params: dict[str, Any] = {"follow": follow, "rank": rank}
         if attempt is not None:
             params["attempt"] = attempt
+        yield from self._stream(f"/jobs/{ref}/logs", params)
+
+    def _stream(self, path: str, params: dict[str, Any] | None = None) -> Iterator[bytes]:
         try:
-            with self._http.stream("GET", f"{API}/jobs/{ref}/logs", params=params, timeout=None) as response:
+            with self._http.stream("GET", f"{API}{path}", params=params, timeout=None) as response:
                 if response.status_code >= 400:
                     response.read()
                     _raise_for_error(response)
                 yield from response.iter_bytes()
         except httpx.TransportError as exc:
             raise ServerUnreachableError(f"deepdock server at {self.url} did not answer ({exc})") from None
+
+    # -- tracking ----------------------------------------------------------------------------------------
+    def metrics(self, ref: str) -> MetricsOut:
+        """Every series of a job with its final value."""
+        return self._call(MetricsOut, "GET", f"/jobs/{ref}/metrics")
+
+    def series(self, ref: str, name: str, *, max_points: int | None = None, attempt: int | None = None,
+               rank: int | None = None, after_step: int | None = None) -> SeriesOut:
+        """One series, all of it or LTTB-downsampled to ``max_points``; ``after_step`` for what is new."""
+        params = {k: v for k, v in {"max_points": max_points, "attempt": attempt, "rank": rank,
+                                    "after_step": after_step}.items() if v is not None}
+        return self._call(SeriesOut, "GET", f"/jobs/{ref}/metrics/{name}", params=params)
+
+    def params(self, ref: str) -> ParamsOut:
+        return self._call(ParamsOut, "GET", f"/jobs/{ref}/params")
+
+    def compare(self, refs: Sequence[str]) -> list[RunSummary]:
+        return self._get_list(_RUNS, "/compare", params={"job": list(refs)})
+
+    def checkpoints(self, ref: str) -> list[CheckpointOut]:
+        return self._get_list(_CHECKPOINTS, f"/jobs/{ref}/checkpoints")
+
+    def artifacts(self, ref: str) -> list[ArtifactOut]:
+        return self._get_list(_ARTIFACTS, f"/jobs/{ref}/artifacts")
+
+    def artifact(self, ref: str, path: str) -> Iterator[bytes]:
+        """A job's file, streamed (``path`` as ``artifacts`` lists it, or relative to the last attempt's rank 0)."""
+        yield from self._stream(f"/jobs/{ref}/artifacts/{path}")
+
+    def rerun(self, ref: str) -> JobOut:
+        return self._call(JobOut, "POST", f"/jobs/{ref}/rerun")
+
+    # -- model registry ----------------------------------------------------------------------------------
+    def models(self, project: str | None = None) -> list[ModelOut]:
+        return self._get_list(_MODELS, "/models", params={"project": project} if project else {})
+
+    def model(self, name: str, project: str | None = None) -> ModelDetail:
+        return self._call(ModelDetail, "GET", f"/models/{name}", params=_project(project))
+
+    def model_version(self, ref: str, project: str | None = None) -> ModelVersionOut:
+        """``name:3``, ``name@alias`` or ``name`` (the latest version)."""
+        name, tail = _split_ref(ref)
+        if tail is None:
+            detail = self.model(name, project)
+            if not detail.versions:
+                raise NotFoundError(f"model {name} has no versions")
+            return detail.versions[-1]
+        return self._call(ModelVersionOut, "GET", f"/models/{name}/versions/{tail}", params=_project(project))
+
+    def register_model(self, name: str, job: str, path: str, *, example_input: str | None = None,
+                       project: str | None = None, description: str = "") -> ModelVersionOut:
+        body = RegisterModelIn(job=job, path=path, example_input=example_input, project=project, description=description)
+        return self._call(ModelVersionOut, "POST", f"/models/{name}/versions", json=body.model_dump(mode="json"))
+
+    def set_alias(self, name: str, alias: str, version: int, project: str | None = None) -> AliasEventOut:
+        return self._call(AliasEventOut, "PUT", f"/models/{name}/aliases/{alias}", params=_project(project),
+                          json=AliasIn(version=version).model_dump())
+
+    def delete_alias(self, name: str, alias: str, project: str | None = None) -> AliasEventOut:
+        return self._call(AliasEventOut, "DELETE", f"/models/{name}/aliases/{alias}", params=_project(project))
+
+    def alias_history(self, name: str, alias: str, project: str | None = None) -> list[AliasEventOut]:
+        return self._get_list(_ALIAS_EVENTS, f"/models/{name}/aliases/{alias}/history", params=_project(project))
+
+    def rollback_alias(self, name: str, alias: str, project: str | None = None) -> AliasEventOut:
+        return self._call(AliasEventOut, "POST", f"/models/{name}/aliases/{alias}/rollback", params=_project(project))
+
+    def delete_model_version(self, name: str, version: int, project: str | None = None) -> None:
+        self._request("DELETE", f"/models/{name}/versions/{version}", params=_project(project))
+
+    def export_model(self, ref: str, fmt: str, *, generated: int = 1000, project: str | None = None) -> ExportOut:
+        name, tail = _split_ref(ref)
+        if tail is None:
+            tail = str(self.model_version(name, project).version)
+        return self._call(ExportOut, "POST", f"/models/{name}/versions/{tail}/export", params=_project(project),
+                          json=ExportIn(format=fmt, generated=generated).model_dump())  # type: ignore[arg-type]
 
     # -- nodes -------------------------------------------------------------------------------------------
     def nodes(self) -> list[NodeOut]:
@@ -266,6 +359,26 @@ class Client:
 
 
 _JOBS = TypeAdapter(list[JobOut])
+_RUNS = TypeAdapter(list[RunSummary])
+_CHECKPOINTS = TypeAdapter(list[CheckpointOut])
+_ARTIFACTS = TypeAdapter(list[ArtifactOut])
+_MODELS = TypeAdapter(list[ModelOut])
+_ALIAS_EVENTS = TypeAdapter(list[AliasEventOut])
+
+
+def _project(project: str | None) -> dict[str, str]:
+    return {"project": project} if project else {}
+
+
+def _split_ref(ref: str) -> tuple[str, str | None]:
+    """``name:3`` → (name, "3"); ``name@prod`` → (name, "@prod"); ``name`` → (name, None)."""
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return name, "@" + alias
+    if ":" in ref:
+        name, version = ref.rsplit(":", 1)
+        return name, version
+    return ref, None
 _HOST_PATHS = TypeAdapter(list[HostPathOut])
 _NODES = TypeAdapter(list[NodeOut])
 _PROJECTS = TypeAdapter(list[ProjectOut])

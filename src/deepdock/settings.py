@@ -61,6 +61,16 @@ class Settings(BaseSettings):
     wheel_port: int = Field(default=DEFAULT_WHEEL_PORT, ge=1, le=65535)
     # Env builds: the Debian mirror debootstrap installs an offline python base from.
     debian_mirror: str = DEFAULT_DEBIAN_MIRROR
+    # Where artifacts, checkpoints and model files live: "" = the folder ``home/artifacts``; ``file:///path``;
+    # or ``s3://bucket[/prefix]`` on any S3-compatible server (``s3_endpoint_url``; credentials from the
+    # standard AWS_* variables). deepdock.artifacts.
+    artifact_store: str = ""
+    s3_endpoint_url: str = ""
+    # Checkpoints kept per job in the artifact store (older ones are removed as new ones arrive).
+    checkpoints_keep: int = Field(default=3, ge=1)
+    # The track step (metrics from running jobs): a point is queryable within about this period plus the
+    # log stream's own delay.
+    tracking_interval_s: float = Field(default=0.25, gt=0)
     # The Philly trace folder (philly.csv, vcs.csv) for `deepdock sim --trace philly` and the benchmarks;
     # unset: ../shared/traces/philly beside the repository.
     philly_dir: Path | None = None

@@ -88,3 +88,21 @@ class NodeStatus(StrEnum):
     READY = "ready"
     UNREACHABLE = "unreachable"
     DRAINING = "draining"
+
+
+class CheckpointStatus(StrEnum):
+    """A checkpoint the job announced: waiting to be copied out, in the artifact store, or gone."""
+
+    PENDING = "pending"
+    STORED = "stored"
+    # The job removed it (a newer one replaced it) before the server could copy it.
+    MISSING = "missing"
+    # Older than the last N the platform keeps (settings.checkpoints_keep): removed from the store.
+    PRUNED = "pruned"
+    FAILED = "failed"
+
+
+class AliasAction(StrEnum):
+    SET = "set"
+    ROLLBACK = "rollback"
+    DELETE = "delete"

@@ -223,6 +223,9 @@ class JobDetail(JobOut):
     events: list[EventOut]
     attempt_list: list[AttemptOut]
     artifacts_dir: str
+    code_sha256: str | None = None
+    # `job rerun`: the job this one repeats.
+    rerun_of: str | None = None
 
 
 # -- tenancy -----------------------------------------------------------------------------------------------
@@ -318,3 +321,140 @@ __all__ = [
     "UserIn",
     "UserOut",
 ]
+
+
+# -- tracking ----------------------------------------------------------------------------------------------
+class ArtifactOut(Response):
+    path: str = Field(description="relative to the job: attempt-N/rank-R/<file> or checkpoints/<name>")
+    size: int
+    modified_at: float
+
+
+class SeriesSummary(Response):
+    """One metric of a job: its last (final) point and how many points it has."""
+
+    name: str
+    value: float
+    step: int
+    attempt: int
+    count: int
+
+
+class MetricsOut(Response):
+    job: str
+    series: list[SeriesSummary]
+
+
+class SeriesOut(Response):
+    """One series, column by column (compact on the wire: 100k points are four arrays, not 100k objects).
+    ``downsampled``: ``max_points`` was smaller than ``total`` and the points are an LTTB selection."""
+
+    job: str
+    name: str
+    total: int
+    downsampled: bool
+    steps: list[int]
+    values: list[float]
+    times: list[float]
+    attempts: list[int]
+    ranks: list[int]
+
+
+class ParamsOut(Response):
+    job: str
+    params: dict[str, Any]
+
+
+class RunSummary(Response):
+    id: str
+    name: str
+    status: JobStatus
+    params: dict[str, Any]
+    metrics: dict[str, float]
+
+
+class CheckpointOut(Response):
+    name: str
+    attempt: int
+    rank: int
+    step: int
+    size: int
+    sha256: str
+    status: str
+    created_at: float
+    stored_at: float | None = None
+
+
+# -- model registry ----------------------------------------------------------------------------------------
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+ALIAS_PATTERN = r"^[a-z][a-z0-9_\-]{0,63}$"
+
+
+class RegisterModelIn(Request):
+    job: str = Field(max_length=64, description="the job (id or name) whose artifact is the model")
+    path: str = Field(max_length=1024, description="the model file among the job's artifacts (`artifacts ls`)")
+    example_input: str | None = Field(None, max_length=1024, description="an .npy artifact: the input signature")
+    project: str | None = Field(None, max_length=64, description="default: the job's project")
+    description: str = Field("", max_length=4096)
+
+
+class AliasIn(Request):
+    version: int = Field(ge=1)
+
+
+class ExportIn(Request):
+    format: Literal["torchscript", "onnx"]
+    generated: int = Field(1000, ge=0, le=100_000, description="random inputs compared besides the example")
+
+
+class FileOut(Response):
+    path: str
+    size: int
+    sha256: str
+
+
+class ModelVersionOut(Response):
+    model: str
+    project: str
+    version: int
+    job: str | None
+    attempt: int | None
+    lineage: dict[str, Any]
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    signature: dict[str, Any] | None
+    files: list[FileOut]
+    formats: dict[str, Any]
+    aliases: list[str]
+    created_by: str
+    created_at: float
+
+
+class ModelOut(Response):
+    name: str
+    project: str
+    description: str
+    created_by: str
+    created_at: float
+    latest_version: int | None
+    aliases: dict[str, int]
+
+
+class ModelDetail(ModelOut):
+    versions: list[ModelVersionOut]
+
+
+class AliasEventOut(Response):
+    alias: str
+    action: str
+    from_version: int | None
+    to_version: int | None
+    by: str
+    at: float
+
+
+class ExportOut(Response):
+    model: str
+    version: int
+    format: str
+    job: str

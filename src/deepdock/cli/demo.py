@@ -1,8 +1,9 @@
-"""`deepdock demo`: build a PyTorch CPU environment, train on the digits data in a limited container."""
+"""`deepdock demo`: build a PyTorch CPU environment, train on the digits data in a limited container with
+its loss curve tracked, register the model, export it to TorchScript and ONNX with a parity check, point
+``production`` at it, and print the version with its lineage."""
 
 from __future__ import annotations
 
-import json
 import re
 from importlib import resources
 from pathlib import Path
@@ -10,13 +11,14 @@ from pathlib import Path
 import typer
 
 from deepdock.api.enums import JobStatus
-from deepdock.cli.output import api_errors, client, console, stream_logs
-from deepdock.client import ServerUnreachableError
+from deepdock.cli.output import api_errors, client, console, stream_logs, wait_job
+from deepdock.client import Client, ServerUnreachableError
 from deepdock.settings import get_settings
 from deepdock.specs.env import EnvSpec
 from deepdock.specs.job import JobSpec, load_job_spec
 
 ACCURACY_RE = re.compile(rb"test_accuracy=([0-9.]+)")
+MODEL_NAME = "digits-mlp"
 
 
 def demo(
@@ -48,22 +50,54 @@ def demo(
                 status = stream_logs(c, job.id)
                 detail = c.job(job.id)
                 log = b"".join(c.logs(job.id))
+                match = ACCURACY_RE.search(log)
+                console.print(f"job {detail.id} {status}: {detail.status_reason}")
+                if status != JobStatus.SUCCEEDED or not match:
+                    raise typer.Exit(1)
+                console.print(f"[bold green]test accuracy: {float(match.group(1)):.4f}[/bold green]")
+                _tracked(c, job.id)
+                _lifecycle(c, job.id)
     finally:
         if embedded is not None and not keep_server:
             embedded.stop()
-    match = ACCURACY_RE.search(log)
-    console.print(f"job {detail.id} {status}: {detail.status_reason}")
-    artifacts = Path(detail.artifacts_dir)
-    metrics = next(iter(sorted(artifacts.glob("attempt-*/rank-0/metrics.json"))), None)
-    if match:
-        console.print(f"[bold green]test accuracy: {float(match.group(1)):.4f}[/bold green]")
-    if metrics is not None:
-        console.print(f"artifacts: {metrics.parent} ({', '.join(sorted(p.name for p in metrics.parent.iterdir()))})")
-        console.print(f"metrics: {json.loads(metrics.read_text())}")
-    if status != JobStatus.SUCCEEDED or not match:
-        raise typer.Exit(1)
     if embedded is not None and keep_server:
         embedded.thread.join()
+
+
+def _tracked(c: Client, job_id: str) -> None:
+    """What the job logged while it ran: its params, its final metrics and its loss curve."""
+    params = c.params(job_id).params
+    console.print("params: " + ", ".join(f"{k}={v}" for k, v in params.items()), highlight=False)
+    for s in c.metrics(job_id).series:
+        console.print(f"metric {s.name}: {s.value:.4f} at step {s.step} ({s.count} points)", highlight=False)
+    curve = c.series(job_id, "loss", max_points=8)
+    console.print("loss curve (LTTB, 8 of {}): {}".format(
+        curve.total, "  ".join(f"{st}:{v:.3f}" for st, v in zip(curve.steps, curve.values, strict=True))), highlight=False)
+    files = [a.path for a in c.artifacts(job_id)]
+    console.print(f"artifacts: {', '.join(files)}", highlight=False)
+
+
+def _lifecycle(c: Client, job_id: str) -> None:
+    """The registered version → TorchScript and ONNX with parity → ``production`` → its lineage."""
+    from deepdock.cli.model import print_version
+
+    versions = [v for v in c.model(MODEL_NAME).versions if v.job == job_id]
+    if not versions:
+        console.print(f"[red]the job registered no {MODEL_NAME} version[/red]")
+        raise typer.Exit(1)
+    ref = f"{MODEL_NAME}:{versions[-1].version}"
+    console.print(f"registered [bold]{ref}[/bold]")
+    for fmt in ("torchscript", "onnx"):
+        export = c.export_model(ref, fmt)
+        console.print(f"exporting {ref} to {fmt} (job {export.job}) in the training image, with a parity check")
+        status = wait_job(c, export.job)
+        if status != JobStatus.SUCCEEDED:
+            console.print(f"[red]export to {fmt} {status}[/red]: {c.job(export.job).status_reason}")
+            console.print(b"".join(c.logs(export.job)).decode(errors="replace"), highlight=False)
+            raise typer.Exit(1)
+    event = c.set_alias(MODEL_NAME, "production", versions[-1].version)
+    console.print(f"{MODEL_NAME}@production: {event.from_version or '-'} → {event.to_version}")
+    print_version(c.model_version(f"{MODEL_NAME}@production"))
 
 
 def _prebuild(spec: JobSpec) -> None:

@@ -70,6 +70,15 @@ def stream_logs(client: Client, job_id: str) -> JobStatus:
         time.sleep(WAIT_POLL_S)
 
 
+def wait_job(client: Client, job_id: str) -> JobStatus:
+    """Poll the job's status (the cheap read) until it ends; returns its final status."""
+    while True:
+        status = client.status(job_id).status
+        if status in TERMINAL_JOB_STATUSES:
+            return status
+        time.sleep(WAIT_POLL_S)
+
+
 def write_chunks(chunks: Iterator[bytes]) -> None:
     """Raw log bytes to stdout as they come (not through rich: they are the job's own output)."""
     for chunk in chunks:

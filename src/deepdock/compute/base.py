@@ -119,6 +119,12 @@ class ContainerSpec:
     ports: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ImageDetails:
+    id: str  # the engine's content id ("sha256:..."), the same on every engine the image was copied to
+    labels: dict[str, str]
+
+
 @dataclass
 class ContainerState:
     """Observed state of one container. Times are epoch seconds; ``exit_code`` is None until it exits.
@@ -211,6 +217,12 @@ class ComputeBackend(ABC):
     @abstractmethod
     def image_exists(self, ref: str) -> bool:
         """Whether the image (tag or id) is present on the node."""
+
+    def image_details(self, ref: str) -> ImageDetails:
+        """The image's content id and labels (lineage of what a job ran). ``ImageMissingError`` when absent.
+
+        Not abstract: an engine that cannot tell records no digest, which is not a reason to fail a job."""
+        return ImageDetails(id="", labels={})
 
     @abstractmethod
     def close(self) -> None:

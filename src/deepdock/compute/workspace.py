@@ -20,17 +20,20 @@ WORKSPACE_DIR_MODE = 0o777
 WORKSPACE_FILE_MODE_BITS = 0o666
 
 
-def workspace_archive(code: bytes | None) -> bytes:
-    """Re-pack ``code`` (a tar, maybe gzipped) with writable folders and an empty ``artifacts/``."""
+def workspace_archive(code: bytes | None, extra: dict[str, bytes] | None = None) -> bytes:
+    """Re-pack ``code`` (a tar, maybe gzipped) with writable folders and an empty ``artifacts/``, plus
+    ``extra`` files (relative path → content: the SDK, a checkpoint to resume from) that win over the code's."""
     out = io.BytesIO()
     now = time.time()
+    extra = {name: data for name, data in (extra or {}).items() if _member_name(name) is not None}
     with tarfile.open(fileobj=out, mode="w") as dst:
         names: set[str] = set()
+        _add_extra(dst, extra, now)
         if code:
             with tarfile.open(fileobj=io.BytesIO(code), mode="r:*") as src:
                 for member in src.getmembers():
                     name = _member_name(member.name)
-                    if name is None:
+                    if name is None or name in extra or any(name.startswith(e + "/") for e in _extra_dirs(extra)):
                         continue
                     member.name = name
                     if member.islnk():
@@ -53,6 +56,25 @@ def workspace_archive(code: bytes | None) -> bytes:
             info.mtime = int(now)
             dst.addfile(info)
     return out.getvalue()
+
+
+def _extra_dirs(extra: dict[str, bytes]) -> set[str]:
+    return {str(parent) for name in extra for parent in PurePosixPath(name).parents if str(parent) != "."}
+
+
+def _add_extra(dst: tarfile.TarFile, extra: dict[str, bytes], now: float) -> None:
+    made: set[str] = set()
+    for name in sorted(extra):
+        for parent in reversed(PurePosixPath(name).parents):
+            folder = str(parent)
+            if folder != "." and folder not in made:
+                info = tarfile.TarInfo(folder)
+                info.type, info.mode, info.mtime = tarfile.DIRTYPE, WORKSPACE_DIR_MODE, int(now)
+                dst.addfile(info)
+                made.add(folder)
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(extra[name]), 0o644 | WORKSPACE_FILE_MODE_BITS, int(now)
+        dst.addfile(info, io.BytesIO(extra[name]))
 
 
 def _member_name(name: str) -> str | None:

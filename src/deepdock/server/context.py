@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deepdock.artifacts import ArtifactStore, store_from_url
 from deepdock.compute.base import ComputeBackend
 from deepdock.compute.pool import BackendFactory, BackendPool
 from deepdock.server.db.models import Node
@@ -33,6 +34,7 @@ class AppContext:
     pool: BackendPool
     settings: Settings
     logs: LogStore
+    artifacts: ArtifactStore
     # Epoch seconds. Tests give a controllable clock so a state step runs without sleeps.
     clock: Clock = time.time
     # Set by anything that changes what the scheduler would decide (submit, finish, node change).
@@ -61,5 +63,7 @@ class AppContext:
 
 def new_context(settings: Settings, factories: dict[str, BackendFactory] | None = None,
                 clock: Clock = time.time) -> AppContext:
+    store = store_from_url(settings.artifact_store, local_root=settings.artifacts_dir,
+                           s3_endpoint_url=settings.s3_endpoint_url or None)
     return AppContext(db=Database(settings.db_url), pool=BackendPool(factories), settings=settings,
-                      logs=LogStore(settings.home / "logs"), clock=clock)
+                      logs=LogStore(settings.home / "logs"), artifacts=store, clock=clock)

@@ -33,6 +33,7 @@ from deepdock.compute.base import (
     ContainerState,
     ContainerStats,
     GpuInfo,
+    ImageDetails,
     NodeCapacity,
     check_ports,
 )
@@ -338,6 +339,10 @@ class DockerBackend(ComputeBackend, StatsSource, DockerImageProvision, DockerFil
         except ImageMissingError:
             return False
         return True
+
+    def image_details(self, ref: str) -> ImageDetails:
+        data = self._inspect_image(ref)
+        return ImageDetails(id=str(data.get("Id", "")), labels=dict((data.get("Config") or {}).get("Labels") or {}))
 
     def close(self) -> None:
         for api in (self._api, self._archive_api, self._image_api):

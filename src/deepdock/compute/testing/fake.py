@@ -48,6 +48,7 @@ from deepdock.compute.base import (
     ContainerState,
     ContainerStats,
     GpuInfo,
+    ImageDetails,
     NodeCapacity,
     check_ports,
 )
@@ -293,6 +294,15 @@ class FakeBackend(ComputeBackend, StatsSource, ImageProvision, FileTransfer, Net
         with self._cond:
             self._check("image_exists")
             return ref in self._images
+
+    def image_details(self, ref: str) -> ImageDetails:
+        import hashlib
+
+        with self._cond:
+            self._check("image_details")
+            if ref not in self._images:
+                raise ImageMissingError(f"image {ref} is not on this fake engine")
+        return ImageDetails(id="sha256:" + hashlib.sha256(ref.encode()).hexdigest(), labels={})
 
     def close(self) -> None:
         with self._cond:

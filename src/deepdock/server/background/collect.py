@@ -16,16 +16,21 @@ from sqlalchemy import select
 from deepdock.api.enums import AttemptStatus, ReplicaStatus
 from deepdock.compute.abilities import FileTransfer
 from deepdock.compute.base import LABEL_JOB, ComputeBackend
-from deepdock.compute.workspace import ARTIFACTS_SUBDIR, extract_tree
+from deepdock.compute.workspace import ARTIFACTS_SUBDIR
 from deepdock.errors import DeepdockError, NotFoundError
 from deepdock.server.background.observe import Observation, start_key
 from deepdock.server.background.tasks import Work
 from deepdock.server.context import AppContext, log
 from deepdock.server.db.models import Attempt, Job, Node, Replica
 from deepdock.server.services import lifecycle
+from deepdock.server.services.artifacts import StoredFile, attempt_prefix, store_tree
 from deepdock.server.services.attempts import Outcome, finish_attempt, observed_outcome
+from deepdock.server.services.checkpoints import checkpoint_folder, store_checkpoints
+from deepdock.server.services.exports import collect_export, finish_export
 from deepdock.server.services.jobs import job_spec
 from deepdock.server.services.logs import follow_key
+from deepdock.server.services.registry import prepare_from_event, register_prepared
+from deepdock.server.services.tracking import ingest_log, model_events
 
 ENDED = (ReplicaStatus.EXITED, ReplicaStatus.LOST)
 # How long a collect waits for a follower to write the last of a log before capturing it anew.
@@ -72,19 +77,32 @@ def collect_attempt(ctx: AppContext, work: Work, attempt_id: int, nodes: dict[st
         assert job is not None
         ended = [(r.node_name, r.container_id, r.rank) for r in attempt.replicas
                  if r.status == ReplicaStatus.EXITED and r.container_id]
+        lost = [r.rank for r in attempt.replicas if r.status == ReplicaStatus.LOST]
         job_id, number, workdir = job.id, attempt.number, job_spec(job).workdir
+    produced: dict[int, dict[str, StoredFile]] = {}
+    models: list[tuple[int, dict[str, object]]] = []
     for node_name, container_id, rank in ended:
         node = nodes.get(node_name)
         if node is None:
             continue
         backend = ctx.backend(node)
+        log_path = ctx.logs.path(job_id, number, rank)
         try:
-            _keep_logs(ctx, work, backend, container_id, ctx.logs.path(job_id, number, rank))
-            dest = ctx.artifacts_root / job_id / f"attempt-{number}" / f"rank-{rank}"
-            _keep_artifacts(backend, container_id, f"{workdir.rstrip('/')}/{ARTIFACTS_SUBDIR}", dest)
+            _keep_logs(ctx, work, backend, container_id, log_path)
+            _ingest_all(ctx, log_path, job_id, number, rank)
+            store_checkpoints(ctx.db, ctx.artifacts, backend, container_id, job_id, number, rank,
+                              checkpoint_folder(workdir), ctx.settings.checkpoints_keep)
+            produced[rank] = _keep_artifacts(ctx, backend, container_id, f"{workdir.rstrip('/')}/{ARTIFACTS_SUBDIR}",
+                                             attempt_prefix(job_id, number, rank))
+            models += [(rank, event) for event in model_events(log_path)]
             backend.remove(container_id)
         except DeepdockError as exc:
             log.warning("collecting %s on %s failed: %s", container_id[:12], node_name, exc.message)
+    for rank in lost:  # what the follower kept of a vanished container's output
+        _ingest_all(ctx, ctx.logs.path(job_id, number, rank), job_id, number, rank)
+    registrations = [prepare_from_event(ctx.artifacts, job_id, number, rank, event, produced.get(rank, {}))
+                     for rank, event in models]
+    exported = collect_export(ctx.db, ctx.artifacts, job_id, produced.get(0, {}))
     with ctx.db.session() as session:
         attempt = session.get(Attempt, attempt_id)
         job = session.get(Job, job_id)
@@ -93,7 +111,19 @@ def collect_attempt(ctx: AppContext, work: Work, attempt_id: int, nodes: dict[st
         started = any(r.container_id for r in attempt.replicas)
         finish_attempt(session, job, attempt, observed_outcome(attempt) if started else NEVER_STARTED,
                        now=ctx.clock(), backoff=ctx.backoff)
+        for prepared in registrations:
+            if prepared is not None:
+                register_prepared(session, job, attempt, prepared)
+        finish_export(session, exported)
     ctx.wake_scheduler.set()
+
+
+def _ingest_all(ctx: AppContext, path: Path, job_id: str, number: int, rank: int) -> None:
+    """The last of a replica's events, before its attempt is recorded as ended."""
+    while True:
+        result, _ = ingest_log(ctx.db, path, job_id, number, rank)
+        if result.at_end:
+            return
 
 
 def _keep_logs(ctx: AppContext, work: Work, backend: ComputeBackend, container_id: str, path: Path) -> None:
@@ -106,13 +136,15 @@ def _keep_logs(ctx: AppContext, work: Work, backend: ComputeBackend, container_i
     ctx.logs.capture(backend, container_id, path, follow=False)
 
 
-def _keep_artifacts(backend: ComputeBackend, container_id: str, folder: str, dest: Path) -> None:
+def _keep_artifacts(ctx: AppContext, backend: ComputeBackend, container_id: str, folder: str,
+                    prefix: str) -> dict[str, StoredFile]:
     if not isinstance(backend, FileTransfer):
-        return  # an engine that cannot copy files out keeps no artifacts (docs/compute.md)
+        return {}  # an engine that cannot copy files out keeps no artifacts (docs/compute.md)
     try:
-        extract_tree(backend.copy_out(container_id, folder), dest)
+        archive = backend.copy_out(container_id, folder)
     except NotFoundError:
-        pass  # the job removed its artifacts folder: nothing to keep
+        return {}  # the job removed its artifacts folder: nothing to keep
+    return store_tree(ctx.artifacts, archive, prefix)
 
 
 def remove_strays(ctx: AppContext, work: Work, obs: Observation) -> None:

@@ -7,10 +7,11 @@ Steps (one file each, each a plain function of the context that a test can call 
   start        start.run                placed attempts without containers → image + containers
   collect      collect.run              ended attempts → logs, artifacts, outcome; strays removed
   node health  node_health.run          pings → health, lost nodes' attempts ended
+  track        track.Tracker.run        running replicas' output → metrics, params, checkpoints copied out
 
 The schedule step runs when woken (submit, finish, node change) and at least every idle period; the
 reconcile tick (observe → stop → start → collect) every ``reconcile_interval_s`` or when woken; health
-every ``node_health_interval_s``. Engine I/O happens only in tasks (background/tasks.py).
+every ``node_health_interval_s``; track every ``tracking_interval_s``. Engine I/O happens only in tasks (background/tasks.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from deepdock.scheduler import get_policy
 from deepdock.server.background import collect, node_health, observe, start, stop
 from deepdock.server.background.schedule import FinishedJobs, run_cycle
 from deepdock.server.background.tasks import Work
+from deepdock.server.background.track import Tracker
 from deepdock.server.context import AppContext, log
 from deepdock.server.db.models import Lease
 
@@ -41,6 +43,7 @@ class Controller:
         self.policy = get_policy(ctx.settings.scheduler_policy)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
         self.finished = FinishedJobs()
+        self.tracker = Tracker()
         self.has_lease = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -62,6 +65,9 @@ class Controller:
     def health_once(self) -> None:
         node_health.run(self.ctx, self.work)
 
+    def track_once(self) -> int:
+        return self.tracker.run(self.ctx, self.work)
+
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
         settings = self.ctx.settings
@@ -70,6 +76,7 @@ class Controller:
             ("scheduler", self._gated(self.schedule_once), self.ctx.wake_scheduler, settings.scheduler_idle_period_s),
             ("reconciler", self._gated(self.reconcile_once), self.ctx.wake_reconciler, settings.reconcile_interval_s),
             ("health", self._gated(self.health_once), None, settings.node_health_interval_s),
+            ("tracking", self._gated(self.track_once), None, settings.tracking_interval_s),
         ]
         for name, body, wake, period in loops:
             thread = threading.Thread(target=self._loop, args=(name, body, wake, period), name=f"deepdock-{name}",

@@ -11,17 +11,28 @@ from sqlalchemy import select
 
 from deepdock.api.enums import AttemptStatus, FailureReason, JobStatus, ReplicaStatus
 from deepdock.compute.abilities import ImageProvision, ability, copy_image
-from deepdock.compute.base import LABEL_ATTEMPT, LABEL_JOB, LABEL_MANAGED, LABEL_NODE, ComputeBackend, ContainerSpec, VolumeMount
+from deepdock.compute.base import (
+    LABEL_ATTEMPT,
+    LABEL_JOB,
+    LABEL_MANAGED,
+    LABEL_NODE,
+    ComputeBackend,
+    ContainerSpec,
+    ImageDetails,
+    VolumeMount,
+)
 from deepdock.compute.pool import NodeConnection
 from deepdock.compute.workspace import ARTIFACTS_SUBDIR, workspace_archive
-from deepdock.errors import ConflictError, DeepdockError, EngineUnreachableError, ImageMissingError
+from deepdock.errors import ConflictError, DeepdockError, EngineUnreachableError, ImageMissingError, NotFoundError
 from deepdock.server.background.observe import Observation, start_key
 from deepdock.server.background.tasks import Work
 from deepdock.server.context import AppContext, log
 from deepdock.server.db.models import Attempt, Job, Node
 from deepdock.server.services import lifecycle
 from deepdock.server.services.attempts import Outcome, finish_attempt
+from deepdock.server.services.checkpoints import CHECKPOINT_SUBDIR, checkpoint_folder, latest_checkpoint
 from deepdock.server.services.code import read_code
+from deepdock.server.services.jobfiles import python_path, sdk_files
 from deepdock.server.services.jobs import job_spec
 from deepdock.server.services.logs import follow_key, follow_logs
 from deepdock.server.services.nodes import mark_unreachable
@@ -33,6 +44,8 @@ DEFAULT_MASTER_PORT = 29500
 # The pool entry of this host's own engine, which builds environments for nodes that cannot (a node
 # name can never start with '_').
 HOST_BUILDER = "_host-builder"
+# The label an environment image carries its lock's hash in (envs/dockerfile.py standard_labels).
+ENV_LOCK_LABEL = "deepdock.env.lock"
 
 
 class StartFailed(Exception):
@@ -76,24 +89,37 @@ def start_attempt(ctx: AppContext, work: Work, attempt_id: int) -> None:
                                  attempt=attempt.number, at=ctx.clock())
         names = [r.node_name for r in attempt.replicas]
         nodes = {n.name: n for n in session.scalars(select(Node).where(Node.name.in_(names)))}
+        checkpoint = latest_checkpoint(session, job.id)
+        resume = (checkpoint.key, checkpoint.name) if checkpoint is not None and checkpoint.key else None
         session.expunge_all()
     try:
-        image, started = _start_containers(ctx, job, attempt, nodes)
+        image, started, details = _start_containers(ctx, job, attempt, nodes, resume)
     except StartFailed as failed:
         _finish(ctx, attempt_id, failed.outcome)
         return
-    _record(ctx, work, attempt_id, image, started, nodes)
+    _record(ctx, work, attempt_id, image, started, nodes, details)
 
 
-def _start_containers(ctx: AppContext, job: Job, attempt: Attempt,
-                      nodes: dict[str, Node]) -> tuple[str, dict[int, str]]:
+def _start_containers(ctx: AppContext, job: Job, attempt: Attempt, nodes: dict[str, Node],
+                      resume: tuple[str, str] | None) -> tuple[str, dict[int, str], ImageDetails]:
     spec = job_spec(job)
     try:
         image = _provide_image(ctx, job, spec, [nodes[r.node_name] for r in attempt.replicas])
         code = read_code(ctx.settings.home, job.code_sha256) if job.code_sha256 else None
+        details = _image_details(ctx.backend(nodes[attempt.replicas[0].node_name]), image)
     except DeepdockError as exc:
         raise StartFailed(_failure(ctx, exc, "")) from None
-    archive = workspace_archive(code)
+    extra = dict(sdk_files())
+    resumed_from = None
+    if resume is not None:
+        try:
+            extra[f"{CHECKPOINT_SUBDIR}/{resume[1]}"] = ctx.artifacts.get_bytes(resume[0])
+            resumed_from = resume[1]
+        except NotFoundError:
+            log.warning("checkpoint %s of job %s is gone from the artifact store; starting without it", resume[1], job.id)
+        except DeepdockError as exc:
+            raise StartFailed(_failure(ctx, exc, "")) from None
+    archive = workspace_archive(code, extra)
     named = [v.source for v in spec.volumes if not v.is_bind]
     started: dict[int, str] = {}
     for replica in attempt.replicas:
@@ -104,7 +130,7 @@ def _start_containers(ctx: AppContext, job: Job, attempt: Attempt,
         except DeepdockError as exc:
             raise StartFailed(_failure(ctx, exc, node.name)) from None
         container = _container_spec(ctx, job, spec, attempt, replica.rank, replica.container_name, image, archive,
-                                    node.name, list(replica.gpu_indices or []), replica.gpu_share)
+                                    node.name, list(replica.gpu_indices or []), replica.gpu_share, resumed_from)
         try:
             started[replica.rank] = backend.run(container)
         except ConflictError:
@@ -112,7 +138,17 @@ def _start_containers(ctx: AppContext, job: Job, attempt: Attempt,
             started[replica.rank] = backend.inspect(replica.container_name).id
         except DeepdockError as exc:
             raise StartFailed(_failure(ctx, exc, node.name)) from None
-    return image, started
+    return image, started, details
+
+
+def _image_details(backend: ComputeBackend, image: str) -> ImageDetails:
+    try:
+        return backend.image_details(image)
+    except ImageMissingError:
+        raise
+    except DeepdockError as exc:
+        log.warning("could not read the digest of %s: %s", image, exc.message)
+        return ImageDetails(id="", labels={})
 
 
 def _failure(ctx: AppContext, exc: DeepdockError, node: str) -> Outcome:
@@ -162,14 +198,20 @@ def _has_image(backend: ComputeBackend, ref: str) -> bool:
 
 
 def _container_spec(ctx: AppContext, job: Job, spec: JobSpec, attempt: Attempt, rank: int, name: str, image: str,
-                    archive: bytes, node: str, gpu_indices: list[int], gpu_share: float) -> ContainerSpec:
+                    archive: bytes, node: str, gpu_indices: list[int], gpu_share: float,
+                    resumed_from: str | None = None) -> ContainerSpec:
     workdir = spec.workdir
     env = dict(spec.env)
+    env["PYTHONPATH"] = python_path(workdir, spec.env.get("PYTHONPATH"))
+    if resumed_from:
+        env["DEEPDOCK_RESUMED_FROM"] = resumed_from
     env.update({
         "DEEPDOCK_JOB_ID": job.id,
         "DEEPDOCK_JOB_NAME": job.name,
         "DEEPDOCK_ATTEMPT": str(attempt.number),
         "DEEPDOCK_ARTIFACTS_DIR": f"{workdir.rstrip('/')}/{ARTIFACTS_SUBDIR}",
+        "DEEPDOCK_CHECKPOINT_DIR": checkpoint_folder(workdir),
+        "DEEPDOCK_STOP_GRACE_S": f"{spec.stop_grace if spec.stop_grace is not None else ctx.settings.stop_grace_s:g}",
         # torchrun's variables, so `torch.distributed.init_process_group("env://")` works as is.
         "RANK": str(rank),
         "WORLD_SIZE": str(spec.replicas),
@@ -210,7 +252,7 @@ def _finish(ctx: AppContext, attempt_id: int, outcome: Outcome) -> None:
 
 
 def _record(ctx: AppContext, work: Work, attempt_id: int, image: str, started: dict[int, str],
-            nodes: dict[str, Node]) -> None:
+            nodes: dict[str, Node], details: ImageDetails) -> None:
     """Write the container ids; from now on the observe step judges the replicas."""
     at = ctx.clock()
     with ctx.db.session() as session:
@@ -225,6 +267,8 @@ def _record(ctx: AppContext, work: Work, attempt_id: int, image: str, started: d
             replica.started_at = at
         attempt.status = AttemptStatus.RUNNING
         attempt.started_at = at
+        attempt.image, attempt.image_digest = image, details.id or None
+        attempt.env_lock = details.labels.get(ENV_LOCK_LABEL) or None
         job.image = image
         if job.status in (JobStatus.SCHEDULED, JobStatus.STARTING):
             lifecycle.transition(session, job, JobStatus.RUNNING, "all replicas started", attempt=attempt.number, at=at)

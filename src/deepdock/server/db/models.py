@@ -152,6 +152,8 @@ class Job(Base):
     attained_gpu_s: Mapped[float] = mapped_column("attained_service", Float, default=0)
     # The batch it was submitted with (scheduler/cohort.py): its finished members inform the ranking.
     cohort: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    # `job rerun`: the job whose recorded spec, image and code this one repeats.
+    rerun_of: Mapped[str | None] = mapped_column(String(32), nullable=True)
     pending_reason: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # What the user or the scheduler asked for; the reconciler makes it so.
     stop_requested: Mapped[str | None] = mapped_column(String(32), nullable=True)  # user | preempted | runtime
@@ -184,6 +186,10 @@ class Attempt(Base):
     created_at: Mapped[float] = mapped_column(Float, default=now_s)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # What ran, as the engine saw it at start: lineage of any model this attempt produced.
+    image: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    image_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    env_lock: Mapped[str | None] = mapped_column(String(64), nullable=True)
     replicas: Mapped[list[Replica]] = relationship(
         back_populates="attempt", lazy="selectin", order_by="Replica.rank", cascade="all, delete-orphan"
     )
@@ -242,3 +248,145 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+# -- tracking (server/services/tracking.py) ---------------------------------------------------------------
+class MetricPoint(Base):
+    """One value of one series. The key is the series' identity plus the step, so a series is one index
+    range (reads of 100k points are a range scan) and a point stored twice is impossible."""
+
+    __tablename__ = "metric_points"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+    at: Mapped[float] = mapped_column(Float)
+
+
+class MetricLatest(Base):
+    """The last point of each series of a job (its final metric), kept up to date by the ingest."""
+
+    __tablename__ = "metric_latest"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    rank: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(BigInteger)
+    value: Mapped[float] = mapped_column(Float)
+    at: Mapped[float] = mapped_column(Float)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class JobParam(Base):
+    __tablename__ = "job_params"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON)
+    attempt: Mapped[int] = mapped_column(Integer)
+
+
+class TrackingCursor(Base):
+    """How far the ingest has read one replica's output: committed with what it stored (exactly once)."""
+
+    __tablename__ = "tracking_cursors"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+    __table_args__ = (UniqueConstraint("job_id", "attempt", "rank", "name"), Index("ix_checkpoints_job", "job_id", "status"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    rank: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    step: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # CheckpointStatus
+    key: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float, default=now_s)
+    stored_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+# -- model registry (server/services/registry.py) ---------------------------------------------------------
+class Model(Base):
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[float] = mapped_column(Float, default=now_s)
+    project: Mapped[Project] = relationship(lazy="joined")
+
+
+class ModelVersion(Base):
+    """Immutable once made, except for the export formats added to it later."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    # Lineage.
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    lineage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    signature: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    files: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{path, size, sha256}]
+    prefix: Mapped[str] = mapped_column(String(512))  # artifact store key prefix of the files
+    model_file: Mapped[str] = mapped_column(String(256), default="model.pt")
+    formats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # {"onnx": {file, report...}}
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[float] = mapped_column(Float, default=now_s)
+    version_lock: Mapped[int] = mapped_column(Integer, default=0)
+    __mapper_args__ = {"version_id_col": version_lock}
+
+
+class ModelAlias(Base):
+    __tablename__ = "model_aliases"
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    updated_by: Mapped[str] = mapped_column(String(64), default="")
+    updated_at: Mapped[float] = mapped_column(Float, default=now_s)
+    lock: Mapped[int] = mapped_column(Integer, default=0)
+    __mapper_args__ = {"version_id_col": lock}
+
+
+class AliasEvent(Base):
+    """Append-only: every move of an alias, who made it and when (rollback reads it backwards)."""
+
+    __tablename__ = "alias_events"
+    __table_args__ = (Index("ix_alias_events_model_alias", "model_id", "alias", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    alias: Mapped[str] = mapped_column(String(64))
+    from_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    to_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    action: Mapped[str] = mapped_column(String(16))  # AliasAction
+    by: Mapped[str] = mapped_column(String(64), default="")
+    at: Mapped[float] = mapped_column(Float, default=now_s)
+
+
+class ModelExport(Base):
+    """An export job of a version (``model export``): when it is collected, its report and file join the
+    version's formats."""
+
+    __tablename__ = "model_exports"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id", ondelete="CASCADE"))
+    format: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | ok | failed
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float, default=now_s)

@@ -85,7 +85,7 @@ def _cohort(session: Session, project: Project, user: User, spec: JobSpec, job_i
 
 
 def submit_job(session: Session, user: User, spec: JobSpec, *, code_sha256: str | None = None,
-               server_home: Path | None = None) -> JobOut:
+               server_home: Path | None = None, commit: bool = True) -> JobOut:
     """Validate against the cluster (a request no node could ever hold is refused now) and the
     project's host-path grants (``server_home`` is never mountable), store, commit."""
     from deepdock.scheduler import can_ever_fit
@@ -123,7 +123,8 @@ def submit_job(session: Session, user: User, spec: JobSpec, *, code_sha256: str 
     session.add(JobEvent(job_id=job.id, from_status=None, to_status=JobStatus.QUEUED, reason="submitted", at=submitted))
     session.flush()
     out = job_out(job)
-    session.commit()
+    if commit:
+        session.commit()
     return out
 
 
@@ -161,7 +162,8 @@ def describe_job(session: Session, user: User, ref: str, artifacts_root: Path) -
         for e in session.scalars(select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id))
     ]
     return JobDetail(**job_out(job).model_dump(), cohort=job.cohort, attained_service=job.attained_gpu_s,
-                     spec=job.spec, events=events, attempt_list=attempts, artifacts_dir=str(artifacts_root / job.id))
+                     spec=job.spec, events=events, attempt_list=attempts, artifacts_dir=str(artifacts_root / job.id),
+                     code_sha256=job.code_sha256, rerun_of=job.rerun_of)
 
 
 def _visible(session: Session, user: User, query: Select[Any]) -> Select[Any]:
@@ -301,3 +303,21 @@ def stop_job(session: Session, user: User, ref: str) -> JobOut:
             if attempt == STOP_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def rerun_job(session: Session, user: User, ref: str, *, server_home: Path | None = None) -> JobOut:
+    """Submit the job again exactly as it ran: its recorded spec, its code package, and the image tag
+    its environment resolved to (not the environment again: a new resolution could pick newer wheels)."""
+    job = get_job(session, user, ref)
+    spec = job_spec(job)
+    if job.image and spec.environment is not None:
+        spec = JobSpec.model_validate({**spec.model_dump(mode="json"), "environment": None, "image": job.image})
+    elif spec.environment is not None:
+        raise SpecError(f"job {job.id} never started, so it has no image to re-run with; submit it again instead")
+    original = job.id
+    out = submit_job(session, user, spec, code_sha256=job.code_sha256, server_home=server_home, commit=False)
+    rerun = session.get(Job, out.id)
+    assert rerun is not None
+    rerun.rerun_of = original
+    session.commit()
+    return out

@@ -55,6 +55,25 @@ class LogStore:
             threading.Event().wait(FOLLOW_POLL_S)
 
 
+def without_events(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The job's own output: the SDK's event lines (sdk/protocol.py) are for the server, not the reader."""
+    from deepdock.sdk.protocol import strip_events
+
+    pending = b""
+    for chunk in chunks:
+        data = pending + chunk
+        end = data.rfind(b"\n")
+        if end < 0:
+            pending = data
+            continue
+        pending = data[end + 1:]
+        out = strip_events(data[: end + 1])
+        if out:
+            yield out
+    if pending:
+        yield strip_events(pending)
+
+
 def follow_key(container_id: str) -> str:
     return f"follow:{container_id}"
 
@@ -84,7 +103,7 @@ def job_log(db: Database, store: LogStore, user: User, ref: str, *, attempt: int
         number = 1  # wait for the first attempt's output
     path = store.path(job_id, number, rank)
     if not follow:
-        return iter([store.read(path)])
+        return without_events(iter([store.read(path)]))
 
     def is_done() -> bool:
         with db.session() as session:
@@ -94,4 +113,4 @@ def job_log(db: Database, store: LogStore, user: User, ref: str, *, attempt: int
             # A newer attempt started (retry/preemption): this attempt's log is complete.
             return current.attempt_count > number and current.status != JobStatus.QUEUED
 
-    return store.stream(path, is_done)
+    return without_events(store.stream(path, is_done))

@@ -1,0 +1,126 @@
+"""The line protocol between code inside a job and the server: events written to the container's output.
+
+Why the output: it is the one channel every node already gives the server for every container, with no
+network, no mount and no exec (jobs run with ``network_mode=none``), and Docker keeps it after the
+container exits and replays it from the start, so a server that restarts reads the same bytes again.
+The server's log follower copies the output into its log store; the tracking step parses complete lines
+from a byte offset it commits together with what it stored (exactly once, across restarts).
+
+A line is ``MARKER`` + one JSON object + ``\\n``, written with a single ``write`` (atomic on a pipe below
+``PIPE_BUF``), so it never interleaves with the job's own output mid-line. The marker may follow a
+partial line the job printed without a newline: the parser looks for it anywhere in the line.
+
+Standard library only: this module is copied into every job container (see ``deepdock.sdk``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+MARKER = "\x1e@deepdock "
+MARKER_BYTES = MARKER.encode()
+# Below PIPE_BUF (4096 on Linux), so one write is one atomic line; larger events are split by the SDK.
+MAX_LINE_BYTES = 4000
+PROTOCOL_VERSION = 1
+
+# Kinds of event.
+METRICS = "m"      # {"k": "m", "s": step, "t": epoch_s, "v": {name: value}}
+PARAMS = "p"       # {"k": "p", "v": {name: json value}}
+CHECKPOINT = "c"   # {"k": "c", "name": file name, "s": step, "sha256": hex, "size": bytes}
+MODEL = "r"        # {"k": "r", "name": model name, "dir": folder under the artifacts dir, "signature": {...}}
+KINDS = frozenset({METRICS, PARAMS, CHECKPOINT, MODEL})
+
+# MLflow's metric-name alphabet without spaces: letters, digits, '_', '-', '.', '/'.
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,127}$")
+MAX_PARAM_VALUE_CHARS = 1000
+MAX_STEP = 2**62
+
+
+class TrackingError(ValueError):
+    """A bad SDK call (a name that is not a metric name, a value that is not a finite number, ...)."""
+
+
+def check_name(name: object, what: str = "metric") -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise TrackingError(f"{what} name {name!r} is not valid: 1-128 characters of letters, digits, '_', '-', '.', "
+                            "'/', not starting with a punctuation mark")
+    return name
+
+
+def check_value(name: str, value: object) -> float:
+    # bool is an int subclass: True as a metric is almost always a mistake.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        # numpy and torch scalars: anything with .item() that gives a number
+        item = getattr(value, "item", None)
+        if callable(item):
+            try:
+                value = item()
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TrackingError(f"metric {name!r}: value {value!r} is not a number")
+    number = float(value)
+    if not math.isfinite(number):
+        raise TrackingError(f"metric {name!r}: value {number} is not finite (NaN or infinity)")
+    return number
+
+
+def check_step(step: object) -> int:
+    if isinstance(step, bool) or not isinstance(step, int):
+        item = getattr(step, "item", None)
+        step = item() if callable(item) else step
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step < MAX_STEP:
+        raise TrackingError(f"step {step!r} is not a non-negative integer")
+    return step
+
+
+def check_param(name: str, value: object) -> Any:
+    check_name(name, "param")
+    if value is None or isinstance(value, (bool, int, str)):
+        out: Any = value
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise TrackingError(f"param {name!r}: value {value} is not finite")
+        out = value
+    else:
+        out = str(value)  # a tuple, a path, an enum: recorded as text, as MLflow does
+    if len(json.dumps(out)) > MAX_PARAM_VALUE_CHARS:
+        raise TrackingError(f"param {name!r}: value longer than {MAX_PARAM_VALUE_CHARS} characters")
+    return out
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return (MARKER + json.dumps(event, separators=(",", ":"), allow_nan=False) + "\n").encode()
+
+
+def decode_line(line: bytes) -> dict[str, Any] | None:
+    """The event on ``line`` (bytes without the newline), or None when it carries none or a broken one.
+
+    A broken event can only come from a job writing the marker itself; it is skipped, not fatal."""
+    at = line.find(MARKER_BYTES)
+    if at < 0:
+        return None
+    try:
+        event = json.loads(line[at + len(MARKER_BYTES):])
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or event.get("k") not in KINDS:
+        return None
+    return event
+
+
+def strip_events(data: bytes) -> bytes:
+    """The job's own output: ``data`` (whole lines) without the event lines (what ``deepdock logs`` shows)."""
+    if MARKER_BYTES not in data:
+        return data
+    out = []
+    for line in data.splitlines(keepends=True):
+        at = line.find(MARKER_BYTES)
+        if at < 0:
+            out.append(line)
+        elif at > 0:
+            out.append(line[:at] + b"\n")  # the job's partial line before the event
+    return b"".join(out)

@@ -1,0 +1,175 @@
+"""Tracking: the events a job writes to its output (sdk/protocol.py) become metric series, params and
+checkpoint records; and the reads of them (series downsampled for charts, params, final metrics).
+
+Ingest reads a replica's log file (the follower keeps it, services/logs.py) from the committed cursor
+to its last complete line, and writes the points, params, checkpoints and the new cursor in ONE
+transaction: a server killed at any moment either stored a line's points and moved past it, or did
+neither, so a restart re-reads exactly what was not stored. The follower rewrites a log from the
+start after a restart (Docker replays it byte for byte), so a cursor stays valid; while the rewrite is
+shorter than the cursor, ingest waits. The points' primary key (job, name, attempt, rank, step) makes
+a duplicate impossible even so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import and_, case, delete, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from deepdock.api.enums import CheckpointStatus
+from deepdock.sdk import protocol
+from deepdock.server.db.models import Checkpoint, JobParam, MetricLatest, MetricPoint, TrackingCursor
+from deepdock.server.db.session import Database
+
+# One ingest reads at most this much of a log: a burst is stored over a few ticks, each transaction short.
+MAX_INGEST_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class Ingested:
+    points: int = 0
+    params: int = 0
+    checkpoints: int = 0
+    models: list[dict[str, Any]] = field(default_factory=list)
+    at_end: bool = True  # the whole file (to its last complete line) has been read
+
+
+def _insert(session: Session, table: Any) -> Any:
+    return (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def read_cursor(session: Session, job_id: str, attempt: int, rank: int) -> int:
+    cursor = session.get(TrackingCursor, (job_id, attempt, rank))
+    return cursor.offset if cursor is not None else 0
+
+
+def ingest_log(db: Database, path: Path, job_id: str, attempt: int, rank: int, *, known_offset: int | None = None,
+               max_bytes: int = MAX_INGEST_BYTES) -> tuple[Ingested, int]:
+    """Store the events of ``path`` past the cursor; returns what was stored and the new cursor.
+
+    ``known_offset`` is the caller's cached cursor: when the file has not grown past it, the step
+    returns without a database round trip (the tracking loop runs several times a second)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return Ingested(), known_offset or 0
+    if known_offset is not None and size <= known_offset:
+        return Ingested(), known_offset
+    with db.session() as session:
+        offset = read_cursor(session, job_id, attempt, rank)
+        if size <= offset:
+            return Ingested(), offset  # not written yet, or being rewritten after a restart
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read(max_bytes)
+        # Read to the end of the file: what is left after the last newline is a line still being written.
+        read_to_end = len(data) < max_bytes
+        end = data.rfind(b"\n")
+        if end < 0:
+            return Ingested(at_end=read_to_end), offset
+        data = data[: end + 1]
+        result = store_events(session, job_id, attempt, rank, _events(data))
+        result.at_end = read_to_end
+        new_offset = offset + len(data)
+        _insert_cursor(session, job_id, attempt, rank, new_offset)
+    return result, new_offset
+
+
+def _events(data: bytes) -> Iterable[dict[str, Any]]:
+    if protocol.MARKER_BYTES not in data:
+        return
+    for line in data.split(b"\n"):
+        event = protocol.decode_line(line)
+        if event is not None:
+            yield event
+
+
+def _insert_cursor(session: Session, job_id: str, attempt: int, rank: int, offset: int) -> None:
+    stmt = _insert(session, TrackingCursor).values(job_id=job_id, attempt=attempt, rank=rank, offset=offset)
+    session.execute(stmt.on_conflict_do_update(index_elements=["job_id", "attempt", "rank"], set_={"offset": offset}))
+
+
+def store_events(session: Session, job_id: str, attempt: int, rank: int, events: Iterable[dict[str, Any]]) -> Ingested:
+    """Write one batch of events in the caller's transaction."""
+    result = Ingested()
+    points: list[dict[str, Any]] = []
+    params: dict[str, Any] = {}
+    checkpoints: list[dict[str, Any]] = []
+    for event in events:
+        kind = event["k"]
+        try:
+            if kind == protocol.METRICS:
+                step, at = int(event["s"]), float(event["t"])
+                for name, value in event["v"].items():
+                    points.append({"job_id": job_id, "name": name, "attempt": attempt, "rank": rank, "step": step,
+                                   "value": float(value), "at": at})
+            elif kind == protocol.PARAMS:
+                params.update(event["v"])
+            elif kind == protocol.CHECKPOINT:
+                checkpoints.append({"job_id": job_id, "attempt": attempt, "rank": rank, "name": str(event["name"])[:64],
+                                    "step": int(event["s"]), "sha256": str(event["sha256"])[:64],
+                                    "size": int(event["size"]), "status": CheckpointStatus.PENDING, "error": "",
+                                    "created_at": float(event.get("t") or 0) or _now()})
+            elif kind == protocol.MODEL:
+                result.models.append(event)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue  # a line the job forged by hand; the SDK never writes one
+    if points:
+        session.execute(_insert(session, MetricPoint).on_conflict_do_nothing(), points)
+        _update_latest(session, points)
+        result.points = len(points)
+    for name, value in params.items():
+        stmt = _insert(session, JobParam).values(job_id=job_id, name=str(name)[:128], value=value, attempt=attempt)
+        session.execute(stmt.on_conflict_do_update(index_elements=["job_id", "name"], set_={"value": value, "attempt": attempt}))
+        result.params += 1
+    if checkpoints:
+        session.execute(_insert(session, Checkpoint).on_conflict_do_nothing(), checkpoints)
+        result.checkpoints = len(checkpoints)
+    return result
+
+
+def _now() -> float:
+    import time
+
+    return time.time()
+
+
+def _update_latest(session: Session, points: list[dict[str, Any]]) -> None:
+    latest: dict[str, dict[str, Any]] = {}
+    counts: dict[str, int] = {}
+    for p in points:
+        counts[p["name"]] = counts.get(p["name"], 0) + 1
+        held = latest.get(p["name"])
+        if held is None or (p["attempt"], p["step"]) >= (held["attempt"], held["step"]):
+            latest[p["name"]] = p
+    table = MetricLatest.__table__
+    rows = [{**p, "count": counts[name]} for name, p in latest.items()]
+    stmt = _insert(session, MetricLatest)
+    ex = stmt.excluded
+    newer = or_(table.c.attempt < ex.attempt, and_(table.c.attempt == ex.attempt, table.c.step <= ex.step))
+    set_ = {col: case((newer, ex[col]), else_=table.c[col]) for col in ("attempt", "rank", "step", "value", "at")}
+    set_["count"] = table.c["count"] + ex["count"]
+    session.execute(stmt.on_conflict_do_update(index_elements=["job_id", "name"], set_=set_), rows)
+
+
+def forget_cursors(session: Session, job_id: str) -> None:
+    session.execute(delete(TrackingCursor).where(TrackingCursor.job_id == job_id))
+
+
+def model_events(path: Path) -> list[dict[str, Any]]:
+    """Every model registration a replica's whole log carries (read once, when its attempt is collected)."""
+    if not path.exists():
+        return []
+    return [e for e in _events(path.read_bytes()) if e["k"] == protocol.MODEL]
+
+
+def pending_checkpoints(session: Session, job_id: str, attempt: int, rank: int) -> list[Checkpoint]:
+    return list(session.scalars(
+        select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.attempt == attempt, Checkpoint.rank == rank,
+                                 Checkpoint.status == CheckpointStatus.PENDING).order_by(Checkpoint.step)
+    ))

@@ -1,0 +1,147 @@
+"""Ingest of event lines into series, params and checkpoints: exactly once, across rewrites and restarts;
+and the reads (downsampled series, params, final metrics). SQLite and PostgreSQL (``steps`` fixture)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from deepdock.errors import NotFoundError, SpecError
+from deepdock.sdk import protocol
+from deepdock.server.db.models import Checkpoint, MetricLatest, MetricPoint, User
+from deepdock.server.services import runs
+from deepdock.server.services.tracking import ingest_log, model_events
+from tests.server.factories import make_job, make_project, make_user
+
+
+def metric_line(step: int, **values: float) -> bytes:
+    # A fixed time per step: a replayed log has the same bytes, as Docker's replay does.
+    return protocol.encode({"k": "m", "s": step, "t": 1_700_000_000.0 + step, "v": values})
+
+
+@pytest.fixture
+def job_id(steps) -> str:
+    with steps.session() as session:
+        return make_job(session).id
+
+
+def _count(steps, job_id: str) -> int:
+    with steps.session() as session:
+        return session.scalar(select(func.count()).select_from(MetricPoint).where(MetricPoint.job_id == job_id))
+
+
+def test_points_params_and_checkpoints_are_stored_with_the_cursor(steps, job_id, tmp_path):
+    log = tmp_path / "rank-0.log"
+    log.write_bytes(b"starting\n" + protocol.encode({"k": "p", "v": {"lr": 0.1, "opt": "adam"}})
+                    + b"".join(metric_line(s, loss=1.0 / (s + 1), acc=s / 10) for s in range(10))
+                    + protocol.encode({"k": "c", "name": "ckpt-000000000009.pt", "s": 9, "sha256": "ab" * 32, "size": 12})
+                    + b"partial line without newline")
+    result, offset = ingest_log(steps.db, log, job_id, 1, 0)
+    assert (result.points, result.params, result.checkpoints, result.at_end) == (20, 2, 1, True)
+    assert offset == log.read_bytes().rindex(b"\n") + 1
+    with steps.session() as session:
+        user = session.scalar(select(User))
+        assert runs.job_params(session, user, job_id).params == {"lr": 0.1, "opt": "adam"}
+        final = {s.name: (s.value, s.step, s.count) for s in runs.job_metrics(session, user, job_id).series}
+        assert final == {"acc": (0.9, 9, 10), "loss": (0.1, 9, 10)}
+        assert session.scalar(select(Checkpoint.status)) == "pending"
+
+
+def test_reingesting_after_a_crash_or_a_rewrite_stores_nothing_twice(steps, job_id, tmp_path):
+    log = tmp_path / "rank-0.log"
+    log.write_bytes(b"".join(metric_line(s, loss=float(s)) for s in range(100)))
+    ingest_log(steps.db, log, job_id, 1, 0)
+    # The follower of a restarted server rewrites the file from the start: shorter at first...
+    log.write_bytes(b"".join(metric_line(s, loss=float(s)) for s in range(40)))
+    result, _ = ingest_log(steps.db, log, job_id, 1, 0)
+    assert result.points == 0
+    # ...then the same bytes again, and what the job logged meanwhile.
+    log.write_bytes(b"".join(metric_line(s, loss=float(s)) for s in range(150)))
+    result, _ = ingest_log(steps.db, log, job_id, 1, 0)
+    assert result.points == 50 and _count(steps, job_id) == 150
+
+
+def test_a_crash_before_commit_stores_nothing_and_the_retry_stores_all(steps, job_id, tmp_path, monkeypatch):
+    from deepdock.server.services import tracking
+
+    log = tmp_path / "rank-0.log"
+    log.write_bytes(b"".join(metric_line(s, loss=float(s)) for s in range(30)))
+    real = tracking._insert_cursor
+
+    def die(*args, **kwargs):
+        raise RuntimeError("killed between the points and the cursor")
+
+    monkeypatch.setattr(tracking, "_insert_cursor", die)
+    with pytest.raises(RuntimeError):
+        ingest_log(steps.db, log, job_id, 1, 0)
+    assert _count(steps, job_id) == 0
+    monkeypatch.setattr(tracking, "_insert_cursor", real)
+    ingest_log(steps.db, log, job_id, 1, 0)
+    assert _count(steps, job_id) == 30
+
+
+def test_a_large_backlog_is_read_in_bounded_pieces(steps, job_id, tmp_path):
+    log = tmp_path / "rank-0.log"
+    log.write_bytes(b"".join(metric_line(s, loss=float(s)) for s in range(500)))
+    seen, rounds = 0, 0
+    while True:
+        result, _ = ingest_log(steps.db, log, job_id, 1, 0, max_bytes=4096)
+        seen += result.points
+        rounds += 1
+        if result.at_end:
+            break
+    assert seen == 500 and rounds > 5
+
+
+def test_latest_follows_the_newest_attempt(steps, job_id, tmp_path):
+    first, second = tmp_path / "a1.log", tmp_path / "a2.log"
+    first.write_bytes(b"".join(metric_line(s, loss=10.0 - s) for s in range(10)))
+    second.write_bytes(metric_line(3, loss=0.5))
+    ingest_log(steps.db, first, job_id, 1, 0)
+    ingest_log(steps.db, second, job_id, 2, 0)
+    ingest_log(steps.db, first, job_id, 1, 0)  # nothing new from the older attempt
+    with steps.session() as session:
+        latest = session.get(MetricLatest, (job_id, "loss"))
+        assert (latest.attempt, latest.step, latest.value, latest.count) == (2, 3, 0.5, 11)
+
+
+def test_series_read_in_order_and_downsampled(steps, job_id, tmp_path):
+    log = tmp_path / "rank-0.log"
+    log.write_bytes(b"".join(metric_line(s, loss=float((s * 37) % 101), spike=100.0 if s == 2345 else 1.0)
+                             for s in range(5000)))
+    ingest_log(steps.db, log, job_id, 1, 0)
+    with steps.session() as session:
+        user = session.scalar(select(User))
+        full = runs.read_series(session, user, job_id, "loss")
+        assert full.total == 5000 and full.steps == list(range(5000)) and not full.downsampled
+        small = runs.read_series(session, user, job_id, "loss", max_points=200)
+        assert small.downsampled and len(small.steps) == 200 and small.total == 5000
+        assert small.steps[0] == 0 and small.steps[-1] == 4999 and small.steps == sorted(small.steps)
+        # LTTB keeps the peak a chart must show (taking every 25th point would drop it)
+        spike = runs.read_series(session, user, job_id, "spike", max_points=50)
+        assert 2345 in spike.steps and max(spike.values) == 100.0
+        newer = runs.read_series(session, user, job_id, "loss", after_step=4990)
+        assert newer.steps == list(range(4991, 5000))
+        with pytest.raises(NotFoundError):
+            runs.read_series(session, user, job_id, "nope")
+        with pytest.raises(SpecError):
+            runs.read_series(session, user, job_id, "loss", max_points=1)
+        with pytest.raises(SpecError):
+            runs.read_series(session, user, job_id, "bad name")
+
+
+def test_other_projects_jobs_are_not_readable(steps, job_id):
+    with steps.session() as session:
+        outsider = make_user(session, "eve", is_admin=False)
+        make_project(session, "other", members=[outsider])
+        with pytest.raises(NotFoundError):
+            runs.job_metrics(session, outsider, job_id)
+        with pytest.raises(NotFoundError):
+            runs.read_series(session, outsider, job_id, "loss")
+
+
+def test_model_events_are_found_in_the_whole_log(tmp_path):
+    log = tmp_path / "rank-0.log"
+    log.write_bytes(metric_line(0, loss=1.0) + protocol.encode({"k": "r", "name": "digits", "dir": "models/digits",
+                                                                 "signature": None}))
+    assert [e["name"] for e in model_events(log)] == ["digits"]
