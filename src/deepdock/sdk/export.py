@@ -8,7 +8,8 @@ lists them), started by the server as::
 
 The export is only worth registering when it agrees with the eager model, so every export is reloaded
 from disk and run next to the eager model on the example input and on ``--generated`` seeded random rows
-of the same per-row shape and dtype, in batches of varied sizes (1, 7, 64, ...) so that a batch size
+of the same per-row shape and dtype (floats uniform over the example's value range widened by a tenth
+each side; integers within the example's), in batches of varied sizes (1, 7, 64, ...) so that a batch size
 baked into the graph shows up. ``OUT/export_report.json`` is always written (see ``new_report``); exit
 status 0 = exported and within tolerance, 1 = exported but the parity check failed (the report's
 ``worst`` names the batch, row, input and difference), 2 = anything else (the report's ``error``).
@@ -42,6 +43,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -54,7 +56,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from deepdock.sdk.signature import outputs_signature, signature_of
+from deepdock.sdk.signature import signature_of
 
 FORMATS = ("torchscript", "onnx")
 FILES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
@@ -178,7 +180,8 @@ def load_example(path: Path) -> tuple[list[str], Arrays]:
     """The example's inputs: one ``.npy`` is the input ``input``; an ``.npz`` gives positional inputs by its keys."""
     np = _import_numpy()
     if not path.is_file():
-        raise ExportError(f"example input {path} does not exist: an example (.npy) fixes the input's shape and dtype")
+        raise ExportError(f"example input {path} does not exist: pass --example, a .npy of a few input rows (it fixes the "
+                          "input's shape and dtype)")
     try:
         loaded = np.load(str(path), allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same error for the user
@@ -223,7 +226,13 @@ def _random_like(np: Any, rng: Any, example: Any, rows: int) -> Any:
     shape = (rows, *example.shape[1:])
     kind = example.dtype.kind
     if kind == "f":
-        return rng.standard_normal(shape).astype(example.dtype)
+        # Over the example's own range, widened by a tenth on each side: the domain the model is fed.
+        # Standard-normal rows far outside it (digits pixels are in [0, 1]) drive the MLP's logits to ~44,
+        # where float32's spacing alone is 4e-6 and a correct ONNX export misses a 1e-5 bound by rounding.
+        finite = example[np.isfinite(example)] if example.size else example
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
+        margin = (high - low) * 0.1 if high > low else max(abs(high), 1.0)
+        return rng.uniform(low - margin, high + margin, size=shape).astype(example.dtype)
     if kind == "c":
         return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(example.dtype)
     if kind == "b":
@@ -315,9 +324,14 @@ def compare(expected: list[Any], got: list[Any]) -> tuple[float, dict[str, Any]]
 
 def check_parity(reference: Callable[[Arrays], list[Any]], exported: Callable[[Arrays], list[Any]],
                  batches: Iterator[Arrays], atol: float, output_names: list[str]) -> dict[str, Any]:
-    """Run both sides on every batch (batch 0 is the example); the largest difference and where it is."""
+    """Run both sides on every batch (batch 0 is the example); the largest difference and where it is.
+
+    Also the largest finite |output| of the eager model: an absolute tolerance means less the larger the
+    outputs are (float32 keeps about 7 digits: outputs near 40 are 4e-6 apart), so the report gives the scale.
+    """
+    np = _import_numpy()
     rows, sizes, failing = 0, [], 0
-    max_diff, worst = 0.0, None
+    max_diff, worst, max_output = 0.0, None, 0.0
     for index, arrays in enumerate(batches):
         size = int(arrays[0].shape[0])
         try:
@@ -325,6 +339,10 @@ def check_parity(reference: Callable[[Arrays], list[Any]], exported: Callable[[A
         except Exception as exc:  # noqa: BLE001 - nothing to compare against
             raise ExportError(f"the eager model fails on generated batch {index} of size {size} (shaped like the example "
                               f"but for its batch dimension): {_short(exc)}") from exc
+        for e in expected:
+            values = np.abs(np.asarray(e, dtype=np.complex128 if np.asarray(e).dtype.kind == "c" else np.float64))
+            values = values[np.isfinite(values)]
+            max_output = max(max_output, float(values.max()) if values.size else 0.0)
         try:
             diff, where = compare(expected, exported(arrays))
         except ExportError:
@@ -347,7 +365,7 @@ def check_parity(reference: Callable[[Arrays], list[Any]], exported: Callable[[A
                 if isinstance(worst.get(key), complex):
                     worst[key] = str(worst[key])
     return {"inputs_checked": rows, "batch_sizes": sizes, "failing_batches": failing, "max_abs_diff": max_diff,
-            "worst": worst}
+            "max_abs_output": max_output, "worst": worst}
 
 
 # --- exporters ---------------------------------------------------------------------------------------
@@ -376,7 +394,11 @@ def export_torchscript(model: Any, args: tuple[Any, ...], path: Path) -> dict[st
                 compiled, info["method"] = torch.jit.script(model), "script"
             except Exception as exc:  # noqa: BLE001 - anything scripting rejects: trace instead
                 info["script_error"] = _short(exc)
-                compiled, info["method"] = torch.jit.trace(model, args, check_trace=False), "trace"
+                try:
+                    compiled, info["method"] = torch.jit.trace(model, args, check_trace=False), "trace"
+                except Exception as trace_exc:  # noqa: BLE001 - neither works: say why for both
+                    raise ExportError(f"TorchScript export failed: torch.jit.script: {info['script_error']}; "
+                                      f"torch.jit.trace with the example: {_short(trace_exc)}") from trace_exc
         compiled.save(str(path))
     if caught:
         info["warnings"] = _warning_texts(caught)
@@ -429,8 +451,12 @@ def export_onnx(model: Any, args: tuple[Any, ...], path: Path, input_names: list
                 stale.unlink(missing_ok=True)
             axes = {name: {0: "batch"} for name in input_names}
             axes.update({name: {0: "batch"} for name, batched in zip(output_names, batched_outputs, strict=True) if batched})
-            torch.onnx.export(model, args, str(path), dynamo=False, input_names=input_names, output_names=output_names,
-                              dynamic_axes=axes, opset_version=LEGACY_OPSET)
+            try:
+                torch.onnx.export(model, args, str(path), dynamo=False, input_names=input_names,
+                                  output_names=output_names, dynamic_axes=axes, opset_version=LEGACY_OPSET)
+            except Exception as exc:  # noqa: BLE001 - both exporters failed: say why for each
+                raise ExportError(f"ONNX export failed. TorchScript-based exporter: {_short(exc)}. Tried it because "
+                                  f"{fallback_reason}") from exc
             info["method"] = "onnx-torchscript"
             info["fallback_reason"] = fallback_reason
     if caught:
@@ -476,8 +502,9 @@ def run_export(args: argparse.Namespace, report: dict[str, Any]) -> int:
     example_in = example[0] if input_names == ["input"] else dict(zip(input_names, example, strict=True))
     try:
         signature = signature_of(example_in, example_output)
-    except TypeError:  # outputs of an odd type: describe the flattened tensors
-        signature = {**signature_of(example_in), **outputs_signature(tuple(flatten_outputs(example_output)))}
+    except TypeError as exc:
+        raise ExportError(f"the model's output for the example is not only tensors ({exc}): an exported model returns "
+                          "tensors, or tuples, lists or dicts of them") from exc
     report["signature"] = signature
     output_names = [o["name"] for o in signature["outputs"]]
     batched_outputs = [bool(o["shape"]) for o in signature["outputs"]]
@@ -504,7 +531,7 @@ def run_export(args: argparse.Namespace, report: dict[str, Any]) -> int:
         report["data_file"], report["data_sha256"] = data_file.name, sha256_file(data_file)
 
     started = time.perf_counter()
-    batches = iter([example, *generated_batches(example, args.generated, args.seed)])
+    batches = itertools.chain([example], generated_batches(example, args.generated, args.seed))
     parity = check_parity(reference, runner, batches, report["atol"], output_names)
     report["check_s"] = round(time.perf_counter() - started, 3)
     worst = parity.pop("worst")
@@ -521,7 +548,7 @@ def run_export(args: argparse.Namespace, report: dict[str, Any]) -> int:
         reason = ": " + (lines[0] if len(lines) < 3 else f"{lines[0]} ... {lines[-1]}")[:400]
     report["error"] = (f"parity check failed: {parity['failing_batches']} of {len(parity['batch_sizes'])} batches differ "
                        f"from the eager model by more than atol={report['atol']:g}; largest |diff| "
-                       f"{parity['max_abs_diff']:.3g} at {where}{reason}")
+                       f"{parity['max_abs_diff']:.3g} at {where}, eager outputs up to |{parity['max_abs_output']:.3g}|{reason}")
     return EXIT_PARITY
 
 

@@ -106,9 +106,9 @@ def _start_containers(ctx: AppContext, job: Job, attempt: Attempt, nodes: dict[s
     try:
         image = _provide_image(ctx, job, spec, [nodes[r.node_name] for r in attempt.replicas])
         code = read_code(ctx.settings.home, job.code_sha256) if job.code_sha256 else None
-        details = _image_details(ctx.backend(nodes[attempt.replicas[0].node_name]), image)
     except DeepdockError as exc:
         raise StartFailed(_failure(ctx, exc, "")) from None
+    details = _image_details(ctx.backend(nodes[attempt.replicas[0].node_name]), image)
     extra = dict(sdk_files())
     resumed_from = None
     if resume is not None:
@@ -142,10 +142,9 @@ def _start_containers(ctx: AppContext, job: Job, attempt: Attempt, nodes: dict[s
 
 
 def _image_details(backend: ComputeBackend, image: str) -> ImageDetails:
+    """Lineage only: never a reason to fail a start (a missing image fails the run itself, naming its node)."""
     try:
         return backend.image_details(image)
-    except ImageMissingError:
-        raise
     except DeepdockError as exc:
         log.warning("could not read the digest of %s: %s", image, exc.message)
         return ImageDetails(id="", labels={})
