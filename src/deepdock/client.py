@@ -11,7 +11,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -330,7 +330,7 @@ class Client:
     def projects(self) -> list[ProjectOut]:
         return self._get_list(_PROJECTS, "/projects")
 
-    def add_member(self, project: str, user: str, *, role: str = "member") -> None:
+    def add_member(self, project: str, user: str, *, role: Literal["member", "admin"] = "member") -> None:
         body = MemberIn(user=user, role=role)
         self._request("POST", f"/projects/{project}/members", json=body.model_dump(mode="json"))
 

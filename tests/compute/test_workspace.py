@@ -125,3 +125,26 @@ def test_extract_tree_keeps_only_files_and_folders_and_nothing_escapes(tmp_path:
 def test_extract_tree_reads_gzip_too(tmp_path: Path):
     assert extract_tree(_tar({"a/b.txt": b"b"}, gz=True), tmp_path) == 1
     assert (tmp_path / "b.txt").read_bytes() == b"b"
+
+
+def test_extra_files_join_the_code_and_win_over_it():
+    import io
+    import tarfile
+
+    from deepdock.compute.workspace import workspace_archive
+
+    code = io.BytesIO()
+    with tarfile.open(fileobj=code, mode="w:gz") as tar:
+        for name, data in ((".deepdock/export/model.pt", b"model"), (".deepdock/python/deepdock/sdk/x.py", b"old"),
+                           ("train.py", b"print()")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    archive = workspace_archive(code.getvalue(), {".deepdock/python/deepdock/sdk/x.py": b"new",
+                                                  ".deepdock/checkpoints/ckpt.pt": b"state"})
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+        dirs = [m.name for m in tar.getmembers() if m.isdir()]
+    assert files == {".deepdock/export/model.pt": b"model", ".deepdock/python/deepdock/sdk/x.py": b"new",
+                     ".deepdock/checkpoints/ckpt.pt": b"state", "train.py": b"print()"}
+    assert len(dirs) == len(set(dirs))

@@ -28,12 +28,13 @@ def workspace_archive(code: bytes | None, extra: dict[str, bytes] | None = None)
     extra = {name: data for name, data in (extra or {}).items() if _member_name(name) is not None}
     with tarfile.open(fileobj=out, mode="w") as dst:
         names: set[str] = set()
+        extra_dirs = _extra_dirs(extra)
         _add_extra(dst, extra, now)
         if code:
             with tarfile.open(fileobj=io.BytesIO(code), mode="r:*") as src:
                 for member in src.getmembers():
                     name = _member_name(member.name)
-                    if name is None or name in extra or any(name.startswith(e + "/") for e in _extra_dirs(extra)):
+                    if name is None or name in extra or (member.isdir() and name in extra_dirs):
                         continue
                     member.name = name
                     if member.islnk():

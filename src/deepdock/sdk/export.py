@@ -300,7 +300,8 @@ def compare(expected: list[Any], got: list[Any]) -> tuple[float, dict[str, Any]]
     np = _import_numpy()
     if len(expected) != len(got):
         return math.inf, {"reason": f"{len(got)} outputs where the eager model gives {len(expected)}"}
-    worst, where = 0.0, {}
+    worst = 0.0
+    where: dict[str, Any] = {}
     for k, (e, g) in enumerate(zip(expected, got, strict=True)):
         e, g = np.asarray(e), np.asarray(g)
         if e.shape != g.shape:

@@ -353,7 +353,7 @@ def register_from_artifact(db: Database, store: ArtifactStore, user: User, name:
     check_model_name(name)
     with db.session() as session:
         job = get_job(session, user, job_ref)
-        target = project_for_submit(session, user, project or job.project.name)
+        target_id = project_for_submit(session, user, project or job.project.name).id
         keys = {"model": artifact_key(session, user, job.id, path)}
         if example_input:
             keys["example"] = artifact_key(session, user, job.id, example_input)
@@ -379,14 +379,14 @@ def register_from_artifact(db: Database, store: ArtifactStore, user: User, name:
                 raise SpecError(f"example input {example_input!r} is not a .npy array: {exc}") from None
     prefix, listed = copy_files(store, files)
     with db.session() as session:
-        job = session.get(Job, job_id)
+        source = session.get(Job, job_id)
         attempt = session.scalar(select(Attempt).where(Attempt.job_id == job_id, Attempt.number == attempt_number))
-        target = session.get(Project, target.id)
-        if job is None or attempt is None or target is None:
+        target = session.get(Project, target_id)
+        if source is None or attempt is None or target is None:
             raise NotFoundError(f"job {job_id} has no attempt {attempt_number}")
         prepared = Prepared(name=name, prefix=prefix, files=listed, signature=signature, attempt=attempt_number, rank=rank,
                             description=description, model_file=keys["model"].rsplit("/", 1)[-1])
-        version = register_prepared(session, job, attempt, prepared, user=user, project=target)
+        version = register_prepared(session, source, attempt, prepared, user=user, project=target)
         model = session.get(Model, version.model_id)
         assert model is not None
         return version_out(model, version, _aliases(session, model.id))

@@ -1,0 +1,180 @@
+"""Tracking figures (issue 12), deepdock and MLflow side by side in one run on this machine.
+
+    .venv/bin/python -m benchmarks.bench_tracking [--series 10] [--steps 10000] [--long 100000]
+                                                  [--no-mlflow] [--sdk-overhead] [--repeats 5]
+
+- **Ingestion**: a real job (the offline python base image, a real server, the local Docker engine) logs
+  ``series`` x ``steps`` points with ``sdk.log_metrics`` as fast as it can; the figure is points per second
+  from its first call to the last point being queryable through the API, and the lag of that last point
+  (its time as the job stamped it → the first API read that returns it). Every point is counted back.
+- **Reads**: one ``long``-point series read whole through ``GET /jobs/J/metrics/NAME`` (and downsampled to
+  1,000 points), median and p95 of ``repeats`` reads with the typed client.
+- **MLflow** (baseline, same machine, same run): its tracking server (SQLite, one worker) in a separate
+  venv (benchmarks/peers/), the same points through ``log_batch`` (1,000 per call, its maximum) and the
+  same 100,000-point read through ``get_metric_history``.
+- **SDK overhead** (``--sdk-overhead``; builds the demo's PyTorch environment through the server when it
+  is not built yet): the digits training job with its per-step ``log_metrics`` calls, and with them
+  replaced by a no-op, alternated ``repeats`` times; samples/s as the job measures it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from benchmarks._server import BenchServer, percentile
+from deepdock.client import Client
+from deepdock.envs.base import offline_image_name
+from deepdock.settings import Settings
+from deepdock.specs.job import JobSpec, load_job_spec
+
+LOGGER = """
+import os, time
+from deepdock import sdk
+series, steps = int(os.environ["SERIES"]), int(os.environ["STEPS"])
+names = [f"m{i}" for i in range(series)]
+print("first", repr(time.time()), flush=True)
+for step in range(steps):
+    sdk.log_metrics(step, **{name: step * 0.001 + i for i, name in enumerate(names)})
+print("last", repr(time.time()), flush=True)
+"""
+# The digits job with its tracking calls replaced by a no-op: the baseline of the overhead figure.
+WITHOUT_SDK = """
+from deepdock import sdk
+sdk.log_metrics = lambda *args, **kwargs: None
+import runpy
+runpy.run_path("train_digits.py", run_name="__main__")
+"""
+POLL_S = 0.02
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+
+def _wait(client: Client, job_id: str, timeout_s: float = 900) -> str:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = client.status(job_id).status
+        if status in TERMINAL:
+            return str(status)
+        time.sleep(0.1)
+    raise RuntimeError(f"job {job_id} did not finish in {timeout_s}s")
+
+
+def _logger_job(client: Client, code: Path, image: str, series: int, steps: int, name: str) -> str:
+    spec = JobSpec.model_validate({"name": name, "image": image, "command": ["python", "main.py"], "code": str(code),
+                                   "env": {"SERIES": str(series), "STEPS": str(steps)},
+                                   "resources": {"cpus": 1, "memory": "256m"}})
+    return client.run(spec).id
+
+
+def measure_ingest(client: Client, code: Path, image: str, series: int, steps: int) -> dict[str, Any]:
+    job_id = _logger_job(client, code, image, series, steps, "bench-ingest")
+    last_name, last_step = f"m{series - 1}", steps - 1
+    seen_at = None
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            tail = client.series(job_id, last_name, after_step=last_step - 1)
+        except Exception:  # noqa: BLE001 - the series does not exist yet
+            tail = None
+        if tail is not None and tail.steps and tail.steps[-1] == last_step:
+            seen_at = time.time()
+            break
+        time.sleep(POLL_S)
+    assert seen_at is not None, "the last point never arrived"
+    status = _wait(client, job_id)
+    log = b"".join(client.logs(job_id)).decode()
+    first = float(log.split("first ")[1].split()[0])
+    last = float(log.split("last ")[1].split()[0])
+    counted = sum(client.series(job_id, f"m{i}").total for i in range(series))
+    last_point = client.series(job_id, last_name, after_step=last_step - 1)
+    points = series * steps
+    return {"job": job_id, "status": status, "points": points, "points_stored": counted,
+            "job_logging_s": round(last - first, 3), "first_to_queryable_s": round(seen_at - first, 3),
+            "points_per_s": round(points / (seen_at - first)), "job_side_points_per_s": round(points / (last - first)),
+            "last_point_lag_s": round(seen_at - last_point.times[-1], 3)}
+
+
+def measure_reads(client: Client, code: Path, image: str, long_steps: int, repeats: int) -> dict[str, Any]:
+    job_id = _logger_job(client, code, image, 1, long_steps, "bench-long")
+    _wait(client, job_id)
+    full, small = [], []
+    total = 0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        total = len(client.series(job_id, "m0").steps)
+        full.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        client.series(job_id, "m0", max_points=1000)
+        small.append((time.perf_counter() - started) * 1000)
+    return {"points_returned": total, "read_ms_median": round(statistics.median(full), 1),
+            "read_ms_p95": round(percentile(full, 95), 1), "read_1000_ms_median": round(statistics.median(small), 1)}
+
+
+def measure_sdk_overhead(client: Client, tmp: Path, repeats: int) -> dict[str, Any]:
+    demo_dir = Path(str(resources.files("deepdock.demo")))
+    code = tmp / "digits"
+    shutil.copytree(demo_dir, code, ignore=shutil.ignore_patterns("__pycache__"))
+    (code / "without_sdk.py").write_text(WITHOUT_SDK)
+    base = load_job_spec(demo_dir / "job.yaml")
+    rates: dict[str, list[float]] = {"with_sdk": [], "without_sdk": []}
+    for _ in range(repeats):
+        for variant, command in (("with_sdk", ["python", "train_digits.py"]),
+                                 ("without_sdk", ["python", "without_sdk.py"])):
+            spec = base.model_copy(update={"name": f"bench-{variant.replace('_', '-')}", "command": command,
+                                           "code": str(code), "env": {**base.env, "MODEL_NAME": f"bench-{variant}"}})
+            job_id = client.run(spec).id
+            assert _wait(client, job_id, timeout_s=1800) == "SUCCEEDED", client.job(job_id).status_reason
+            log = b"".join(client.logs(job_id)).decode()
+            rates[variant].append(float(log.split("samples_per_second=")[1].split()[0]))
+    with_sdk, without = statistics.median(rates["with_sdk"]), statistics.median(rates["without_sdk"])
+    return {"samples_per_s_with_sdk": round(with_sdk), "samples_per_s_without_sdk": round(without),
+            "overhead_pct": round((without - with_sdk) / without * 100, 2), "runs": rates}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--series", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--long", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--sdk-overhead", action="store_true")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="deepdock-bench-tracking-"))
+    image = offline_image_name("3.11")
+    code = tmp / "logger"
+    code.mkdir()
+    (code / "main.py").write_text(LOGGER)
+    results: dict[str, Any] = {}
+    try:
+        with BenchServer(tmp / "home") as server:
+            client = Client(server.url, server.token, settings=Settings(home=tmp / "home"))
+            results["deepdock_ingest"] = measure_ingest(client, code, image, args.series, args.steps)
+            results["deepdock_read"] = measure_reads(client, code, image, args.long, args.repeats)
+            if args.sdk_overhead:
+                results["sdk_overhead"] = measure_sdk_overhead(client, tmp, max(1, args.repeats // 2))
+            client.close()
+        if not args.no_mlflow:
+            from benchmarks.peers.mlflow_tracking import measure_mlflow
+
+            results["mlflow"] = measure_mlflow(series=args.series, steps=args.steps, long_steps=args.long,
+                                               repeats=args.repeats)
+            ours, theirs = results["deepdock_ingest"], results["mlflow"]
+            results["ratios"] = {
+                "ingest_points_per_s": round(ours["points_per_s"] / theirs["ingest_points_per_s"], 1),
+                "read_100k_median": round(theirs["read_100k_ms_median"] / results["deepdock_read"]["read_ms_median"], 1),
+            }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
