@@ -239,3 +239,24 @@ def test_compare_puts_params_and_final_metrics_side_by_side(steps, api):
     assert [(r["params"]["lr"], r["metrics"]["loss"]) for r in runs] == [(0.1, 0.2), (0.2, 0.4)]
     assert api.get("/api/v1/compare", params={"job": ["nope"]}).status_code == 404
     assert json.loads(api.get("/api/v1/compare").text)["error"]["code"] in ("invalid_spec", "validation_error")
+
+
+def test_after_a_node_loss_the_job_resumes_elsewhere_from_its_last_copied_checkpoint(steps, api):
+    from deepdock.server.background import node_health
+
+    engine_a = steps.node("a")
+    job_id, cid = start_job(steps, api, retry={"max_retries": 1, "on": ["node_lost"]})
+    name = save_checkpoint(engine_a, cid, 5, b"saved before the loss")
+    track(steps, job_id, cid)
+    engine_b = steps.node("b")
+    engine_a.set_unreachable(True)
+    steps.controller.health_once()
+    steps.clock.advance(node_health.NODE_LOST_AFTER_S)
+    steps.controller.health_once()
+    assert steps.job(job_id).status == JobStatus.QUEUED
+    steps.schedule()
+    steps.reconcile()
+    with steps.session() as session:
+        replica = session.scalar(select(Replica).where(Replica.job_id == job_id, Replica.active.is_(True)))
+        assert replica.node_name == "b"
+    assert engine_b.files(replica.container_id)[f"{CKPT_DIR}/{name}"] == b"saved before the loss"
