@@ -104,6 +104,13 @@ class ImageMissingError(EngineError):
     code = "image_missing"
 
 
+class ArtifactStoreError(DeepdockError):
+    """The artifact store failed or did not answer: the storage behind the server is the problem, not the request."""
+
+    status_code = 502
+    code = "artifact_store"
+
+
 class BuildError(DeepdockError):
     """An image build step failed; ``step`` names it and ``output`` holds its log tail."""
 
@@ -135,6 +142,7 @@ ERRORS_BY_CODE: dict[str, type[DeepdockError]] = {
         PayloadTooLargeError,
         EngineError,
         EngineUnreachableError,
+        ArtifactStoreError,
         DatabaseUnavailableError,
         UnsupportedError,
         ImageMissingError,

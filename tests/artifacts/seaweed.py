@@ -115,6 +115,16 @@ class SeaweedServer:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: a test run that is killed outright (no fixture teardown) must not
+    leave a server behind holding its ports."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def _launch(weed: str, root: Path) -> SeaweedServer:
     root.mkdir(parents=True, exist_ok=True)
     data = root / "data"
@@ -146,7 +156,7 @@ def _launch(weed: str, root: Path) -> SeaweedServer:
     env = {**os.environ, "TMPDIR": str(root), "WEED_MASTER_VOLUME_GROWTH_COPY_1": "1"}
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+                                   stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent)
     return SeaweedServer(endpoint_url=f"http://127.0.0.1:{s3}", access_key=access_key, secret_key=secret_key,
                          process=process, data_dir=root, log_path=log_path, ports=ports)
 

@@ -351,10 +351,13 @@ def test_s3_prefix_isolates_stores(seaweed: SeaweedServer, s3_client: Any, s3_bu
     two.delete("k")
 
 
-def test_s3_ensure_bucket(seaweed: SeaweedServer, s3_client: Any) -> None:
+def test_s3_ensure_bucket(seaweed: SeaweedServer, s3_client: Any, tmp_path: Path) -> None:
     store = S3ArtifactStore(new_bucket_name(), endpoint_url=seaweed.endpoint_url, client=s3_client)
-    with pytest.raises(ArtifactStoreError, match="does not exist.*ensure_bucket"):
-        store.put_bytes("k", b"v")  # never created implicitly
+    src = tmp_path / "f"
+    src.write_bytes(b".")
+    for call in (lambda: store.put_bytes("k", b"v"), lambda: store.put_file("k", src), lambda: store.list()):
+        with pytest.raises(ArtifactStoreError, match="does not exist.*ensure_bucket"):
+            call()  # never created implicitly
     store.ensure_bucket()
     store.ensure_bucket()  # idempotent
     store.put_bytes("k", b"v")

@@ -4,10 +4,11 @@ Keys are posix paths relative to the store's root, checked by ``validate_key`` b
 them, so a key can never name something outside the store on any backend. A prefix names a folder:
 ``"a/b"`` covers ``"a/b/c"`` but not ``"a/bc"``.
 
-Errors are always from ``deepdock.errors`` (or ``ArtifactStoreError`` here):
+Errors are always from ``deepdock.errors`` (``ArtifactStoreError`` included):
 
 - ``NotFoundError``      - reading, stating or copying a key that does not exist.
 - ``SpecError``          - a malformed key, prefix or store URL.
+- ``ConflictError``      - (local store) a key whose path runs through a file, or that is itself a folder.
 - ``ArtifactStoreError`` - the store itself failed or could not be reached (S3 down, credentials refused).
 """
 
@@ -18,20 +19,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from deepdock.errors import DeepdockError, SpecError
+from deepdock.errors import ArtifactStoreError, SpecError  # noqa: F401 - ArtifactStoreError re-exported
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 # S3's own limit on a key; the local store keeps to it too, so a key valid on one store is valid on both.
 MAX_KEY_BYTES = 1024
 # Most filesystems' limit on one path part.
 MAX_PART_BYTES = 255
-
-
-class ArtifactStoreError(DeepdockError):
-    """The artifact store failed or did not answer: the storage behind the server is the problem, not the request."""
-
-    status_code = 502
-    code = "artifact_store"
 
 
 @dataclass(frozen=True)

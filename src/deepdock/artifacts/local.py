@@ -13,7 +13,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from deepdock.artifacts.base import DEFAULT_CHUNK_SIZE, ArtifactInfo, ArtifactStore, validate_key, validate_prefix
 from deepdock.errors import ConflictError, NotFoundError, SpecError
@@ -88,10 +88,10 @@ class LocalArtifactStore(ArtifactStore):
                 raise ConflictError(f"cannot write {self._name(target)}: a folder on its path is a file") from None
         raise AssertionError("unreachable")
 
-    def _write(self, key: str, fill: Callable[[BinaryIO], None]) -> None:
+    def _write(self, key: str, fill: Callable[[BinaryIO], Any]) -> None:
         self._write_path(self._path(key), fill)
 
-    def _write_path(self, target: Path, fill: Callable[[BinaryIO], None]) -> None:
+    def _write_path(self, target: Path, fill: Callable[[BinaryIO], Any]) -> None:
         fd, tmp = self._create_temp(target)
         try:
             with os.fdopen(fd, "wb") as out:

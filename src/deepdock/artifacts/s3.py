@@ -180,7 +180,7 @@ class S3ArtifactStore(ArtifactStore):
         with self._errors(key):
             body = self.client.get_object(Bucket=self.bucket, Key=object_key)["Body"]
             try:
-                return bytes(body.read())
+                return body.read()
             finally:
                 body.close()
 

@@ -4,12 +4,13 @@ and the reads (downsampled series, params, final metrics). SQLite and PostgreSQL
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from deepdock.errors import NotFoundError, SpecError
 from deepdock.sdk import protocol
-from deepdock.server.db.models import Checkpoint, MetricLatest, MetricPoint, User
+from deepdock.server.db.models import Checkpoint, MetricLatest, User
 from deepdock.server.services import runs
+from deepdock.server.services.series import CHUNK_POINTS, append_series, count_points, read_columns
 from deepdock.server.services.tracking import ingest_log, model_events
 from tests.server.factories import make_job, make_project, make_user
 
@@ -27,7 +28,7 @@ def job_id(steps) -> str:
 
 def _count(steps, job_id: str) -> int:
     with steps.session() as session:
-        return session.scalar(select(func.count()).select_from(MetricPoint).where(MetricPoint.job_id == job_id))
+        return count_points(session, job_id)
 
 
 def test_points_params_and_checkpoints_are_stored_with_the_cursor(steps, job_id, tmp_path):
@@ -113,15 +114,17 @@ def test_series_read_in_order_and_downsampled(steps, job_id, tmp_path):
     with steps.session() as session:
         user = session.scalar(select(User))
         full = runs.read_series(session, user, job_id, "loss")
-        assert full.total == 5000 and full.steps == list(range(5000)) and not full.downsampled
+        assert full["total"] == 5000 and full["steps"].tolist() == list(range(5000)) and not full["downsampled"]
+        assert full["values"][37].item() == float((37 * 37) % 101)
         small = runs.read_series(session, user, job_id, "loss", max_points=200)
-        assert small.downsampled and len(small.steps) == 200 and small.total == 5000
-        assert small.steps[0] == 0 and small.steps[-1] == 4999 and small.steps == sorted(small.steps)
+        assert small["downsampled"] and len(small["steps"]) == 200 and small["total"] == 5000
+        kept = small["steps"].tolist()
+        assert kept[0] == 0 and kept[-1] == 4999 and kept == sorted(kept)
         # LTTB keeps the peak a chart must show (taking every 25th point would drop it)
         spike = runs.read_series(session, user, job_id, "spike", max_points=50)
-        assert 2345 in spike.steps and max(spike.values) == 100.0
+        assert 2345 in spike["steps"].tolist() and spike["values"].max() == 100.0
         newer = runs.read_series(session, user, job_id, "loss", after_step=4990)
-        assert newer.steps == list(range(4991, 5000))
+        assert newer["steps"].tolist() == list(range(4991, 5000))
         with pytest.raises(NotFoundError):
             runs.read_series(session, user, job_id, "nope")
         with pytest.raises(SpecError):
@@ -145,3 +148,25 @@ def test_model_events_are_found_in_the_whole_log(tmp_path):
     log.write_bytes(metric_line(0, loss=1.0) + protocol.encode({"k": "r", "name": "digits", "dir": "models/digits",
                                                                  "signature": None}))
     assert [e["name"] for e in model_events(log)] == ["digits"]
+
+
+def test_chunks_fill_up_then_a_new_one_begins_and_old_steps_are_dropped(steps, job_id):
+    with steps.session() as session:
+        kept = append_series(session, job_id, 1, 0, "loss", [(s, s * 0.5, 100.0 + s) for s in range(CHUNK_POINTS - 10)])
+        assert len(kept) == CHUNK_POINTS - 10
+    with steps.session() as session:
+        # a replayed step (10) and one going back (5) are dropped; the rest spills into a second chunk
+        more = [(10, 0.0, 0.0), (CHUNK_POINTS - 10, 1.0, 1.0), (5, 0.0, 0.0)] + [(s, 2.0, 2.0) for s in
+                                                                              range(CHUNK_POINTS - 9, CHUNK_POINTS + 20)]
+        kept = append_series(session, job_id, 1, 0, "loss", more)
+        assert [p[0] for p in kept] == list(range(CHUNK_POINTS - 10, CHUNK_POINTS + 20))
+    with steps.session() as session:
+        columns = read_columns(session, job_id, "loss")
+        assert columns.steps.tolist() == list(range(CHUNK_POINTS + 20))
+        assert columns.values[3] == 1.5 and columns.times[3] == 103.0
+        assert count_points(session, job_id) == CHUNK_POINTS + 20
+        append_series(session, job_id, 2, 0, "loss", [(0, 9.0, 9.0)])  # a new attempt starts its own steps
+    with steps.session() as session:
+        columns = read_columns(session, job_id, "loss")
+        assert columns.attempts.tolist()[-2:] == [1, 2] and columns.steps.tolist()[-1] == 0
+        assert read_columns(session, job_id, "loss", attempt=2).values.tolist() == [9.0]

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -251,18 +252,28 @@ class Lease(Base):
 
 
 # -- tracking (server/services/tracking.py) ---------------------------------------------------------------
-class MetricPoint(Base):
-    """One value of one series. The key is the series' identity plus the step, so a series is one index
-    range (reads of 100k points are a range scan) and a point stored twice is impossible."""
+class MetricChunk(Base):
+    """Up to ``CHUNK_POINTS`` consecutive points of one series (job, name, attempt, rank), as packed arrays.
 
-    __tablename__ = "metric_points"
+    Why chunks and not a row per point: reading a 100,000-point series row by row costs ~100 ms in SQLite's
+    own fetch alone (measured: 85-135 ms for the bare cursor), before any encoding; 98 chunks are read and
+    unpacked with numpy in a few milliseconds. Ingest appends to a series' last chunk until it is full (a
+    time-series database's head chunk), dropping a step not after the chunk's last one, so a point stored
+    twice is impossible."""
+
+    __tablename__ = "metric_chunks"
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
     rank: Mapped[int] = mapped_column(Integer, primary_key=True)
-    step: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    value: Mapped[float] = mapped_column(Float)
-    at: Mapped[float] = mapped_column(Float)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    first_step: Mapped[int] = mapped_column(BigInteger)
+    last_step: Mapped[int] = mapped_column(BigInteger)
+    # Little-endian int64 steps, float64 values, float64 epoch-second times.
+    steps: Mapped[bytes] = mapped_column(LargeBinary)
+    values: Mapped[bytes] = mapped_column(LargeBinary)
+    times: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class MetricLatest(Base):

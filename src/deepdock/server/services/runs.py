@@ -7,46 +7,38 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from deepdock.api import CheckpointOut, MetricsOut, ParamsOut, RunSummary, SeriesOut, SeriesSummary
+from deepdock.api import CheckpointOut, MetricsOut, ParamsOut, RunSummary, SeriesSummary
 from deepdock.api.enums import JobStatus
 from deepdock.errors import NotFoundError, SpecError
 from deepdock.sdk.protocol import NAME_RE
-from deepdock.server.db.models import Checkpoint, JobParam, MetricLatest, MetricPoint, User
+from deepdock.server.db.models import Checkpoint, JobParam, MetricLatest, User
 from deepdock.server.services.downsample import lttb_indices
 from deepdock.server.services.jobs import get_job
+from deepdock.server.services.series import read_columns
 
 MAX_COMPARE = 50
 MAX_POINTS_CAP = 1_000_000
 
 
 def read_series(session: Session, user: User, ref: str, name: str, *, max_points: int | None = None,
-                attempt: int | None = None, rank: int | None = None, after_step: int | None = None) -> SeriesOut:
+                attempt: int | None = None, rank: int | None = None, after_step: int | None = None) -> dict[str, object]:
+    """One series as columns (numpy arrays: the router encodes them with orjson), LTTB-downsampled to
+    ``max_points`` when it has more. The shape of ``SeriesOut``."""
     if not NAME_RE.match(name):
         raise SpecError(f"{name!r} is not a metric name")
     if max_points is not None and not 2 <= max_points <= MAX_POINTS_CAP:
         raise SpecError(f"max_points must be between 2 and {MAX_POINTS_CAP}")
     job = get_job(session, user, ref)
-    t = MetricPoint.__table__
-    query = select(t.c.step, t.c.value, t.c.at, t.c.attempt, t.c.rank).where(t.c.job_id == job.id, t.c.name == name)
-    if attempt is not None:
-        query = query.where(t.c.attempt == attempt)
-    if rank is not None:
-        query = query.where(t.c.rank == rank)
-    if after_step is not None:
-        query = query.where(t.c.step > after_step)
-    # The primary key's order: by attempt, then rank, then step (a resumed run continues its steps).
-    rows = session.execute(query.order_by(t.c.attempt, t.c.rank, t.c.step)).all()
-    if not rows and session.get(MetricLatest, (job.id, name)) is None:
+    columns = read_columns(session, job.id, name, attempt=attempt, rank=rank, after_step=after_step)
+    if not len(columns) and session.get(MetricLatest, (job.id, name)) is None:
         raise NotFoundError(f"job {job.id} has no metric {name!r}")
-    steps, values, times, attempts, ranks = (list(c) for c in zip(*rows, strict=True)) if rows else ([], [], [], [], [])
-    total = len(steps)
+    total = len(columns)
     downsampled = max_points is not None and total > max_points
     if downsampled:
         assert max_points is not None
-        keep = lttb_indices(np.arange(total), np.asarray(values), max_points)
-        steps, values, times, attempts, ranks = ([column[i] for i in keep] for column in (steps, values, times, attempts, ranks))
-    return SeriesOut.model_construct(job=job.id, name=name, total=total, downsampled=downsampled, steps=steps,
-                                     values=values, times=times, attempts=attempts, ranks=ranks)
+        columns = columns.take(lttb_indices(np.arange(total), columns.values, max_points))
+    return {"job": job.id, "name": name, "total": total, "downsampled": downsampled, "steps": columns.steps,
+            "values": columns.values, "times": columns.times, "attempts": columns.attempts, "ranks": columns.ranks}
 
 
 def job_metrics(session: Session, user: User, ref: str) -> MetricsOut:

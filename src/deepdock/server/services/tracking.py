@@ -6,8 +6,8 @@ to its last complete line, and writes the points, params, checkpoints and the ne
 transaction: a server killed at any moment either stored a line's points and moved past it, or did
 neither, so a restart re-reads exactly what was not stored. The follower rewrites a log from the
 start after a restart (Docker replays it byte for byte), so a cursor stays valid; while the rewrite is
-shorter than the cursor, ingest waits. The points' primary key (job, name, attempt, rank, step) makes
-a duplicate impossible even so.
+shorter than the cursor, ingest waits. Series are stored in chunks (services/series.py) that drop a
+step not after the last one stored, so a duplicate is impossible even so.
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from sqlalchemy.orm import Session
 
 from deepdock.api.enums import CheckpointStatus
 from deepdock.sdk import protocol
-from deepdock.server.db.models import Checkpoint, JobParam, MetricLatest, MetricPoint, TrackingCursor
+from deepdock.server.db.models import Checkpoint, JobParam, MetricLatest, TrackingCursor
 from deepdock.server.db.session import Database
+from deepdock.server.services.series import append_series
 
 # One ingest reads at most this much of a log: a burst is stored over a few ticks, each transaction short.
 MAX_INGEST_BYTES = 8 * 1024 * 1024
@@ -97,7 +98,7 @@ def _insert_cursor(session: Session, job_id: str, attempt: int, rank: int, offse
 def store_events(session: Session, job_id: str, attempt: int, rank: int, events: Iterable[dict[str, Any]]) -> Ingested:
     """Write one batch of events in the caller's transaction."""
     result = Ingested()
-    points: list[dict[str, Any]] = []
+    series: dict[str, list[tuple[int, float, float]]] = {}
     params: dict[str, Any] = {}
     checkpoints: list[dict[str, Any]] = []
     for event in events:
@@ -106,8 +107,8 @@ def store_events(session: Session, job_id: str, attempt: int, rank: int, events:
             if kind == protocol.METRICS:
                 step, at = int(event["s"]), float(event["t"])
                 for name, value in event["v"].items():
-                    points.append({"job_id": job_id, "name": name, "attempt": attempt, "rank": rank, "step": step,
-                                   "value": float(value), "at": at})
+                    if isinstance(name, str) and protocol.NAME_RE.match(name):
+                        series.setdefault(name, []).append((step, float(value), at))
             elif kind == protocol.PARAMS:
                 params.update(event["v"])
             elif kind == protocol.CHECKPOINT:
@@ -119,10 +120,17 @@ def store_events(session: Session, job_id: str, attempt: int, rank: int, events:
                 result.models.append(event)
         except (KeyError, TypeError, ValueError, AttributeError):
             continue  # a line the job forged by hand; the SDK never writes one
-    if points:
-        session.execute(_insert(session, MetricPoint).on_conflict_do_nothing(), points)
-        _update_latest(session, points)
-        result.points = len(points)
+    latest = []
+    for name, logged in series.items():
+        kept = append_series(session, job_id, attempt, rank, name, logged)
+        if kept:
+            step, value, at = kept[-1]
+            latest.append({"job_id": job_id, "name": name, "attempt": attempt, "rank": rank, "step": step, "value": value,
+                           "at": at, "count": len(kept)})
+            result.points += len(kept)
+    if latest:
+        session.flush()
+        _update_latest(session, latest)
     for name, value in params.items():
         stmt = _insert(session, JobParam).values(job_id=job_id, name=str(name)[:128], value=value, attempt=attempt)
         session.execute(stmt.on_conflict_do_update(index_elements=["job_id", "name"], set_={"value": value, "attempt": attempt}))
@@ -139,16 +147,9 @@ def _now() -> float:
     return time.time()
 
 
-def _update_latest(session: Session, points: list[dict[str, Any]]) -> None:
-    latest: dict[str, dict[str, Any]] = {}
-    counts: dict[str, int] = {}
-    for p in points:
-        counts[p["name"]] = counts.get(p["name"], 0) + 1
-        held = latest.get(p["name"])
-        if held is None or (p["attempt"], p["step"]) >= (held["attempt"], held["step"]):
-            latest[p["name"]] = p
+def _update_latest(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Each series' last point (a newer attempt's, or a later step of the same) and its point count."""
     table = MetricLatest.__table__
-    rows = [{**p, "count": counts[name]} for name, p in latest.items()]
     stmt = _insert(session, MetricLatest)
     ex = stmt.excluded
     newer = or_(table.c.attempt < ex.attempt, and_(table.c.attempt == ex.attempt, table.c.step <= ex.step))

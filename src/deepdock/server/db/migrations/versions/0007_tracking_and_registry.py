@@ -23,14 +23,18 @@ def upgrade() -> None:
     op.add_column("attempts", sa.Column("image_digest", sa.String(length=80), nullable=True))
     op.add_column("attempts", sa.Column("env_lock", sa.String(length=64), nullable=True))
     op.create_table(
-        "metric_points",
+        "metric_chunks",
         sa.Column("job_id", sa.String(length=32), _job_fk(), primary_key=True),
         sa.Column("name", sa.String(length=128), primary_key=True),
         sa.Column("attempt", sa.Integer(), primary_key=True),
         sa.Column("rank", sa.Integer(), primary_key=True),
-        sa.Column("step", sa.BigInteger(), primary_key=True),
-        sa.Column("value", sa.Float(), nullable=False),
-        sa.Column("at", sa.Float(), nullable=False),
+        sa.Column("seq", sa.Integer(), primary_key=True),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("first_step", sa.BigInteger(), nullable=False),
+        sa.Column("last_step", sa.BigInteger(), nullable=False),
+        sa.Column("steps", sa.LargeBinary(), nullable=False),
+        sa.Column("values", sa.LargeBinary(), nullable=False),
+        sa.Column("times", sa.LargeBinary(), nullable=False),
     )
     op.create_table(
         "metric_latest",
@@ -139,7 +143,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in ("model_exports", "alias_events", "model_aliases", "model_versions", "models", "checkpoints", "tracking_cursors",
-                  "job_params", "metric_latest", "metric_points"):
+                  "job_params", "metric_latest", "metric_chunks"):
         op.drop_table(table)
     with op.batch_alter_table("attempts") as batch:
         for column in ("env_lock", "image_digest", "image"):
