@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.bench_tracking [--series 10] [--steps 10000] [--long 100000]
                                                   [--no-mlflow] [--sdk-overhead] [--repeats 5]
+                                                  [--overhead-repeats 4] [--epochs 120] [--export]
 
 - **Ingestion**: a real job (the offline python base image, a real server, the local Docker engine) logs
   ``series`` x ``steps`` points with ``sdk.log_metrics`` as fast as it can; the figure is points per second
@@ -12,9 +13,13 @@
 - **MLflow** (baseline, same machine, same run): its tracking server (SQLite, one worker) in a separate
   venv (benchmarks/peers/), the same points through ``log_batch`` (1,000 per call, its maximum) and the
   same 100,000-point read through ``get_metric_history``.
+- **Export** (``--export``): the demo's training registers digits-mlp; exporting it to TorchScript and to
+  ONNX, each timed from submit to SUCCEEDED, with the parity check's max abs diff on 1,000 generated
+  inputs and the example.
 - **SDK overhead** (``--sdk-overhead``; builds the demo's PyTorch environment through the server when it
   is not built yet): the digits training job with its per-step ``log_metrics`` calls, and with them
-  replaced by a no-op, alternated ``repeats`` times; samples/s as the job measures it.
+  replaced by a no-op, alternated ``--overhead-repeats`` times, ``--epochs`` each (longer than the demo's
+  40, so one run is seconds, not one); samples/s as the job measures it, median per variant.
 """
 
 from __future__ import annotations
@@ -117,7 +122,7 @@ def measure_reads(client: Client, code: Path, image: str, long_steps: int, repea
             "read_ms_p95": round(percentile(full, 95), 1), "read_1000_ms_median": round(statistics.median(small), 1)}
 
 
-def measure_sdk_overhead(client: Client, tmp: Path, repeats: int) -> dict[str, Any]:
+def measure_sdk_overhead(client: Client, tmp: Path, repeats: int, epochs: int) -> dict[str, Any]:
     demo_dir = Path(str(resources.files("deepdock.demo")))
     code = tmp / "digits"
     shutil.copytree(demo_dir, code, ignore=shutil.ignore_patterns("__pycache__"))
@@ -128,7 +133,8 @@ def measure_sdk_overhead(client: Client, tmp: Path, repeats: int) -> dict[str, A
         for variant, command in (("with_sdk", ["python", "train_digits.py"]),
                                  ("without_sdk", ["python", "without_sdk.py"])):
             spec = base.model_copy(update={"name": f"bench-{variant.replace('_', '-')}", "command": command,
-                                           "code": str(code), "env": {**base.env, "MODEL_NAME": f"bench-{variant}"}})
+                                           "code": str(code), "env": {**base.env, "MODEL_NAME": f"bench-{variant}",
+                                                                      "EPOCHS": str(epochs)}})
             job_id = client.run(spec).id
             assert _wait(client, job_id, timeout_s=1800) == "SUCCEEDED", client.job(job_id).status_reason
             log = b"".join(client.logs(job_id)).decode()
@@ -136,6 +142,28 @@ def measure_sdk_overhead(client: Client, tmp: Path, repeats: int) -> dict[str, A
     with_sdk, without = statistics.median(rates["with_sdk"]), statistics.median(rates["without_sdk"])
     return {"samples_per_s_with_sdk": round(with_sdk), "samples_per_s_without_sdk": round(without),
             "overhead_pct": round((without - with_sdk) / without * 100, 2), "runs": rates}
+
+
+def measure_export(client: Client, generated: int) -> dict[str, Any]:
+    """The demo's training job registers digits-mlp; each export job is timed from submit to SUCCEEDED
+    (the image is present: the training just ran in it)."""
+    demo_dir = Path(str(resources.files("deepdock.demo")))
+    spec = load_job_spec(demo_dir / "job.yaml").model_copy(update={"code": str(demo_dir)})
+    job_id = client.run(spec).id
+    assert _wait(client, job_id, timeout_s=1800) == "SUCCEEDED", client.job(job_id).status_reason
+    version = next(v for v in client.model("digits-mlp").versions if v.job == job_id)
+    out: dict[str, Any] = {"version": version.version, "generated_inputs": generated}
+    for fmt in ("torchscript", "onnx"):
+        started = time.perf_counter()
+        export = client.export_model(f"digits-mlp:{version.version}", fmt, generated=generated)
+        status = _wait(client, export.job)
+        elapsed = time.perf_counter() - started
+        report = client.model_version(f"digits-mlp:{version.version}").formats.get(fmt, {}).get("report", {})
+        out[fmt] = {"status": status, "submit_to_done_s": round(elapsed, 2), "method": report.get("method"),
+                    "max_abs_diff": report.get("max_abs_diff"), "atol": report.get("atol"),
+                    "inputs_checked": report.get("inputs_checked"), "export_s": report.get("export_s"),
+                    "in_container_s": report.get("duration_s")}
+    return out
 
 
 def main() -> None:
@@ -146,6 +174,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-mlflow", action="store_true")
     parser.add_argument("--sdk-overhead", action="store_true")
+    parser.add_argument("--export", action="store_true", help="train the demo model, export it both ways, timed")
+    parser.add_argument("--generated", type=int, default=1000, help="generated inputs of the export parity check")
+    parser.add_argument("--overhead-repeats", type=int, default=4, help="runs of each variant, alternated")
+    parser.add_argument("--epochs", type=int, default=120, help="digits epochs per run (the demo trains 40)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="deepdock-bench-tracking-"))
     image = offline_image_name("3.11")
@@ -158,8 +190,10 @@ def main() -> None:
             client = Client(server.url, server.token, settings=Settings(home=tmp / "home"))
             results["deepdock_ingest"] = measure_ingest(client, code, image, args.series, args.steps)
             results["deepdock_read"] = measure_reads(client, code, image, args.long, args.repeats)
+            if args.export:
+                results["export"] = measure_export(client, args.generated)
             if args.sdk_overhead:
-                results["sdk_overhead"] = measure_sdk_overhead(client, tmp, max(1, args.repeats // 2))
+                results["sdk_overhead"] = measure_sdk_overhead(client, tmp, args.overhead_repeats, args.epochs)
             client.close()
         if not args.no_mlflow:
             from benchmarks.peers.mlflow_tracking import measure_mlflow

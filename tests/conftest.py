@@ -63,3 +63,17 @@ def postgres_url() -> str:
     if not url:
         _missing("PostgreSQL (set DEEPDOCK_TEST_POSTGRES_URL)")
     return url
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory):
+    """A real S3-compatible server (SeaweedFS, tests/artifacts/seaweed.py) for the session: the artifact
+    store's tests and the server's S3 runs share it (it takes ~5 s to become writable)."""
+    from tests.artifacts.seaweed import SeaweedUnavailable, start_seaweed
+
+    try:
+        server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
+    except SeaweedUnavailable as exc:
+        _missing(f"an S3 server: {exc}")
+    yield server
+    server.stop()

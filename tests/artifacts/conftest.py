@@ -7,7 +7,6 @@ so tests never see each other's objects. Without a ``weed`` binary the S3 tests 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,7 @@ import pytest
 
 from deepdock.artifacts import ArtifactStore, LocalArtifactStore, S3ArtifactStore
 from deepdock.artifacts.s3 import make_client
-from tests.artifacts.seaweed import SeaweedServer, SeaweedUnavailable, start_seaweed
-from tests.conftest import _missing
-
-
-@pytest.fixture(scope="session")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
-    try:
-        server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
-    except SeaweedUnavailable as exc:
-        _missing(f"an S3 server: {exc}")
-    yield server
-    server.stop()
+from tests.artifacts.seaweed import SeaweedServer
 
 
 def s3_client_for(server: SeaweedServer) -> Any:

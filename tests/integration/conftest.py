@@ -173,3 +173,17 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 0.1) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval_s)
+
+
+@pytest.fixture(scope="session")
+def python_image(docker_client) -> str:
+    """The offline python base (`deepdock base bootstrap`, which the test command runs first): a job image
+    with a Python, for the SDK's tests, that needs no registry and no build."""
+    from deepdock.envs.base import offline_image_name
+
+    name = offline_image_name("3.11")
+    try:
+        docker_client.images.get(name)
+    except Exception:  # noqa: BLE001 - any failure means it is not there
+        pytest.fail(f"the offline python base {name} is missing: run `deepdock base bootstrap`", pytrace=False)
+    return name

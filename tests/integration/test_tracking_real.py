@@ -12,7 +12,6 @@ import pytest
 from tests.integration.server_process import ServerProcess
 from tests.integration.test_server_jobs import TERMINAL, wait_status
 
-from deepdock.envs.base import offline_image_name
 from deepdock.specs.job import JobSpec
 
 pytestmark = pytest.mark.docker
@@ -46,16 +45,6 @@ for epoch in range(state["epoch"], TOTAL):
     time.sleep(PAUSE)
 print("result", state["acc"], flush=True)
 """
-
-
-@pytest.fixture(scope="module")
-def python_image(docker_client) -> str:
-    name = offline_image_name("3.11")
-    try:
-        docker_client.images.get(name)
-    except Exception:  # noqa: BLE001
-        pytest.fail(f"the offline python base {name} is missing: run `deepdock base bootstrap`", pytrace=False)
-    return name
 
 
 @pytest.fixture

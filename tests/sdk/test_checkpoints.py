@@ -23,6 +23,7 @@ def job(tmp_path, monkeypatch):
 
 
 def _events(root):
+    tracking.flush()
     return [e for e in map(protocol.decode_line, (root / "stdout").read_bytes().split(b"\n")) if e]
 
 

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 
 from deepdock.sdk import protocol, tracking
 from deepdock.sdk.protocol import TrackingError
+
+
+def unbatched(data: bytes):
+    for event in filter(None, map(protocol.decode_line, data.split(b"\n"))):
+        if event["k"] == protocol.BATCH:
+            yield from ({**item, "k": "m"} for item in event["e"])
+        else:
+            yield event
 
 
 @pytest.fixture
@@ -22,7 +31,8 @@ def channel(tmp_path, monkeypatch):
     monkeypatch.setattr(tracking, "_last_step", {})
 
     def events() -> list[dict]:
-        return [e for e in map(protocol.decode_line, out.read_bytes().split(b"\n")) if e]
+        tracking.flush()
+        return list(unbatched(out.read_bytes()))
 
     return events
 
@@ -77,11 +87,27 @@ def test_numpy_scalars_are_numbers(channel):
 
 def test_many_metrics_split_into_atomic_lines(channel, tmp_path):
     tracking.log_metrics(0, **{f"m{i:03d}": i / 7 for i in range(400)})
+    for step in range(1, 300):
+        tracking.log_metrics(step, loss=1.0 / step)
     events = channel()
-    assert len(events) > 1
-    assert sum(len(e["v"]) for e in events) == 400
+    assert sum(len(e["v"]) for e in events) == 400 + 299
     raw = (tmp_path / "stdout").read_bytes().split(b"\n")
+    assert 1 < len(raw) < 50  # batched: hundreds of steps in a handful of lines
     assert max(len(line) for line in raw) < protocol.MAX_LINE_BYTES
+
+
+def test_metrics_are_flushed_by_time_and_before_any_other_event(channel, tmp_path, monkeypatch):
+    tracking.log_metrics(0, loss=1.0)
+    assert (tmp_path / "stdout").read_bytes() == b""  # batched
+    tracking.log_params(lr=0.1)  # another event flushes what came before it, in order
+    kinds = [e["k"] for e in unbatched((tmp_path / "stdout").read_bytes())]
+    assert kinds == ["m", "p"]
+    monkeypatch.setattr(tracking, "FLUSH_INTERVAL_S", 0.05)
+    tracking.log_metrics(1, loss=0.5)
+    deadline = time.monotonic() + 5
+    while b'"s":1' not in (tmp_path / "stdout").read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert b'"s":1' in (tmp_path / "stdout").read_bytes()  # the flusher wrote it while the job was quiet
 
 
 def test_outside_a_job_calls_are_checked_and_kept_locally(monkeypatch):

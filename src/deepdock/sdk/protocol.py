@@ -28,10 +28,11 @@ PROTOCOL_VERSION = 1
 
 # Kinds of event.
 METRICS = "m"      # {"k": "m", "s": step, "t": epoch_s, "v": {name: value}}
+BATCH = "b"        # {"k": "b", "e": [metrics event without "k", ...]}: many steps in one line
 PARAMS = "p"       # {"k": "p", "v": {name: json value}}
 CHECKPOINT = "c"   # {"k": "c", "name": file name, "s": step, "sha256": hex, "size": bytes}
 MODEL = "r"        # {"k": "r", "name": model name, "dir": folder under the artifacts dir, "signature": {...}}
-KINDS = frozenset({METRICS, PARAMS, CHECKPOINT, MODEL})
+KINDS = frozenset({METRICS, BATCH, PARAMS, CHECKPOINT, MODEL})
 
 # MLflow's metric-name alphabet without spaces: letters, digits, '_', '-', '.', '/'.
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,127}$")

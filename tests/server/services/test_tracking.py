@@ -170,3 +170,11 @@ def test_chunks_fill_up_then_a_new_one_begins_and_old_steps_are_dropped(steps, j
         columns = read_columns(session, job_id, "loss")
         assert columns.attempts.tolist()[-2:] == [1, 2] and columns.steps.tolist()[-1] == 0
         assert read_columns(session, job_id, "loss", attempt=2).values.tolist() == [9.0]
+
+
+def test_a_batch_line_of_many_steps_is_ingested_like_single_lines(steps, job_id, tmp_path):
+    log = tmp_path / "rank-0.log"
+    batch = {"k": "b", "e": [{"s": s, "t": 1.0 + s, "v": {"loss": s / 10}} for s in range(50)]}
+    log.write_bytes(protocol.encode(batch) + protocol.encode({"k": "b", "e": ["junk", {"s": "x"}]}))
+    result, _ = ingest_log(steps.db, log, job_id, 1, 0)
+    assert result.points == 50 and _count(steps, job_id) == 50

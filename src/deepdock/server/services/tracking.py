@@ -101,7 +101,7 @@ def store_events(session: Session, job_id: str, attempt: int, rank: int, events:
     series: dict[str, list[tuple[int, float, float]]] = {}
     params: dict[str, Any] = {}
     checkpoints: list[dict[str, Any]] = []
-    for event in events:
+    for event in _unbatched(events):
         kind = event["k"]
         try:
             if kind == protocol.METRICS:
@@ -139,6 +139,17 @@ def store_events(session: Session, job_id: str, attempt: int, rank: int, events:
         session.execute(_insert(session, Checkpoint).on_conflict_do_nothing(), checkpoints)
         result.checkpoints = len(checkpoints)
     return result
+
+
+def _unbatched(events: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+    for event in events:
+        if event["k"] == protocol.BATCH:
+            items = event.get("e")
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict):
+                    yield {**item, "k": protocol.METRICS}
+        else:
+            yield event
 
 
 def _now() -> float:
