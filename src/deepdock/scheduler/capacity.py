@@ -114,11 +114,11 @@ class Allocator:
             if f >= 1 - EPSILON:
                 wanted[_ANY] += 1
                 wanted[t] += 1
-        for key in self._memory_keys:
-            kt, floor = key
+        for memory_key in self._memory_keys:
+            kt, floor = memory_key
             for t, m, f in zip(nv.gpu_types, nv.gpu_memory, nv.gpu_free, strict=True):
                 if m >= floor and (not kt or t == kt):
-                    wanted[key] = wanted.get(key, 0) + (1 if f >= 1 - EPSILON else 0)
+                    wanted[memory_key] = wanted.get(memory_key, 0) + (1 if f >= 1 - EPSILON else 0)
         for key, count in wanted.items():
             old = nv.counts.get(key)
             if old != count:

@@ -126,7 +126,7 @@ class _Built(NamedTuple):
 
     samples: int
     table: list[float]
-    count: list[float]
+    counts: list[float]  # not `count`: a NamedTuple field must not shadow tuple.count
     total: list[float]
     serial: int  # unique per build: what a cohort's cached blend was made from
 
@@ -214,7 +214,7 @@ class AttainedHistory:
         key = (len(siblings), built.serial, unfinished)
         cached = self._cohort_index.get(cohort)  # type: ignore[arg-type]
         if cached is None or cached[0] != key:
-            count, total = _blend(siblings, unfinished, built.count, built.total)
+            count, total = _blend(siblings, unfinished, built.counts, built.total)
             cached = (key, count, total, {})
             self._cohort_index[cohort] = cached  # type: ignore[index]
         per_bin = cached[3]

@@ -40,8 +40,8 @@ class DatabaseCollector(Collector):
         for status in JobStatus:
             by_job.add_metric([status], jobs.get(status, 0))
         by_node = GaugeMetricFamily("deepdock_nodes", "Nodes by status", labels=["status"])
-        for status in NodeStatus:
-            by_node.add_metric([status], nodes.get(status, 0))
+        for node_status in NodeStatus:
+            by_node.add_metric([node_status], nodes.get(node_status, 0))
         yield by_job
         yield by_node
 

@@ -102,10 +102,13 @@ class VolumeSpec(StrictModel):
         return self.source.startswith("/")
 
 
+RetryOn = Literal["failed", "node_lost", "oom"]
+
+
 class RetrySpec(StrictModel):
     max_retries: int = Field(0, ge=0, le=100)
     # Which failures are retried: the job's own non-zero exit, or the loss of its node.
-    on: list[Literal["failed", "node_lost", "oom"]] = Field(default_factory=lambda: ["node_lost"])
+    on: list[RetryOn] = Field(default_factory=lambda: list[RetryOn](["node_lost"]))
 
 
 class JobSpec(StrictModel):

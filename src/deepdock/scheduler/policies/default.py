@@ -89,7 +89,8 @@ def _unfinished_by_cohort(ctx: CycleContext, hist: AttainedHistory) -> dict[str,
     memo = ctx.memo.get("unfinished")
     if memo is None:
         seen: dict[str, list[int]] = {}
-        for member in [*ctx.state.running, *ctx.queue]:
+        members: list[JobRequest | RunningJob] = [*ctx.state.running, *ctx.queue]
+        for member in members:
             if member.attained_gpu_s > 0 and member.cohort is not None and hist.has_cohort(member.cohort):
                 seen.setdefault(member.cohort, []).append(attained_bin(member.attained_gpu_s))
         memo = ctx.memo["unfinished"] = {c: tuple(sorted(bins)) for c, bins in seen.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Select, bindparam, func, select
 from sqlalchemy.orm import Session
@@ -21,6 +21,8 @@ from deepdock.server.services import lifecycle
 from deepdock.server.services.auth import project_for_submit, visible_project_ids
 from deepdock.specs.job import JobSpec
 
+# Any row shape: the listing passes a Select of (id, created_at), others of whole rows.
+SelectT = TypeVar("SelectT", bound=Select)  # type: ignore[type-arg]
 MAX_LIST_LIMIT = 1000
 DEFAULT_LIST_LIMIT = 100
 # A stop that meets a concurrent background write re-reads the job and tries again this often.
@@ -166,7 +168,7 @@ def describe_job(session: Session, user: User, ref: str, artifacts_root: Path) -
                      code_sha256=job.code_sha256, rerun_of=job.rerun_of)
 
 
-def _visible(session: Session, user: User, query: Select[Any]) -> Select[Any]:
+def _visible(session: Session, user: User, query: SelectT) -> SelectT:
     visible = visible_project_ids(session, user)
     return query if visible is None else query.where(Job.project_id.in_(visible))
 
@@ -247,8 +249,8 @@ def list_jobs(
     # `status IN (...) ORDER BY created_at` makes SQLite read every matching row and sort them
     # (9 ms for two statuses over 10,000 jobs, against well under 1 ms this way).
     newest: list[Any] = []
-    one: str | None
-    for one in status or [None]:
+    statuses: list[str | None] = [*status] if status else [None]
+    for one in statuses:
         query = keys if one is None else keys.where(Job.status == one)
         newest.extend(session.execute(query.order_by(Job.created_at.desc()).limit(limit)).all())
     newest.sort(key=lambda row: row[1], reverse=True)

@@ -87,13 +87,15 @@ def read_columns(session: Session, job_id: str, name: str, *, attempt: int | Non
         query = query.where(c.rank == rank)
     if after_step is not None:
         query = query.where(c.last_step > after_step)
-    rows = session.execute(query.order_by(c.attempt, c.rank, c.seq)).all()
+    # Unpacked by position: a Row's ``count`` and ``index`` are also tuple methods.
+    rows = [tuple(row) for row in session.execute(query.order_by(c.attempt, c.rank, c.seq))]
+    counts = [int(r[2]) for r in rows]
     columns = Columns(
-        steps=np.frombuffer(b"".join(r.steps for r in rows), STEP_DTYPE),
-        values=np.frombuffer(b"".join(r.values for r in rows), VALUE_DTYPE),
-        times=np.frombuffer(b"".join(r.times for r in rows), VALUE_DTYPE),
-        attempts=np.repeat(np.asarray([r.attempt for r in rows], np.int64), [r.count for r in rows]),
-        ranks=np.repeat(np.asarray([r.rank for r in rows], np.int64), [r.count for r in rows]),
+        steps=np.frombuffer(b"".join(r[3] for r in rows), STEP_DTYPE),
+        values=np.frombuffer(b"".join(r[4] for r in rows), VALUE_DTYPE),
+        times=np.frombuffer(b"".join(r[5] for r in rows), VALUE_DTYPE),
+        attempts=np.repeat(np.asarray([r[0] for r in rows], np.int64), counts),
+        ranks=np.repeat(np.asarray([r[1] for r in rows], np.int64), counts),
     )
     if after_step is not None:
         columns = columns.take(np.nonzero(columns.steps > after_step)[0])
@@ -103,4 +105,5 @@ def read_columns(session: Session, job_id: str, name: str, *, attempt: int | Non
 def count_points(session: Session, job_id: str) -> int:
     from sqlalchemy import func
 
-    return int(session.scalar(select(func.coalesce(func.sum(MetricChunk.count), 0)).where(MetricChunk.job_id == job_id)))
+    total = session.scalar(select(func.coalesce(func.sum(MetricChunk.count), 0)).where(MetricChunk.job_id == job_id))
+    return int(total or 0)
