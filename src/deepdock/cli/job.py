@@ -135,7 +135,11 @@ def describe(job: str) -> None:
     console.print(f"request:  {d.replicas} x ({d.cpus:g} CPUs, {human_bytes(d.memory)}, {d.gpus:g} GPUs)  "
                   f"priority={d.priority}  retries left={d.retries_left}")
     console.print(f"attained: {d.attained_service:,.0f} GPU-s  cohort={d.cohort or '-'}")
-    console.print(f"artifacts: {d.artifacts_dir}")
+    console.print(f"artifacts: {d.artifacts_dir}  (`deepdock artifacts ls {d.id}`)")
+    if d.code_sha256:
+        console.print(f"code:     {d.code_sha256}")
+    if d.rerun_of:
+        console.print(f"rerun of: {d.rerun_of}")
     for a in d.attempt_list:
         console.print(f"attempt {a.number}: {a.status} {a.reason}")
         for r in a.replicas:

@@ -29,7 +29,9 @@ from deepdock.sdk.protocol import TrackingError, check_name, check_param, check_
 CONTAINER_STDOUT = "/proc/1/fd/1"
 
 
-FLUSH_INTERVAL_S = 0.2
+# How long logged metrics may wait before they are written (DEEPDOCK_METRICS_FLUSH_S): what a point's
+# latency to the server pays for fewer output lines.
+FLUSH_INTERVAL_S = float(os.environ.get("DEEPDOCK_METRICS_FLUSH_S", "") or 0.2)
 # What one batch line may hold: below PIPE_BUF with the marker and the envelope around it.
 BATCH_BYTES = protocol.MAX_LINE_BYTES - 64
 
@@ -40,7 +42,8 @@ class _Channel:
         self._fd: int | None = None
         self._in_job = current().in_job
         self.local: list[dict[str, Any]] = []
-        self._batch: list[str] = []
+        # Logged but not yet written: (step, time, values), encoded at flush, once for the whole batch.
+        self._batch: list[tuple[int, float, dict[str, float]]] = []
         self._batch_bytes = 0
         self._batch_since = 0.0
         self._flusher: threading.Thread | None = None
@@ -62,9 +65,18 @@ class _Channel:
     def _flush_locked(self) -> None:
         if not self._batch:
             return
-        body = ",".join(self._batch)
-        self._batch, self._batch_bytes = [], 0
-        self._write((protocol.MARKER + '{"k":"b","e":[' + body + "]}\n").encode())
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self._write_batch(batch)
+
+    def _write_batch(self, batch: list[tuple[int, float, dict[str, float]]]) -> None:
+        line = (protocol.MARKER + json.dumps({"k": protocol.BATCH, "e": [{"s": s, "t": t, "v": v} for s, t, v in batch]},
+                                             separators=(",", ":"), allow_nan=False) + "\n").encode()
+        if len(line) > protocol.MAX_LINE_BYTES and len(batch) > 1:  # the size estimate was short: halve
+            half = len(batch) // 2
+            self._write_batch(batch[:half])
+            self._write_batch(batch[half:])
+            return
+        self._write(line)
 
     def flush(self) -> None:
         with self._lock:
@@ -78,21 +90,22 @@ class _Channel:
             self._flush_locked()  # keep the order: what was logged before this event goes first
             self._write(protocol.encode(event))
 
-    def emit_metrics(self, step: int, at: float, values: dict[str, float]) -> None:
+    def emit_metrics(self, step: int, at: float, values: dict[str, float], size: int) -> None:
+        """``size``: the caller's estimate of the encoded item's bytes (what decides when a line is full)."""
         if not self._in_job:
             self.local.append({"k": protocol.METRICS, "s": step, "t": at, "v": values})
             return
-        item = json.dumps({"s": step, "t": at, "v": values}, separators=(",", ":"), allow_nan=False)
         with self._lock:
-            if self._batch and self._batch_bytes + len(item) + 1 > BATCH_BYTES:
+            if self._batch and self._batch_bytes + size > BATCH_BYTES:
                 self._flush_locked()
             if not self._batch:
                 self._batch_since = at
-            self._batch.append(item)
-            self._batch_bytes += len(item) + 1
+                if self._flusher is None:
+                    self._start_flusher()
+            self._batch.append((step, at, values))
+            self._batch_bytes += size
             if at - self._batch_since >= FLUSH_INTERVAL_S:
                 self._flush_locked()
-            self._start_flusher()
 
     def _start_flusher(self) -> None:
         if not self._registered:
@@ -114,14 +127,37 @@ class _Channel:
 _channel = _Channel()
 _last_step: dict[str, int] = {}
 _step_lock = threading.Lock()
+# Names already checked, with what each adds to an encoded item: the hot path skips the regex.
+_name_cost: dict[str, int] = {}
+# An item's bytes besides its names and values: {"s":...,"t":...,"v":{}} and separators.
+ITEM_OVERHEAD_BYTES = 48
+VALUE_BYTES = 26  # a float's repr, its quotes-free key separator and comma
 
 
 def log_metrics(step: int, **metrics: Any) -> None:
-    """Record ``metrics`` (name=value) at ``step``. Steps of one metric must increase."""
-    step = check_step(step)
+    """Record ``metrics`` (name=value) at ``step``. Steps of one metric must increase.
+
+    The hot path (a known name, a Python float or int, an int step) is a few microseconds: names are
+    checked once, values by type, and the encoding waits for the batch's flush."""
+    if type(step) is not int or step < 0:
+        step = check_step(step)
     if not metrics:
         raise TrackingError("log_metrics needs at least one name=value")
-    values = {check_name(name): check_value(name, value) for name, value in metrics.items()}
+    values: dict[str, float] = {}
+    size = ITEM_OVERHEAD_BYTES
+    for name, value in metrics.items():
+        cost = _name_cost.get(name)
+        if cost is None:
+            check_name(name)
+            cost = _name_cost[name] = len(name) + VALUE_BYTES
+        kind = type(value)
+        if kind is float and value - value == 0.0:  # finite (NaN and infinities give NaN here)
+            values[name] = value
+        elif kind is int:
+            values[name] = float(value)
+        else:
+            values[name] = check_value(name, value)
+        size += cost
     with _step_lock:
         for name in values:
             last = _last_step.get(name)
@@ -130,8 +166,11 @@ def log_metrics(step: int, **metrics: Any) -> None:
         for name in values:
             _last_step[name] = step
     now = time.time()
-    for chunk in _chunks(values):
-        _channel.emit_metrics(step, now, chunk)
+    if size <= BATCH_BYTES:
+        _channel.emit_metrics(step, now, values, size)
+        return
+    for chunk in _chunks(values):  # more values than one line holds: several items of the same step
+        _channel.emit_metrics(step, now, chunk, ITEM_OVERHEAD_BYTES + sum(_name_cost[n] for n in chunk))
 
 
 def log_metric(name: str, value: Any, step: int) -> None:

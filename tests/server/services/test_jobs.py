@@ -83,7 +83,7 @@ def test_describe_shows_attempts_replicas_and_events(steps):
     with steps.session() as session:
         job = make_job(session, status=JobStatus.RUNNING)
         make_attempt(session, job, ["a", "b"], container_ids=["c0", "c1"])
-        detail = job_service.describe_job(session, make_user(session), job.id, steps.ctx.artifacts_root)
+        detail = job_service.describe_job(session, make_user(session), job.id, str(steps.ctx.artifacts_root))
     assert detail.id == job.id and detail.attempts == 1
     (attempt,) = detail.attempt_list
     assert [(r.rank, r.node, r.container_id) for r in attempt.replicas] == [(0, "a", "c0"), (1, "b", "c1")]

@@ -14,6 +14,7 @@ from deepdock.server.context import WAKE_RECONCILER, WAKE_SCHEDULER, AppContext
 from deepdock.server.db.models import User
 from deepdock.server.deps import current_user, get_ctx, get_session
 from deepdock.server.services import jobs as job_service
+from deepdock.server.services.artifacts import artifacts_location
 from deepdock.server.services.code import store_code
 from deepdock.server.services.logs import job_log
 
@@ -70,7 +71,7 @@ async def list_jobs(
 @router.get("/jobs/{ref}", response_model=JobDetail)
 def describe(ref: str, ctx: AppContext = Depends(get_ctx), session: Session = Depends(get_session),
              user: User = Depends(current_user)) -> JobDetail:
-    return job_service.describe_job(session, user, ref, ctx.artifacts_root)
+    return job_service.describe_job(session, user, ref, artifacts_location(ctx.artifacts))
 
 
 @router.get("/jobs/{ref}/status", response_model=JobStatusOut)

@@ -32,6 +32,13 @@ class StoredFile:
     sha256: str
 
 
+def artifacts_location(store: ArtifactStore) -> str:
+    """Where a job's files are, for people: the folder of a local store, the URL of any other."""
+    from deepdock.artifacts import LocalArtifactStore
+
+    return str(store.root) if isinstance(store, LocalArtifactStore) else store.url
+
+
 def attempt_prefix(job_id: str, attempt: int, rank: int) -> str:
     return f"{job_id}/attempt-{attempt}/rank-{rank}"
 

@@ -141,7 +141,7 @@ def job_out(job: Job) -> JobOut:
     )
 
 
-def describe_job(session: Session, user: User, ref: str, artifacts_root: Path) -> JobDetail:
+def describe_job(session: Session, user: User, ref: str, artifacts_location: str) -> JobDetail:
     job = get_job(session, user, ref)
     attempts = [
         AttemptOut(
@@ -164,8 +164,9 @@ def describe_job(session: Session, user: User, ref: str, artifacts_root: Path) -
         for e in session.scalars(select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id))
     ]
     return JobDetail(**job_out(job).model_dump(), cohort=job.cohort, attained_service=job.attained_gpu_s,
-                     spec=job.spec, events=events, attempt_list=attempts, artifacts_dir=str(artifacts_root / job.id),
-                     code_sha256=job.code_sha256, rerun_of=job.rerun_of)
+                     spec=job.spec, events=events, attempt_list=attempts,
+                     artifacts_dir=f"{artifacts_location.rstrip('/')}/{job.id}", code_sha256=job.code_sha256,
+                     rerun_of=job.rerun_of)
 
 
 def _visible(session: Session, user: User, query: SelectT) -> SelectT:
