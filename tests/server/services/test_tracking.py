@@ -178,3 +178,15 @@ def test_a_batch_line_of_many_steps_is_ingested_like_single_lines(steps, job_id,
     log.write_bytes(protocol.encode(batch) + protocol.encode({"k": "b", "e": ["junk", {"s": "x"}]}))
     result, _ = ingest_log(steps.db, log, job_id, 1, 0)
     assert result.points == 50 and _count(steps, job_id) == 50
+
+
+def test_forged_events_touch_nothing_but_the_jobs_own_series(steps, job_id, tmp_path):
+    log = tmp_path / "rank-0.log"
+    log.write_bytes(protocol.MARKER_BYTES + b'{"k":"m","s":1,"t":1.0,"v":{"loss":"nan","bad name":1.0,"ok":2.0}}\n'
+                    + protocol.encode({"k": "c", "name": "../../etc/passwd", "s": 1, "sha256": "0" * 64, "size": 1})
+                    + protocol.encode({"k": "c", "name": "ckpt-000000000001.pt", "s": 1, "sha256": "0" * 64, "size": 1}))
+    result, _ = ingest_log(steps.db, log, job_id, 1, 0)
+    assert result.points == 1 and result.checkpoints == 1
+    with steps.session() as session:
+        assert [c.name for c in session.scalars(select(Checkpoint))] == ["ckpt-000000000001.pt"]
+        assert session.get(MetricLatest, (job_id, "ok")) is not None and session.get(MetricLatest, (job_id, "loss")) is None

@@ -12,6 +12,8 @@ step not after the last one stored, so a duplicate is impossible even so.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,9 @@ from deepdock.server.db.models import Checkpoint, JobParam, MetricLatest, Tracki
 from deepdock.server.db.session import Database
 from deepdock.server.services.series import append_series
 
+# What the SDK names a checkpoint (sdk/checkpoints.py CHECKPOINT_RE); an event naming anything else is a
+# forgery, which must not make the server copy some other path of the container.
+CHECKPOINT_NAME_RE = re.compile(r"^ckpt-\d{12}\.(pt|pkl)$")
 # One ingest reads at most this much of a log: a burst is stored over a few ticks, each transaction short.
 MAX_INGEST_BYTES = 8 * 1024 * 1024
 
@@ -107,18 +112,21 @@ def store_events(session: Session, job_id: str, attempt: int, rank: int, events:
             if kind == protocol.METRICS:
                 step, at = int(event["s"]), float(event["t"])
                 for name, value in event["v"].items():
-                    if isinstance(name, str) and protocol.NAME_RE.match(name):
-                        series.setdefault(name, []).append((step, float(value), at))
+                    number = float(value)
+                    if isinstance(name, str) and protocol.NAME_RE.match(name) and math.isfinite(number):
+                        series.setdefault(name, []).append((step, number, at))
             elif kind == protocol.PARAMS:
                 params.update(event["v"])
             elif kind == protocol.CHECKPOINT:
+                if not CHECKPOINT_NAME_RE.match(str(event["name"])):
+                    continue  # only the SDK's own file names: nothing outside the checkpoint folder
                 checkpoints.append({"job_id": job_id, "attempt": attempt, "rank": rank, "name": str(event["name"])[:64],
                                     "step": int(event["s"]), "sha256": str(event["sha256"])[:64],
                                     "size": int(event["size"]), "status": CheckpointStatus.PENDING, "error": "",
                                     "created_at": float(event.get("t") or 0) or _now()})
             elif kind == protocol.MODEL:
                 result.models.append(event)
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             continue  # a line the job forged by hand; the SDK never writes one
     latest = []
     for name, logged in series.items():
