@@ -24,7 +24,7 @@ MODEL_NAME = "digits-mlp"
 def demo(
     keep_server: bool = typer.Option(False, help="leave the embedded server running (foreground) afterwards"),
 ) -> None:
-    """The end-to-end demo: environment → job on a node → logs → accuracy and artifacts."""
+    """The end-to-end demo: environment → tracked training job → registered model → TorchScript/ONNX → production."""
     settings = get_settings()
     embedded = None
     with api_errors():

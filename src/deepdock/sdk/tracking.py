@@ -5,8 +5,8 @@ silently. Metrics are batched: the steps logged within ``FLUSH_INTERVAL_S`` go o
 ``MAX_LINE_BYTES``), written by the next call, by a small flusher thread when the job goes quiet, before
 any other event (so a checkpoint never overtakes the metrics before it) and at exit. Why: every output
 line costs the Docker engine's log driver and the server's follower work on the same cores as the
-training: a line per step made the digits job 23% slower on 2 cores (docs/benchmarks.md has the figure
-with batching). The price: a job SIGKILLed loses at most the last ``FLUSH_INTERVAL_S`` of points (a
+training: with a line per step the digits job measured 23% slower on 2 cores (docs/benchmarks.md has
+the figures, and the ones with batching). The price: a job SIGKILLed loses at most the last ``FLUSH_INTERVAL_S`` of points (a
 server restart loses none). Outside a job (no ``DEEPDOCK_JOB_ID``) calls are checked and kept in memory
 (``local_events``), so a script runs unchanged on a laptop. Standard library only.
 """
