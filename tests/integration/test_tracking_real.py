@@ -119,3 +119,16 @@ def test_a_preempted_job_saves_is_requeued_and_resumes_to_the_same_result(server
         assert f"result {uninterrupted}" in last
         acc = client.series(low.id, "acc")
         assert sorted(set(acc.steps)) == list(range(total))
+
+
+def test_a_versions_lineage_has_the_content_hash_of_the_data_it_read(server, tmp_path, python_image):
+    script = ("import os\nfrom deepdock import sdk\nos.makedirs(os.environ['DEEPDOCK_ARTIFACTS_DIR'], exist_ok=True)\n"
+              "open(os.path.join(os.environ['DEEPDOCK_ARTIFACTS_DIR'], 'model.bin'), 'wb').write(b'w')\n")
+    with server.client() as client:
+        job = client.run(spec(python_image, code_dir(tmp_path, "reader", script), {},
+                              volumes=[{"source": "dataset", "target": "/data", "read_only": True}]))
+        assert wait_status(client, job.id, TERMINAL, timeout_s=120).status == "SUCCEEDED"
+        version = client.register_model("reader-model", job.id, "model.bin")
+        (data,) = version.lineage["data"]
+        assert data["target"] == "/data" and data["kind"] == "volume" and data["read_only"]
+        assert len(data["sha256"]) == 64 and data["files"] == 0 and data["complete"]

@@ -32,7 +32,8 @@ BATCH = "b"        # {"k": "b", "e": [metrics event without "k", ...]}: many ste
 PARAMS = "p"       # {"k": "p", "v": {name: json value}}
 CHECKPOINT = "c"   # {"k": "c", "name": file name, "s": step, "sha256": hex, "size": bytes}
 MODEL = "r"        # {"k": "r", "name": model name, "dir": folder under the artifacts dir, "signature": {...}}
-KINDS = frozenset({METRICS, BATCH, PARAMS, CHECKPOINT, MODEL})
+DATA = "d"         # {"k": "d", "target": mount, "sha256": tree hash, "files", "bytes", "hashed_bytes", "complete"}
+KINDS = frozenset({METRICS, BATCH, PARAMS, CHECKPOINT, MODEL, DATA})
 
 # MLflow's metric-name alphabet without spaces: letters, digits, '_', '-', '.', '/'.
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,127}$")

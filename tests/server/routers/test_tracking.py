@@ -116,12 +116,15 @@ def test_a_checkpoint_whose_content_does_not_match_is_not_kept(steps, api):
     assert [r["status"] for r in api.get(f"/api/v1/jobs/{job_id}/checkpoints").json()] == ["failed"]
 
 
-def register_from_job(steps, api, name: str = "digits", signature: dict | None = None) -> tuple[str, dict]:
+def register_from_job(steps, api, name: str = "digits", signature: dict | None = None, **spec) -> tuple[str, dict]:
     if "a" not in steps.cluster.engines:
         steps.node("a")
-    job_id, cid = start_job(steps, api)
+    job_id, cid = start_job(steps, api, **spec)
     engine = steps.engine("a")
     engine.write_log(cid, protocol.encode({"k": "p", "v": {"lr": 0.5}}) + metric(7, loss=0.25))
+    if spec.get("volumes"):
+        engine.write_log(cid, protocol.encode({"k": "d", "target": "/data", "sha256": "cd" * 32, "files": 2,
+                                                "bytes": 10, "hashed_bytes": 10, "complete": True}))
     engine.put_file(cid, f"/workspace/artifacts/models/{name}/model.pt", b"weights")
     engine.put_file(cid, "/workspace/artifacts/notes.txt", b"notes")
     engine.write_log(cid, protocol.encode({"k": "r", "name": name, "dir": f"models/{name}", "signature": signature}))
@@ -134,7 +137,8 @@ def register_from_job(steps, api, name: str = "digits", signature: dict | None =
 
 def test_a_model_the_job_registers_becomes_a_version_with_its_lineage(steps, api):
     signature = {"inputs": [{"name": "input", "dtype": "float32", "shape": [-1, 64]}], "outputs": []}
-    job_id, model = register_from_job(steps, api, signature=signature)
+    job_id, model = register_from_job(steps, api, signature=signature,
+                                      volumes=[{"source": "data", "target": "/data", "read_only": True}])
     assert model["latest_version"] == 1
     version = model["versions"][0]
     assert version["job"] == job_id and version["attempt"] == 1
@@ -145,6 +149,9 @@ def test_a_model_the_job_registers_becomes_a_version_with_its_lineage(steps, api
     lineage = version["lineage"]
     assert lineage["image"] == "busybox:latest" and lineage["image_digest"].startswith("sha256:")
     assert lineage["command"] == ["python", "train.py"]
+    assert lineage["data"] == [{"source": "data", "target": "/data", "read_only": True, "kind": "volume",
+                                "sha256": "cd" * 32, "files": 2, "bytes": 10, "complete": True}]
+
     paths = {a["path"] for a in api.get(f"/api/v1/jobs/{job_id}/artifacts").json()}
     assert {"attempt-1/rank-0/notes.txt", "attempt-1/rank-0/models/digits/model.pt"} <= paths
     assert api.get(f"/api/v1/jobs/{job_id}/artifacts/notes.txt").content == b"notes"
@@ -260,3 +267,12 @@ def test_after_a_node_loss_the_job_resumes_elsewhere_from_its_last_copied_checkp
         replica = session.scalar(select(Replica).where(Replica.job_id == job_id, Replica.active.is_(True)))
         assert replica.node_name == "b"
     assert engine_b.files(replica.container_id)[f"{CKPT_DIR}/{name}"] == b"saved before the loss"
+
+
+def test_the_job_is_told_its_mounts_to_hash(steps, api):
+    steps.node("a")
+    _, cid = start_job(steps, api, volumes=[{"source": "data", "target": "/data", "read_only": True}])
+    mounts = json.loads(steps.engine("a").spec_of(cid).env["DEEPDOCK_DATA_MOUNTS"])
+    assert mounts == [{"target": "/data", "source": "data", "read_only": True, "kind": "volume"}]
+    r = api.post("/api/v1/jobs", json={"spec": {**JOB, "env": {"DEEPDOCK_DATA_MOUNTS": "[]"}}})
+    assert r.status_code == 422 and "DEEPDOCK_DATA_MOUNTS" in r.text

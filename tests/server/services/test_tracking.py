@@ -190,3 +190,17 @@ def test_forged_events_touch_nothing_but_the_jobs_own_series(steps, job_id, tmp_
     with steps.session() as session:
         assert [c.name for c in session.scalars(select(Checkpoint))] == ["ckpt-000000000001.pt"]
         assert session.get(MetricLatest, (job_id, "ok")) is not None and session.get(MetricLatest, (job_id, "loss")) is None
+
+
+def test_data_hashes_are_stored_once_per_attempt_and_mount(steps, job_id, tmp_path):
+    from deepdock.server.db.models import DataRead
+
+    event = {"k": "d", "target": "/data", "sha256": "ab" * 32, "files": 3, "bytes": 4004, "hashed_bytes": 4004,
+             "complete": True}
+    for rank in (0, 1):
+        log = tmp_path / f"rank-{rank}.log"
+        log.write_bytes(protocol.encode(event))
+        ingest_log(steps.db, log, job_id, 1, rank)
+    with steps.session() as session:
+        rows = list(session.scalars(select(DataRead)))
+        assert [(r.target, r.sha256, r.files, r.complete) for r in rows] == [("/data", "ab" * 32, 3, True)]

@@ -7,6 +7,8 @@ transaction and writes the container ids (with ``recorded_at``) in one fenced tr
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import select
 
 from deepdock.api.enums import AttemptStatus, FailureReason, JobStatus, ReplicaStatus
@@ -202,6 +204,9 @@ def _container_spec(ctx: AppContext, job: Job, spec: JobSpec, attempt: Attempt, 
     workdir = spec.workdir
     env = dict(spec.env)
     env["PYTHONPATH"] = python_path(workdir, spec.env.get("PYTHONPATH"))
+    # The SDK hashes the read-only ones for the lineage of the job's models (sdk/data.py).
+    env["DEEPDOCK_DATA_MOUNTS"] = json.dumps([{"target": v.target, "source": v.source, "read_only": v.read_only,
+                                               "kind": "bind" if v.is_bind else "volume"} for v in spec.volumes])
     if resumed_from:
         env["DEEPDOCK_RESUMED_FROM"] = resumed_from
     env.update({

@@ -298,6 +298,20 @@ class JobParam(Base):
     attempt: Mapped[int] = mapped_column(Integer)
 
 
+class DataRead(Base):
+    """A read-only mount an attempt had, and the content hash its job computed of it (sdk/data.py)."""
+
+    __tablename__ = "data_reads"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target: Mapped[str] = mapped_column(String(4096), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    files: Mapped[int] = mapped_column(BigInteger)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    hashed_bytes: Mapped[int] = mapped_column(BigInteger)
+    complete: Mapped[bool] = mapped_column(Boolean)
+
+
 class TrackingCursor(Base):
     """How far the ingest has read one replica's output: committed with what it stored (exactly once)."""
 

@@ -28,6 +28,7 @@ from deepdock.errors import ConflictError, NotFoundError, SpecError
 from deepdock.server.db.models import (
     AliasEvent,
     Attempt,
+    DataRead,
     Job,
     JobParam,
     MetricLatest,
@@ -219,8 +220,16 @@ def lineage(session: Session, job: Job, attempt_number: int) -> tuple[dict[str, 
 
     attempt = session.scalar(select(Attempt).where(Attempt.job_id == job.id, Attempt.number == attempt_number))
     spec = job_spec(job)
-    data = [{"source": v.source, "target": v.target, "read_only": v.read_only, "kind": "bind" if v.is_bind else "volume"}
-            for v in spec.volumes]
+    hashes = {d.target: d for d in session.scalars(select(DataRead).where(DataRead.job_id == job.id,
+                                                                          DataRead.attempt == attempt_number))}
+    data = []
+    for v in spec.volumes:
+        entry: dict[str, Any] = {"source": v.source, "target": v.target, "read_only": v.read_only,
+                                 "kind": "bind" if v.is_bind else "volume"}
+        read = hashes.get(v.target)
+        if read is not None:
+            entry.update({"sha256": read.sha256, "files": read.files, "bytes": read.bytes, "complete": read.complete})
+        data.append(entry)
     info = {
         "job": job.id, "job_name": job.name, "attempt": attempt_number, "project": job.project.name,
         "image": (attempt.image if attempt else None) or job.image, "image_digest": attempt.image_digest if attempt else None,

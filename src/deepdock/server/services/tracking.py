@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from deepdock.api.enums import CheckpointStatus
 from deepdock.sdk import protocol
-from deepdock.server.db.models import Checkpoint, JobParam, MetricLatest, TrackingCursor
+from deepdock.server.db.models import Checkpoint, DataRead, JobParam, MetricLatest, TrackingCursor
 from deepdock.server.db.session import Database
 from deepdock.server.services.series import append_series
 
@@ -106,6 +106,7 @@ def store_events(session: Session, job_id: str, attempt: int, rank: int, events:
     series: dict[str, list[tuple[int, float, float]]] = {}
     params: dict[str, Any] = {}
     checkpoints: list[dict[str, Any]] = []
+    data: list[dict[str, Any]] = []
     for event in _unbatched(events):
         kind = event["k"]
         try:
@@ -126,6 +127,11 @@ def store_events(session: Session, job_id: str, attempt: int, rank: int, events:
                                     "created_at": float(event.get("t") or 0) or _now()})
             elif kind == protocol.MODEL:
                 result.models.append(event)
+            elif kind == protocol.DATA:
+                data.append({"job_id": job_id, "attempt": attempt, "target": str(event["target"])[:4096],
+                             "sha256": str(event["sha256"])[:64], "files": int(event["files"]),
+                             "bytes": int(event["bytes"]), "hashed_bytes": int(event["hashed_bytes"]),
+                             "complete": bool(event["complete"])})
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             continue  # a line the job forged by hand; the SDK never writes one
     latest = []
@@ -146,6 +152,9 @@ def store_events(session: Session, job_id: str, attempt: int, rank: int, events:
     if checkpoints:
         session.execute(_insert(session, Checkpoint).on_conflict_do_nothing(), checkpoints)
         result.checkpoints = len(checkpoints)
+    if data:
+        # Every rank of a gang hashes the same mounts: the first answer stands.
+        session.execute(_insert(session, DataRead).on_conflict_do_nothing(), data)
     return result
 
 

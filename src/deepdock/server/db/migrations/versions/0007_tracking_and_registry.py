@@ -55,6 +55,17 @@ def upgrade() -> None:
         sa.Column("attempt", sa.Integer(), nullable=False),
     )
     op.create_table(
+        "data_reads",
+        sa.Column("job_id", sa.String(length=32), _job_fk(), primary_key=True),
+        sa.Column("attempt", sa.Integer(), primary_key=True),
+        sa.Column("target", sa.String(length=4096), primary_key=True),
+        sa.Column("sha256", sa.String(length=64), nullable=False),
+        sa.Column("files", sa.BigInteger(), nullable=False),
+        sa.Column("bytes", sa.BigInteger(), nullable=False),
+        sa.Column("hashed_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("complete", sa.Boolean(), nullable=False),
+    )
+    op.create_table(
         "tracking_cursors",
         sa.Column("job_id", sa.String(length=32), _job_fk(), primary_key=True),
         sa.Column("attempt", sa.Integer(), primary_key=True),
@@ -142,7 +153,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("model_exports", "alias_events", "model_aliases", "model_versions", "models", "checkpoints", "tracking_cursors",
+    for table in ("model_exports", "alias_events", "model_aliases", "model_versions", "models", "checkpoints",
+                  "tracking_cursors", "data_reads",
                   "job_params", "metric_latest", "metric_chunks"):
         op.drop_table(table)
     with op.batch_alter_table("attempts") as batch:
