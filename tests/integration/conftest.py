@@ -187,3 +187,17 @@ def python_image(docker_client) -> str:
     except Exception:  # noqa: BLE001 - any failure means it is not there
         pytest.fail(f"the offline python base {name} is missing: run `deepdock base bootstrap`", pytrace=False)
     return name
+
+
+@pytest.fixture(scope="session")
+def env_home(tmp_path_factory):
+    """A fresh deepdock home (lock/wheelhouse caches) for the session; no PyTorch index (see tests/envs)."""
+    from deepdock.settings import get_settings
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DEEPDOCK_HOME", str(tmp_path_factory.mktemp("deepdock-home")))
+    mp.setenv("DEEPDOCK_PYTORCH_INDEX_URL", "")
+    get_settings.cache_clear()
+    yield
+    mp.undo()
+    get_settings.cache_clear()

@@ -31,18 +31,6 @@ CACHED_BUILD_BUDGET_S = 1.0
 
 
 @pytest.fixture(scope="session")
-def env_home(tmp_path_factory):
-    """A fresh deepdock home (lock/wheelhouse caches) for the session; no PyTorch index (see tests/envs)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DEEPDOCK_HOME", str(tmp_path_factory.mktemp("deepdock-home")))
-    mp.setenv("DEEPDOCK_PYTORCH_INDEX_URL", "")
-    get_settings.cache_clear()
-    yield
-    mp.undo()
-    get_settings.cache_clear()
-
-
-@pytest.fixture(scope="session")
 def session_labels(docker_client):
     labels = {TEST_LABEL: f"envs-{uuid.uuid4().hex[:12]}"}
     yield labels

@@ -101,18 +101,6 @@ print("accuracy", float((model(x).argmax(1) == y).float().mean()))
 
 
 @pytest.fixture(scope="session")
-def export_home(tmp_path_factory):
-    """A fresh deepdock home (lock/wheelhouse caches) for the session; no PyTorch index (see tests/envs)."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DEEPDOCK_HOME", str(tmp_path_factory.mktemp("deepdock-home")))
-    mp.setenv("DEEPDOCK_PYTORCH_INDEX_URL", "")
-    get_settings.cache_clear()
-    yield
-    mp.undo()
-    get_settings.cache_clear()
-
-
-@pytest.fixture(scope="session")
 def export_labels(docker_client):
     labels = {TEST_LABEL: f"export-{uuid.uuid4().hex[:12]}"}
     yield labels
@@ -127,7 +115,7 @@ def export_labels(docker_client):
 
 
 @pytest.fixture(scope="session")
-def demo_image(docker_client, export_home, export_labels) -> str:
+def demo_image(docker_client, env_home, export_labels) -> str:
     """The demo's environment built offline (the python base bootstrapped from Debian when missing)."""
     try:
         docker_client.images.get(offline_image_name("3.11"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 ARTIFACTS_SUBDIR = "artifacts"
@@ -86,6 +87,19 @@ def _member_name(name: str) -> str | None:
     if ".." in path.parts or str(path) == ".":
         return None
     return str(path)
+
+
+def folder_files(archive: bytes) -> Iterator[tuple[str, bytes]]:
+    """The regular files of a ``copy_out`` folder archive as (path inside the folder, content): the top
+    entry (the folder's own name) dropped, links and devices skipped, nothing with a '..' part."""
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
+        for member in tar:
+            parts = PurePosixPath(member.name).parts[1:]
+            if not parts or not member.isfile() or ".." in parts:
+                continue
+            f = tar.extractfile(member)
+            assert f is not None
+            yield str(PurePosixPath(*parts)), f.read()
 
 
 def extract_tree(archive: bytes, dest: Path) -> int:

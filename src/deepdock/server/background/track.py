@@ -33,7 +33,8 @@ class Live:
     workdir: str
 
 
-def checkpoint_key(live: Live) -> str:
+def copy_task_key(live: Live) -> str:
+    """The task key of a replica's checkpoint copy (not a store key: services/checkpoints.checkpoint_key)."""
     return f"checkpoints:{live.job_id}:{live.attempt}:{live.rank}"
 
 
@@ -65,7 +66,7 @@ class Tracker:
 
 
 def submit_checkpoint_copy(ctx: AppContext, work: Work, live: Live) -> None:
-    work.engine.submit(checkpoint_key(live), store_checkpoints, ctx.db, ctx.artifacts, ctx.backend(live.node),
+    work.engine.submit(copy_task_key(live), store_checkpoints, ctx.db, ctx.artifacts, ctx.backend(live.node),
                        live.container_id, live.job_id, live.attempt, live.rank, checkpoint_folder(live.workdir),
                        ctx.settings.checkpoints_keep, lane=live.node.name)
 

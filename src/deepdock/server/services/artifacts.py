@@ -8,17 +8,15 @@ these are the same folders as before the store existed.
 from __future__ import annotations
 
 import hashlib
-import io
 import re
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 from sqlalchemy.orm import Session
 
 from deepdock.api import ArtifactOut
 from deepdock.artifacts import ArtifactStore, validate_key
+from deepdock.compute.workspace import folder_files
 from deepdock.errors import NotFoundError
 from deepdock.server.db.models import User
 
@@ -49,18 +47,10 @@ def store_tree(store: ArtifactStore, archive: bytes, prefix: str) -> dict[str, S
     The archive's top entry is the folder itself (docker cp), so its first path part is dropped; links,
     devices and anything that would leave the prefix never reach the store."""
     stored: dict[str, StoredFile] = {}
-    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
-        for member in tar:
-            parts = PurePosixPath(member.name).parts[1:]
-            if not parts or not member.isfile() or ".." in parts:
-                continue
-            relative = str(PurePosixPath(*parts))
-            f = tar.extractfile(member)
-            assert f is not None
-            data = f.read()
-            key = validate_key(f"{prefix}/{relative}")
-            store.put_bytes(key, data)
-            stored[relative] = StoredFile(key, len(data), hashlib.sha256(data).hexdigest())
+    for relative, data in folder_files(archive):
+        key = validate_key(f"{prefix}/{relative}")
+        store.put_bytes(key, data)
+        stored[relative] = StoredFile(key, len(data), hashlib.sha256(data).hexdigest())
     return stored
 
 

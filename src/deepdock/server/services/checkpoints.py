@@ -72,11 +72,11 @@ def store_checkpoints(db: Database, store: ArtifactStore, backend: ComputeBacken
 
 
 def _single_file(archive: bytes) -> bytes:
+    """``copy_out`` of a file: an archive whose one entry is the file (a folder of one, to folder_files)."""
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
-        for member in tar.getmembers():
-            if member.isfile():
-                f = tar.extractfile(member)
-                assert f is not None
+        for member in tar:
+            f = tar.extractfile(member) if member.isfile() else None
+            if f is not None:
                 return f.read()
     raise NotFoundError("the checkpoint is not a regular file")
 

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from deepdock.api import ExportOut
 from deepdock.artifacts import ArtifactStore
 from deepdock.errors import NotFoundError, SpecError
-from deepdock.server.db.models import Job, ModelExport, ModelVersion, User
+from deepdock.server.db.models import ModelExport, ModelVersion, User
 from deepdock.server.db.session import Database
 from deepdock.server.services.artifacts import StoredFile
 from deepdock.server.services.auth import project_for_submit
@@ -135,7 +135,3 @@ def finish_export(session: Session, result: ExportResult | None) -> None:
         version.files = [*files, {"path": name, "size": result.file.size, "sha256": result.file.sha256}]
         if not version.signature and isinstance(result.report.get("signature"), dict):
             version.signature = result.report["signature"]
-
-
-def export_job(session: Session, job: Job) -> ModelExport | None:
-    return session.get(ModelExport, job.id)

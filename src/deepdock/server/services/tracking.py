@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, case, delete, or_, select
+from sqlalchemy import and_, case, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -124,7 +125,7 @@ def store_events(session: Session, job_id: str, attempt: int, rank: int, events:
                 checkpoints.append({"job_id": job_id, "attempt": attempt, "rank": rank, "name": str(event["name"])[:64],
                                     "step": int(event["s"]), "sha256": str(event["sha256"])[:64],
                                     "size": int(event["size"]), "status": CheckpointStatus.PENDING, "error": "",
-                                    "created_at": float(event.get("t") or 0) or _now()})
+                                    "created_at": float(event.get("t") or 0) or time.time()})
             elif kind == protocol.MODEL:
                 result.models.append(event)
             elif kind == protocol.DATA:
@@ -169,12 +170,6 @@ def _unbatched(events: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
             yield event
 
 
-def _now() -> float:
-    import time
-
-    return time.time()
-
-
 def _update_latest(session: Session, rows: list[dict[str, Any]]) -> None:
     """Each series' last point (a newer attempt's, or a later step of the same) and its point count."""
     table = MetricLatest.__table__
@@ -185,9 +180,6 @@ def _update_latest(session: Session, rows: list[dict[str, Any]]) -> None:
     set_["count"] = table.c["count"] + ex["count"]
     session.execute(stmt.on_conflict_do_update(index_elements=["job_id", "name"], set_=set_), rows)
 
-
-def forget_cursors(session: Session, job_id: str) -> None:
-    session.execute(delete(TrackingCursor).where(TrackingCursor.job_id == job_id))
 
 
 def model_events(path: Path) -> list[dict[str, Any]]:
