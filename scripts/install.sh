@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs deepdock and what it needs on a fresh Debian 12 machine (run as root or with sudo):
 # Docker's engine from Debian's docker.io (started if no engine answers), debootstrap for offline base
-# images, busybox-static for the test image, openssl for the TLS test engine, PostgreSQL, and a
-# virtualenv with deepdock in .venv.
+# images, busybox-static for the test image, openssl for the TLS test engine, dnsmasq-base for the
+# namespace test hosts' DNS stub, PostgreSQL, and a virtualenv with deepdock in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +14,8 @@ command -v dockerd >/dev/null || need_pkgs+=(docker.io)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need_pkgs+=(debootstrap)
 [ -x /bin/busybox ] || need_pkgs+=(busybox-static)
 command -v openssl >/dev/null || need_pkgs+=(openssl)  # certificates of the TLS test engine
+# dnsmasq-base: the DNS stub (no upstream) of the namespace test hosts, scripts/netns_hosts.sh
+command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need_pkgs+=(dnsmasq-base)
 [ -d /usr/lib/postgresql ] || need_pkgs+=(postgresql)
 python3 -c "import venv, ensurepip" 2>/dev/null || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -26,6 +26,7 @@ from deepdock.api.models import (
     CodeOut,
     ExportIn,
     ExportOut,
+    HostNetworkIn,
     HostPathIn,
     HostPathOut,
     JobDetail,
@@ -305,9 +306,9 @@ class Client:
         return self._get_list(_NODES, "/nodes")
 
     def add_node(self, name: str, engine_url: str, *, tls_ca: str | None = None, tls_cert: str | None = None,
-                 tls_key: str | None = None, labels: dict[str, str] | None = None) -> NodeOut:
+                 tls_key: str | None = None, labels: dict[str, str] | None = None, address: str = "") -> NodeOut:
         body = NodeIn(name=name, engine_url=engine_url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
-                      labels=labels or {})
+                      labels=labels or {}, address=address)
         return self._call(NodeOut, "POST", "/nodes", json=body.model_dump(mode="json"))
 
     def set_node_status(self, name: str, status: NodeStatus | str) -> NodeOut:
@@ -340,6 +341,11 @@ class Client:
     def add_member(self, project: str, user: str, *, role: Literal["member", "admin"] = "member") -> None:
         body = MemberIn(user=user, role=role)
         self._request("POST", f"/projects/{project}/members", json=body.model_dump(mode="json"))
+
+    def set_host_network(self, project: str, *, allowed: bool) -> ProjectOut:
+        """Allow (or forbid) the project's gangs the nodes' own network, to span nodes (admin only)."""
+        return self._call(ProjectOut, "PUT", f"/projects/{project}/host-network",
+                          json=HostNetworkIn(allowed=allowed).model_dump(mode="json"))
 
     def set_quota(self, project: str, *, cpus: float | None, memory: int | None, gpus: float | None) -> ProjectOut:
         body = QuotaIn(cpus=cpus, memory=memory, gpus=gpus)

@@ -45,11 +45,12 @@ def make_user(session: Session, name: str = "admin", *, is_admin: bool = True) -
 
 def make_project(session: Session, name: str = "default", *, members: list[User] | None = None,
                  quota_cpus: float | None = None, quota_memory: int | None = None,
-                 quota_gpus: float | None = None) -> Project:
+                 quota_gpus: float | None = None, host_network: bool = False) -> Project:
     """The project of that name (created once), with ``members`` added."""
     project = session.scalar(select(Project).where(Project.name == name))
     if project is None:
-        project = Project(name=name, quota_cpus=quota_cpus, quota_memory=quota_memory, quota_gpus=quota_gpus)
+        project = Project(name=name, quota_cpus=quota_cpus, quota_memory=quota_memory, quota_gpus=quota_gpus,
+                          host_network=host_network)
         session.add(project)
         session.flush()
     for user in members or []:
@@ -158,6 +159,8 @@ def make_attempt(
     started_at: float | None = None,
     stop_sent_at: float | None = None,
     exit_codes: list[int | None] | None = None,
+    network: str = "none",
+    master_port: int | None = None,
 ) -> Attempt:
     """The job's next attempt with one replica per entry of ``nodes`` (a gang: ``["a", "b"]``).
 
@@ -171,7 +174,7 @@ def make_attempt(
     number = job.attempt_count + 1
     job.attempt_count = number
     began = now if started_at is None else started_at
-    attempt = Attempt(job_id=job.id, number=number, status=status,
+    attempt = Attempt(job_id=job.id, number=number, status=status, network=network, master_port=master_port,
                       started_at=began if status == AttemptStatus.RUNNING else started_at)
     for rank, node in enumerate(nodes):
         cid = ids[rank]

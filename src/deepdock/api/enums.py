@@ -60,6 +60,8 @@ class StopRequest(StrEnum):
     RUNTIME = "runtime"
     # One replica of a gang ended: the others are stopped, since a gang runs all together or not at all.
     GANG = "gang"
+    # No log line or metric for the job's progress_timeout: a collective hangs (a peer died mid-step).
+    STALLED = "stalled"
 
 
 class FailureReason(StrEnum):
@@ -72,6 +74,17 @@ class FailureReason(StrEnum):
     RUNTIME_EXCEEDED = "runtime_exceeded"
     START_FAILED = "start_failed"
     CONTAINER_LOST = "container_lost"
+    NO_PROGRESS = "no_progress"
+
+
+class AttemptNetwork(StrEnum):
+    """How an attempt's replicas reach each other (the job spec's ``network`` once it is placed)."""
+
+    NONE = "none"
+    # A network of the attempt's own on its one node (no route anywhere else, not even to the node).
+    PRIVATE = "private"
+    # The nodes' own network: replicas on several nodes reach each other over the nodes' addresses.
+    HOST = "host"
 
 
 class NodeHealth(StrEnum):

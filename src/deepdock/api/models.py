@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deepdock.api.enums import AttemptStatus, JobStatus, NodeHealth, NodeStatus, ReplicaStatus, StopRequest
+from deepdock.api.enums import AttemptNetwork, AttemptStatus, JobStatus, NodeHealth, NodeStatus, ReplicaStatus, StopRequest
 from deepdock.specs.checks import MAX_SIZE_BYTES
 from deepdock.specs.job import JobSpec
 
@@ -65,6 +65,9 @@ class NodeIn(Request):
     tls_cert: str | None = Field(None, max_length=512)
     tls_key: str | None = Field(None, max_length=512)
     labels: dict[str, str] = Field(default_factory=dict, max_length=64)
+    # Where other nodes reach this one (a distributed job's ranks on host networking); empty: the engine
+    # URL's host, or loopback for a local engine.
+    address: str = Field("", max_length=255, pattern=r"^[A-Za-z0-9.:_-]*$")
 
 
 class NodeStatusIn(Request):
@@ -85,6 +88,7 @@ class GpuOut(Response):
 class NodeOut(Response):
     name: str
     engine_url: str
+    address: str = ""
     # What users see: the health, or draining when an admin drained a healthy node.
     status: NodeStatus
     # The two facts behind ``status``. An older server sends only ``status``: both are derived from it.
@@ -151,6 +155,9 @@ class PendingReason(Response):
 class ReplicaOut(Response):
     rank: int
     node: str
+    # Where the other ranks reach this one: its node's address on host networking, its container's name
+    # on a private network, empty without a network.
+    address: str = ""
     gpu_indices: list[int]
     gpu_share: float
     container_name: str
@@ -166,6 +173,8 @@ class AttemptOut(Response):
     number: int
     status: AttemptStatus
     reason: str
+    network: AttemptNetwork = AttemptNetwork.NONE
+    master_port: int | None = None
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -262,6 +271,11 @@ class ProjectOut(Response):
     quota_cpus: float | None
     quota_memory: int | None
     quota_gpus: float | None
+    host_network: bool = False
+
+
+class HostNetworkIn(Request):
+    allowed: bool
 
 
 class HostPathIn(Request):

@@ -141,10 +141,13 @@ def describe(job: str) -> None:
     if d.rerun_of:
         console.print(f"rerun of: {d.rerun_of}")
     for a in d.attempt_list:
-        console.print(f"attempt {a.number}: {a.status} {a.reason}")
+        network = f"  network={a.network}" + (f" port={a.master_port}" if a.master_port else "") \
+            if a.network != "none" else ""
+        console.print(f"attempt {a.number}: {a.status} {a.reason}{network}")
         for r in a.replicas:
             gpus = f" gpus={r.gpu_indices}" if r.gpu_indices else ""
-            console.print(f"  rank {r.rank} on {r.node}{gpus}: {r.status} exit={r.exit_code}"
+            address = f" at {r.address}" if r.address else ""
+            console.print(f"  rank {r.rank} on {r.node}{address}{gpus}: {r.status} exit={r.exit_code}"
                           f"{' OOMKilled' if r.oom_killed else ''} container={r.container_name}")
     table = Table("TIME", "FROM", "TO", "REASON")
     for e in d.events:

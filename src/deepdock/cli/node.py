@@ -22,11 +22,14 @@ def node_add(
     tls_cert: Annotated[str | None, typer.Option(help="client certificate")] = None,
     tls_key: Annotated[str | None, typer.Option(help="client key")] = None,
     label: Annotated[list[str] | None, typer.Option(help="KEY=VALUE, repeatable")] = None,
+    address: Annotated[str, typer.Option(help="address other nodes reach this one at (distributed jobs); "
+                                              "default: the engine URL's host")] = "",
 ) -> None:
     """Register a Docker engine as a node."""
     labels = dict(item.partition("=")[::2] for item in label or [])
     with api_errors(), client() as c:
-        node = c.add_node(name, engine, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, labels=labels)
+        node = c.add_node(name, engine, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key, labels=labels,
+                          address=address)
     console.print(f"node [bold]{node.name}[/bold] added: {node.cpus:g} CPUs, "
                   f"{human_bytes(node.memory)}, {len(node.gpus)} GPU(s)")
 

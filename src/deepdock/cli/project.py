@@ -24,6 +24,18 @@ def project_ls() -> None:
     console.print(table)
 
 
+@project_app.command("allow-host-network")
+def project_allow_host_network(
+    name: str,
+    revoke: Annotated[bool, typer.Option("--revoke", help="forbid it again")] = False,
+) -> None:
+    """Let the project's gangs use the nodes' own network, so they span nodes (admin only). It also
+    reaches the nodes' own services: grant it to trusted projects (docs/security.md)."""
+    with api_errors(), client() as c:
+        c.set_host_network(name, allowed=not revoke)
+    console.print(f"project {name}: host networking {'forbidden' if revoke else 'allowed'}")
+
+
 @project_app.command("quota")
 def project_quota(name: str, cpus: float | None = None, memory: str | None = None, gpus: float | None = None) -> None:
     """Set a project's guaranteed quota (idle capacity beyond it may be borrowed)."""

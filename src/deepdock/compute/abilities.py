@@ -84,8 +84,11 @@ class Networking(ABC):
     """Networks shared by the containers of a gang or a service on one engine."""
 
     @abstractmethod
-    def create_network(self, name: str, labels: dict[str, str]) -> str:
-        """Create a bridge network (or return the id of the one of that name); returns its id."""
+    def create_network(self, name: str, labels: dict[str, str], *, isolated: bool = False) -> str:
+        """Create a bridge network (or return the id of the one of that name); returns its id.
+
+        ``isolated``: its containers reach each other and nothing else - no route out, and no address of
+        the node's own on it (a gang's private network: compute.docker.networks says how)."""
 
     @abstractmethod
     def remove_network(self, name: str) -> None:

@@ -282,15 +282,21 @@ class Allocator:
         spread: bool = False,
         blocked: frozenset[str] | set[str] = frozenset(),
         gpu_memory: int | None = None,
+        one_node: bool = False,
     ) -> list[ReplicaPlacement] | None:
         """Place all replicas or none (the capacity is taken; ``release`` undoes it). Only GPUs of
-        ``gpu_type`` (any when None) with at least ``gpu_memory`` bytes (any when None) are used."""
+        ``gpu_type`` (any when None) with at least ``gpu_memory`` bytes (any when None) are used;
+        ``one_node``: every replica on the same node, or none placed."""
         if r.gpus > 1 and r.whole_gpus > self.max_gpus_per_node:
             return None
         key = self._key(gpu_type, gpu_memory) if r.gpus > 0 else _ANY
         done: list[ReplicaPlacement] = []
-        ok = self._place_spread(r, replicas, key, blocked, done) if spread or replicas == 1 \
-            else self._place_packed(r, replicas, key, blocked, done)
+        if one_node and replicas > 1:
+            ok = self._place_on_one(r, replicas, key, blocked, done)
+        elif spread or replicas == 1:
+            ok = self._place_spread(r, replicas, key, blocked, done)
+        else:
+            ok = self._place_packed(r, replicas, key, blocked, done)
         if not ok:
             self.release(r, done)
             return None
@@ -309,6 +315,31 @@ class Allocator:
                 return False
             done.append(self._take(nv, r, key))
             used.add(nv.name)
+        return True
+
+    def _place_on_one(
+        self, r: Resources, n: int, key: Key, blocked: frozenset[str] | set[str],
+        done: list[ReplicaPlacement],
+    ) -> bool:
+        if r.whole_gpus * n > self.max_gpus_per_node:
+            return False
+        if r.gpu_share:
+            # Shares go one at a time: the first where it fits best, the rest only beside it.
+            first = self._find_share(r, key, blocked, set())
+            if first is None:
+                return False
+            done.append(self._take(first, r, key))
+            others = set(blocked) | (set(self.nodes) - {first.name})
+            for _ in range(n - 1):
+                nv = self._find_share(r, key, others, set())
+                if nv is None:
+                    return False
+                done.append(self._take(nv, r, key))
+            return True
+        nv = self._find_node(r, key, blocked, set(), n)
+        if nv is None:
+            return False
+        done.extend(self._take(nv, r, key) for _ in range(n))
         return True
 
     def _place_packed(

@@ -25,10 +25,11 @@ def _eligible(g: GPU, gpu_type: str | None, gpu_memory: int | None) -> bool:
 
 def can_ever_fit(
     resources: Resources, replicas: int, gpu_type: str | None, nodes: list[NodeState],
-    gpu_memory: int | None = None,
+    gpu_memory: int | None = None, one_node: bool = False,
 ) -> str | None:
     """None if the job fits on the given nodes when they are empty, else why not (for people).
-    ``gpu_memory``: the least memory (bytes) each of its GPUs must have (None: any)."""
+    ``gpu_memory``: the least memory (bytes) each of its GPUs must have (None: any); ``one_node``: all
+    replicas on the same node."""
     if replicas < 1:
         return "a job needs at least one replica"
     if resources.gpus > 1 and resources.gpus != int(resources.gpus):
@@ -65,7 +66,13 @@ def can_ever_fit(
     most_mem = max(n.memory for n in usable)
     if resources.memory > most_mem:
         return f"no node has {_fmt_gib(resources.memory)} of memory; the largest has {_fmt_gib(most_mem)}"
-    if Allocator(_empty(n) for n in usable).place(resources, replicas, gpu_type, gpu_memory=gpu_memory) is None:
+    empty = [_empty(n) for n in usable]
+    if one_node and replicas > 1 and Allocator(empty).place(resources, replicas, gpu_type, gpu_memory=gpu_memory,
+                                                             one_node=True) is None:
+        spans = Allocator(empty).place(resources, replicas, gpu_type, gpu_memory=gpu_memory) is not None
+        return (f"{replicas} replicas must share one node (their network cannot span nodes) and no node holds "
+                f"them even when empty" + ("; they would fit across nodes with host networking" if spans else ""))
+    if Allocator(empty).place(resources, replicas, gpu_type, gpu_memory=gpu_memory) is None:
         total_gpus = sum(len(n.gpus) for n in usable)
         if resources.gpus > 0 and gpu_memory:
             eligible = sum(1 for n in usable for g in n.gpus if _eligible(g, gpu_type, gpu_memory))
@@ -83,7 +90,7 @@ def can_ever_fit(
 
 def fits_now(
     resources: Resources, replicas: int, gpu_type: str | None, nodes: list[NodeState],
-    gpu_memory: int | None = None,
+    gpu_memory: int | None = None, one_node: bool = False,
 ) -> bool:
     """Whether the job fits in the nodes' current free capacity."""
-    return Allocator(nodes).place(resources, replicas, gpu_type, gpu_memory=gpu_memory) is not None
+    return Allocator(nodes).place(resources, replicas, gpu_type, gpu_memory=gpu_memory, one_node=one_node) is not None

@@ -161,7 +161,7 @@ class Cycle:
             reserved = blocked is not self.held
             placed = None
             if not self._place_known_to_fail(job, reserved):
-                placed = alloc.place(job.resources, job.replicas, job.gpu_type, job.spread, blocked, job.gpu_memory)
+                placed = alloc.place(job.resources, job.replicas, job.gpu_type, job.spread, blocked, job.gpu_memory, job.one_node)
                 if placed is None:
                     self.failed_place.append((job, reserved))
                     self.failed_shape[_shape(job)] = reserved
@@ -216,7 +216,7 @@ class Cycle:
 
     def _fits_without(self, job: JobRequest, blocked: frozenset[str] | set[str]) -> bool:
         placed = self.alloc.place(job.resources, job.replicas, job.gpu_type, job.spread, self.held,
-                                  job.gpu_memory)
+                                  job.gpu_memory, job.one_node)
         if placed is None:
             return False
         self.alloc.release(job.resources, placed)
@@ -266,7 +266,7 @@ class Cycle:
         reserved = self._reserved_for(job)
         if held:
             # Capacity freed by this cycle's earlier victims (held nodes) may be enough on its own.
-            placed = alloc.place(r, n, job.gpu_type, job.spread, reserved, job.gpu_memory)
+            placed = alloc.place(r, n, job.gpu_type, job.spread, reserved, job.gpu_memory, job.one_node)
             if placed is not None:
                 held.update(p.node for p in placed)
                 self.ctx.charge(job)
@@ -280,7 +280,7 @@ class Cycle:
         for v in cands:
             alloc.release(v.resources, v.placements)
             chosen.append(v)
-            placed = alloc.place(r, n, job.gpu_type, job.spread, reserved, job.gpu_memory)
+            placed = alloc.place(r, n, job.gpu_type, job.spread, reserved, job.gpu_memory, job.one_node)
             if placed is not None:
                 break
         if placed is None:
@@ -293,13 +293,13 @@ class Cycle:
                 continue
             alloc.release(r, placed)
             alloc.commit(v.resources, v.placements)
-            again = alloc.place(r, n, job.gpu_type, job.spread, reserved, job.gpu_memory)
+            again = alloc.place(r, n, job.gpu_type, job.spread, reserved, job.gpu_memory, job.one_node)
             if again is not None:
                 chosen.remove(v)
                 placed = again
             else:
                 alloc.release(v.resources, v.placements)
-                placed = alloc.place(r, n, job.gpu_type, job.spread, reserved, job.gpu_memory)
+                placed = alloc.place(r, n, job.gpu_type, job.spread, reserved, job.gpu_memory, job.one_node)
                 assert placed is not None  # the same capacity as before the check
         for v in chosen:
             self.victims_taken.add(v.id)
@@ -368,7 +368,7 @@ def _smallest(jobs: Sequence[JobRequest]) -> JobRequest:
 
 def _shape(job: JobRequest) -> tuple[object, ...]:
     r = job.resources
-    return (r.cpus, r.memory, r.gpus, job.replicas, job.gpu_type, job.spread, job.gpu_memory)
+    return (r.cpus, r.memory, r.gpus, job.replicas, job.gpu_type, job.spread, job.gpu_memory, job.one_node)
 
 
 def _gpus_le(a: Resources, b: Resources) -> bool:

@@ -93,6 +93,9 @@ class JobRequest:
     attained_gpu_s: float = 0.0
     # Replicas of a service go to distinct nodes when possible (a gang is packed instead).
     spread: bool = False
+    # All replicas on one node (a gang whose network cannot span nodes): never split, even when it fits
+    # only split.
+    one_node: bool = False
     # Seconds this job has already run in earlier attempts (oracle SRTF uses estimate - executed).
     executed: float = 0.0
     # When the job last stopped running (preempted); Tiresias-style starvation counts from here.

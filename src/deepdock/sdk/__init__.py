@@ -7,6 +7,7 @@
         sdk.save_checkpoint({"model": model.state_dict(), "step": step}, step=step)
     state = sdk.load_checkpoint()
     sdk.register_model("digits-mlp", model, example_input=x[:8])
+    gang = sdk.distributed()        # rank, world size, master address/port, node addresses (typed)
 
 Available in every job container without rebuilding its image: the server copies this folder (standard
 library only; torch is used where torch objects are saved) into the job's workdir and puts it on
@@ -17,7 +18,7 @@ inside a job, starts hashing its read-only mounts for the lineage of its models 
 
 from deepdock.sdk.checkpoints import install_stop_handler as _install_stop_handler
 from deepdock.sdk.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint, should_stop
-from deepdock.sdk.context import JobContext
+from deepdock.sdk.context import DistributedContext, JobContext, distributed
 from deepdock.sdk.context import current as context
 from deepdock.sdk.data import start as _hash_data
 from deepdock.sdk.models import register_model
@@ -25,7 +26,7 @@ from deepdock.sdk.protocol import TrackingError
 from deepdock.sdk.tracking import local_events, log_metric, log_metrics, log_params
 
 __all__ = [
-    "JobContext", "TrackingError", "context", "latest_checkpoint", "load_checkpoint", "local_events", "log_metric",
+    "DistributedContext", "JobContext", "TrackingError", "context", "distributed", "latest_checkpoint", "load_checkpoint", "local_events", "log_metric",
     "log_metrics", "log_params", "register_model", "save_checkpoint", "should_stop",
 ]
 

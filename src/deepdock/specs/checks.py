@@ -32,7 +32,9 @@ MAX_PATH_CHARS = 4096
 RESERVED_ENV = frozenset({"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NVIDIA_VISIBLE_DEVICES",
                           "CUDA_VISIBLE_DEVICES", "DEEPDOCK_JOB_ID", "DEEPDOCK_JOB_NAME", "DEEPDOCK_ATTEMPT",
                           "DEEPDOCK_ARTIFACTS_DIR", "DEEPDOCK_GPU_SHARE", "DEEPDOCK_CHECKPOINT_DIR",
-                          "DEEPDOCK_STOP_GRACE_S", "DEEPDOCK_RESUMED_FROM", "DEEPDOCK_DATA_MOUNTS"})
+                          "DEEPDOCK_STOP_GRACE_S", "DEEPDOCK_RESUMED_FROM", "DEEPDOCK_DATA_MOUNTS",
+                          "LOCAL_RANK", "DEEPDOCK_NNODES", "DEEPDOCK_NODE_RANK", "DEEPDOCK_NPROC_PER_NODE",
+                          "DEEPDOCK_NODE_ADDRS", "DEEPDOCK_NODE_ADDR", "DEEPDOCK_NETWORK"})
 # Kernel file systems a mount or a workdir must not shadow.
 KERNEL_PATHS = ("/proc", "/sys", "/dev")
 

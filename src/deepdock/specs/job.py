@@ -103,6 +103,14 @@ class VolumeSpec(StrictModel):
 
 
 RetryOn = Literal["failed", "node_lost", "oom"]
+# How the replicas of a job reach each other (docs/distributed.md):
+#   none     no network at all (the default of a single-replica job);
+#   private  a network of the job's own on one node: every replica on the same node;
+#   host     the nodes' own network, so replicas on several nodes reach each other over the nodes'
+#            addresses; an admin's grant per project (it also reaches the node's own services);
+#   auto     none for one replica; for a gang, private when it lands on one node, host when it spans
+#            several (only for a project granted host networking; otherwise the gang stays on one node).
+NetworkMode = Literal["auto", "none", "private", "host"]
 
 
 class RetrySpec(StrictModel):
@@ -134,6 +142,13 @@ class JobSpec(StrictModel):
     cohort: str | None = None
     stop_grace: float | None = Field(None, ge=0, le=MAX_STOP_GRACE_S)
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    network: NetworkMode = "auto"
+    # Processes each replica runs (torchrun's --nproc-per-node, given as DEEPDOCK_NPROC_PER_NODE);
+    # None: one per whole GPU of the replica, or one.
+    processes_per_replica: int | None = Field(None, ge=1, le=256)
+    # Opt-in: stop the attempt (as failed) when it writes no log line or metric for this long, the sign of
+    # a collective that hangs after a peer died (seconds; YAML accepts '10m').
+    progress_timeout: float | None = Field(None, ge=10, le=MAX_DURATION_S)
 
     @field_validator("name", "cohort")
     @classmethod
@@ -184,7 +199,19 @@ class JobSpec(StrictModel):
                              "mount it elsewhere (e.g. /data)")
         return self
 
-    @field_validator("max_runtime", "runtime_estimate", "stop_grace", mode="before")
+    @model_validator(mode="after")
+    def _processes_divide_gpus(self) -> JobSpec:
+        procs, gpus = self.processes_per_replica, self.resources.gpus
+        if procs is not None and gpus > 0:
+            if gpus < 1 and procs > 1:
+                raise ValueError(f"processes_per_replica {procs} cannot share a fraction ({gpus:g}) of one GPU; "
+                                 "use 1, or whole GPUs")
+            if gpus >= 1 and int(gpus) % procs:
+                raise ValueError(f"resources.gpus {gpus:g} does not divide into processes_per_replica {procs}: "
+                                 "each process needs the same number of whole GPUs")
+        return self
+
+    @field_validator("max_runtime", "runtime_estimate", "stop_grace", "progress_timeout", mode="before")
     @classmethod
     def _durations(cls, v: object) -> object:
         return None if v is None else parse_duration(v)  # type: ignore[arg-type]

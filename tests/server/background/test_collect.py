@@ -59,7 +59,7 @@ def test_a_failure_without_retries_fails_the_job(steps):
     collect_once(steps)
     job = steps.job(job_id)
     assert job.status == JobStatus.FAILED
-    assert job.status_reason == "exit_code: replica 0 exited with code 3"
+    assert job.status_reason == "exit_code: replica 0 on node a exited with code 3"
     assert steps.attempt(attempt_id).status == AttemptStatus.FAILED
     released(steps, job_id)
     events_chain(steps, job_id)
@@ -180,7 +180,7 @@ def test_a_gang_failure_is_judged_by_the_replica_that_ended_on_its_own(steps):
     steps.reconcile()  # both ended: collected
     job = steps.job(job_id)
     assert job.status == JobStatus.FAILED
-    assert job.status_reason == "exit_code: replica 0 exited with code 1"  # not rank 1's 143
+    assert job.status_reason == "exit_code: replica 0 on node a exited with code 1"  # not rank 1's 143
     assert [r.exit_code for r in steps.attempt(attempt_id).replicas] == [1, 143]
     released(steps, job_id)
     assert steps.engine("b").list_containers({}) == [] and a.list_containers({}) == []

@@ -11,7 +11,8 @@ from deepdock.scheduler.types import GPU_MEMORY_UNAVAILABLE, INSUFFICIENT_RESOUR
 from deepdock.server.background.schedule import FinishedJobs, container_name, run_cycle
 from deepdock.server.db.models import Job
 from deepdock.server.services.lifecycle import StaleStateError, transition
-from tests.server.factories import GIB, make_job
+from deepdock.server.services.distributed import RENDEZVOUS_PORTS
+from tests.server.factories import GIB, make_job, make_project
 
 
 def cycle(steps, policy: str = "default") -> list[tuple[int, str]]:
@@ -41,13 +42,39 @@ def test_a_queued_job_is_placed_as_an_attempt_with_replicas(steps):
     assert steps.allocations()["a"]["cpus"] == 1.0
 
 
-def test_a_gang_too_big_for_one_node_spans_two(steps):
+def test_a_gang_too_big_for_one_node_spans_two_on_host_networking(steps):
     steps.node("a", cpus=4)
     steps.node("b", cpus=4)
+    with steps.session() as session:
+        make_project(session, "default", host_network=True)
     job_id = steps.queued_job(replicas=2, resources={"cpus": 3})
     cycle(steps)
     assert sorted(placed_nodes(steps, job_id)) == ["a", "b"]
     assert steps.events(job_id)[-1].reason == "placed on a, b"
+    attempt = steps.attempts(job_id)[-1]
+    assert attempt.network == "host" and attempt.master_port == RENDEZVOUS_PORTS.start
+
+
+def test_two_host_network_gangs_hold_different_rendezvous_ports(steps):
+    steps.node("a", cpus=8)
+    steps.node("b", cpus=8)
+    with steps.session() as session:
+        make_project(session, "default", host_network=True)
+    first = steps.queued_job(replicas=2, resources={"cpus": 3}, network="host")
+    second = steps.queued_job(replicas=2, resources={"cpus": 3}, network="host")
+    cycle(steps)
+    ports = {steps.attempts(j)[-1].master_port for j in (first, second)}
+    assert ports == {RENDEZVOUS_PORTS.start, RENDEZVOUS_PORTS.start + 1}
+
+
+def test_a_gang_without_host_networking_stays_on_one_node(steps):
+    steps.node("a", cpus=4)
+    steps.node("b", cpus=8)
+    job_id = steps.queued_job(replicas=2, resources={"cpus": 3})
+    cycle(steps)
+    assert placed_nodes(steps, job_id) == ["b", "b"]
+    attempt = steps.attempts(job_id)[-1]
+    assert attempt.network == "private" and attempt.master_port is None
 
 
 def test_nothing_is_placed_on_unreachable_or_drained_nodes(steps):

@@ -7,12 +7,21 @@ import io
 import tarfile
 from collections.abc import Iterator
 
-from deepdock.api.enums import AttemptStatus, JobStatus, NodeHealth, ReplicaStatus, StopRequest
+from deepdock.api.enums import AttemptNetwork, AttemptStatus, JobStatus, NodeHealth, ReplicaStatus, StopRequest
 from deepdock.compute.base import LABEL_JOB, LABEL_MANAGED, ComputeBackend, ContainerSpec, ContainerState, NodeCapacity
 from deepdock.compute.testing.fake import FakeBackend, fake_env_tag
 from deepdock.errors import EngineError, EngineUnreachableError
 from deepdock.server.background import collect, start
+from deepdock.server.db.models import Node
 from deepdock.server.services.code import store_code
+from deepdock.server.services.distributed import (
+    HOST_INTERFACE_PREAMBLE,
+    PRIVATE_MASTER_PORT,
+    RENDEZVOUS_PORTS,
+    attempt_network,
+    network_name,
+)
+from deepdock.server.services.jobs import job_spec
 from deepdock.server.services.logs import follow_key
 from deepdock.specs.env import EnvSpec
 from tests.server.background.test_collect import events_chain, released
@@ -21,12 +30,17 @@ from tests.server.factories import make_attempt, make_job
 ENV = {"python": "3.11", "accelerator": "cpu", "pip": ["numpy==2.0.0"]}
 
 
-def scheduled(steps, nodes: list[str], **spec) -> tuple[str, int]:
-    """A job the scheduler just placed: SCHEDULED, an attempt with one SCHEDULED replica per node."""
+def scheduled(steps, nodes: list[str], *, master_port: int | None = None, **spec) -> tuple[str, int]:
+    """A job the scheduler just placed: SCHEDULED, an attempt with one SCHEDULED replica per node (and
+    the network the schedule step would give it)."""
     spec.setdefault("replicas", len(nodes))
     with steps.session() as session:
         job = make_job(session, status=JobStatus.SCHEDULED, **spec)
-        attempt = make_attempt(session, job, nodes, status=AttemptStatus.SCHEDULED)
+        network = attempt_network(job_spec(job), nodes)
+        if master_port is None and network == AttemptNetwork.HOST:
+            master_port = RENDEZVOUS_PORTS.start
+        attempt = make_attempt(session, job, nodes, status=AttemptStatus.SCHEDULED, network=network,
+                               master_port=master_port)
         return job.id, attempt.id
 
 
@@ -93,16 +107,61 @@ def test_a_placed_attempt_gets_its_container_and_runs(steps):
     assert start_once(steps) == 0  # it has its container: never started twice
 
 
-def test_a_gang_over_two_nodes_starts_one_container_per_rank(steps):
+def test_a_gang_over_two_nodes_starts_one_container_per_rank_on_host_networking(steps):
     a, b = steps.node("a"), steps.node("b")
-    job_id, attempt_id = scheduled(steps, ["a", "b"])
+    with steps.session() as session:
+        session.get(Node, steps.node_row("a").id).address = "10.0.0.1"
+    job_id, attempt_id = scheduled(steps, ["a", "b"], network="host", master_port=29517,
+                                   command=["torchrun", "--nnodes=$DEEPDOCK_NNODES", "--node-rank=${DEEPDOCK_NODE_RANK}",
+                                            "--master-port=$MASTER_PORT", "--keep=$HOME", "train.py"])
     start_once(steps)
     r0, r1 = steps.attempt(attempt_id).replicas
     (c0,), (c1,) = a.list_containers({LABEL_JOB: job_id}), b.list_containers({LABEL_JOB: job_id})
     assert (r0.container_id, r1.container_id) == (c0.id, c1.id)
-    env1 = b.spec_of(c1.id).env
-    assert env1["RANK"] == "1" and env1["WORLD_SIZE"] == "2" and env1["MASTER_ADDR"] == r0.container_name
+    spec1 = b.spec_of(c1.id)
+    env1 = spec1.env
+    assert env1["RANK"] == "1" and env1["WORLD_SIZE"] == "2" and env1["LOCAL_RANK"] == "0"
+    # Rank 0's node address (given at node add) and the engine URL's host for b.
+    assert env1["MASTER_ADDR"] == "10.0.0.1" and env1["MASTER_PORT"] == "29517"
+    assert env1["DEEPDOCK_NODE_ADDRS"] == f"10.0.0.1,{env1['DEEPDOCK_NODE_ADDR']}"
+    assert env1["DEEPDOCK_NNODES"] == "2" and env1["DEEPDOCK_NODE_RANK"] == "1"
+    assert env1["DEEPDOCK_NETWORK"] == "host" and spec1.network == "host" and spec1.hostname is None
+    # The platform's variables are expanded in the arguments; others are left for a shell.
+    assert spec1.command[:3] == ["/bin/sh", "-c", HOST_INTERFACE_PREAMBLE]
+    assert spec1.command[4:] == ["torchrun", "--nnodes=2", "--node-rank=1", "--master-port=29517", "--keep=$HOME",
+                                 "train.py"]
     assert steps.job(job_id).status == JobStatus.RUNNING
+
+
+def test_a_gang_on_one_node_gets_a_private_network_removed_with_it(steps):
+    a = steps.node("a")
+    job_id, attempt_id = scheduled(steps, ["a", "a"], network="private")
+    start_once(steps)
+    r0, r1 = steps.attempt(attempt_id).replicas
+    name = network_name(job_id, 1)
+    assert a.list_networks({LABEL_JOB: job_id}) == [name]
+    env1 = a.spec_of(r1.container_id).env
+    assert env1["MASTER_ADDR"] == r0.container_name and env1["MASTER_PORT"] == str(PRIVATE_MASTER_PORT)
+    assert env1["GLOO_SOCKET_IFNAME"] == "eth0" and env1["DEEPDOCK_NETWORK"] == "private"
+    assert a.spec_of(r1.container_id).network == name
+    for cid in (r0.container_id, r1.container_id):
+        a.finish(cid, 0)
+    steps.reconcile()
+    assert steps.job(job_id).status == JobStatus.SUCCEEDED
+    assert a.list_networks({LABEL_JOB: job_id}) == []
+
+
+def test_a_rank_that_cannot_start_fails_the_gang_at_once_and_removes_the_started_ranks(steps):
+    a = steps.node("a")
+    b = steps.node("b")
+    b.fail_next("run", EngineError("no space left on device"))
+    job_id, _ = scheduled(steps, ["a", "b"], network="host", master_port=29500)
+    start_once(steps)
+    job = steps.job(job_id)
+    assert job.status == JobStatus.FAILED and "node b" in job.status_reason
+    assert "no space left on device" in job.status_reason
+    assert a.list_containers({LABEL_JOB: job_id}) == []  # rank 0 was removed, not left waiting for rank 1
+    released(steps, job_id)
 
 
 def test_the_code_package_is_placed_in_the_workdir(steps):
@@ -202,15 +261,14 @@ def test_an_engine_error_fails_the_start(steps):
     released(steps, job_id)
 
 
-def test_a_gang_whose_second_rank_fails_leaves_no_container_behind(steps):
+def test_a_gang_whose_image_is_missing_on_one_node_starts_no_rank(steps):
     a = steps.node("a")
     steps.node("b", images=())
     job_id, _ = scheduled(steps, ["a", "b"])
     start_once(steps)
-    assert steps.job(job_id).status == JobStatus.FAILED
-    assert len(a.list_containers({LABEL_JOB: job_id})) == 1  # rank 0 had started: now a stray
-    collect.run(steps.ctx, steps.work, steps.observe())
-    assert a.list_containers({LABEL_JOB: job_id}) == []
+    job = steps.job(job_id)
+    assert job.status == JobStatus.FAILED and "node b: image busybox:latest is not present" in job.status_reason
+    assert a.list_containers({LABEL_JOB: job_id}) == []  # checked on every node before any rank starts
     released(steps, job_id)
 
 

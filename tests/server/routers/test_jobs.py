@@ -142,3 +142,29 @@ def test_a_token_is_required(api):
     for method, path in (("get", "/api/v1/jobs"), ("post", "/api/v1/jobs"), ("get", "/api/v1/jobs/x/status")):
         r = getattr(api, method)(path, headers={"Authorization": "Bearer nope"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+
+
+def test_distributed_requests_that_can_never_run_are_422_at_submit(steps, api):
+    steps.node("a", cpus=4)
+    steps.node("b", cpus=4)
+    # Host networking is an admin's grant per project.
+    r = submit(api, replicas=2, network="host")
+    assert r.status_code == 422 and "allow-host-network default" in r.json()["error"]["message"]
+    # Without it a gang stays on one node: two 3-CPU replicas fit no 4-CPU node.
+    r = submit(api, replicas=2, resources={"cpus": 3})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "unschedulable"
+    assert "would fit across nodes with host networking" in r.json()["error"]["message"]
+    # More replicas than the whole cluster holds, even with the grant.
+    assert api.put("/api/v1/projects/default/host-network", json={"allowed": True}).json()["host_network"] is True
+    assert submit(api, replicas=2, resources={"cpus": 3}).status_code == 201
+    r = submit(api, replicas=3, resources={"cpus": 3})
+    assert r.status_code == 422 and "do not fit" in r.json()["error"]["message"]
+    # GPUs that do not divide into the processes per replica.
+    r = submit(api, resources={"gpus": 3}, processes_per_replica=2)
+    assert r.status_code == 422 and "does not divide" in r.json()["error"]["message"]
+
+
+def test_only_an_admin_grants_host_networking(steps, api, user_token):
+    headers = user_token("alice", ["default"])
+    r = api.put("/api/v1/projects/default/host-network", json={"allowed": True}, headers=headers)
+    assert r.status_code == 403

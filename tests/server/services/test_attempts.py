@@ -39,14 +39,14 @@ def ended(session, codes: list[int | None], *, statuses=None, signalled: list[bo
 @pytest.mark.parametrize(("codes", "oom", "signalled", "expected"), [
     ([0], None, None, SUCCEEDED),
     ([0, 0], None, None, SUCCEEDED),
-    ([3], None, None, Outcome(AttemptStatus.FAILED, "replica 0 exited with code 3", FailureReason.EXIT_CODE)),
+    ([3], None, None, Outcome(AttemptStatus.FAILED, "replica 0 on node n0 exited with code 3", FailureReason.EXIT_CODE)),
     ([None, 1], None, None,
-     Outcome(AttemptStatus.FAILED, "container of replica 0 disappeared", FailureReason.CONTAINER_LOST)),
+     Outcome(AttemptStatus.FAILED, "container of replica 0 on node n0 disappeared", FailureReason.CONTAINER_LOST)),
     ([0, 137], [False, True], None,
-     Outcome(AttemptStatus.FAILED, "replica 1 exceeded its memory limit (OOMKilled)", FailureReason.OOM_KILLED)),
+     Outcome(AttemptStatus.FAILED, "replica 1 on node n1 exceeded its memory limit (OOMKilled)", FailureReason.OOM_KILLED)),
     # A gang stop: the signalled replica's 143 is left out; the one that ended on its own decides.
     ([1, 143], None, [False, True],
-     Outcome(AttemptStatus.FAILED, "replica 0 exited with code 1", FailureReason.EXIT_CODE)),
+     Outcome(AttemptStatus.FAILED, "replica 0 on node n0 exited with code 1", FailureReason.EXIT_CODE)),
     ([0, 143], None, [False, True], SUCCEEDED),
     # Every container signalled: the stop's doing, or a clean exit on the signal.
     ([143, 143], None, [True, True], SIGNALLED),
@@ -62,12 +62,12 @@ def test_observed_outcome(steps, codes, oom, signalled, expected):
 # (stop request, exit codes, signalled, outcome) → (job status, attempt status, reason starts with)
 CASES = [
     (None, [0], [False], JobStatus.SUCCEEDED, AttemptStatus.SUCCEEDED, "exit code 0"),
-    (None, [2], [False], JobStatus.FAILED, AttemptStatus.FAILED, "exit_code: replica 0 exited with code 2"),
+    (None, [2], [False], JobStatus.FAILED, AttemptStatus.FAILED, "exit_code: replica 0 on node n0 exited with code 2"),
     (StopRequest.USER, [143], [True], JobStatus.STOPPED, AttemptStatus.STOPPED, "stopped by user"),
     (StopRequest.USER, [0], [False], JobStatus.SUCCEEDED, AttemptStatus.SUCCEEDED, "exit code 0"),
     (StopRequest.USER, [0], [True], JobStatus.STOPPED, AttemptStatus.STOPPED, "stopped by user"),
     # It crashed on its own while the user's stop was on its way: the crash is the reason.
-    (StopRequest.USER, [2], [False], JobStatus.STOPPED, AttemptStatus.STOPPED, "replica 0 exited with code 2"),
+    (StopRequest.USER, [2], [False], JobStatus.STOPPED, AttemptStatus.STOPPED, "replica 0 on node n0 exited with code 2"),
     (StopRequest.PREEMPTED, [143], [True], JobStatus.QUEUED, AttemptStatus.PREEMPTED, "preempted"),
     # Exit 0 before any signal wins over a late preemption; exit 0 after the signal is the preemption's.
     (StopRequest.PREEMPTED, [0], [False], JobStatus.SUCCEEDED, AttemptStatus.SUCCEEDED, "exit code 0"),
@@ -75,7 +75,7 @@ CASES = [
     (StopRequest.RUNTIME, [137], [True], JobStatus.FAILED, AttemptStatus.FAILED, "runtime_exceeded"),
     (StopRequest.RUNTIME, [0], [False], JobStatus.SUCCEEDED, AttemptStatus.SUCCEEDED, "exit code 0"),
     (StopRequest.GANG, [1, 143], [False, True], JobStatus.FAILED, AttemptStatus.FAILED,
-     "exit_code: replica 0 exited with code 1"),
+     "exit_code: replica 0 on node n0 exited with code 1"),
     (StopRequest.GANG, [0, 143], [False, True], JobStatus.SUCCEEDED, AttemptStatus.SUCCEEDED, "exit code 0"),
 ]
 

@@ -4,6 +4,10 @@ User-defined bridges work on engines started with ``--bridge=none`` (only the de
 bridge is gone). Ports are published on every host address (``0.0.0.0``) with a host port the engine
 picks: other nodes must reach a service replica, and a fixed host port could collide with another
 container. Docker's own proxy forwards them, so they work with ``--iptables=false`` too.
+
+An isolated network (a gang's private one) is ``internal`` (no default route, no outside DNS) and has
+``inhibit_ipv4`` set, so the bridge on the node holds no address: its containers reach each other and
+nothing else, not even the node's own services (which ``--iptables=false`` engines could not fence off).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ NETWORK_DRIVER = "bridge"
 PUBLISH_HOST_IP = "0.0.0.0"  # noqa: S104 - deliberate, see the module docstring
 PORT_PROTOCOL = "tcp"
 HTTP_CONFLICT = 409
+# The bridge driver's option that leaves the node's side of the bridge without an IPv4 address.
+INHIBIT_IPV4_OPTION = "com.docker.network.bridge.inhibit_ipv4"
 
 
 def port_bindings(ports: list[int]) -> dict[int, tuple[str]]:
@@ -49,14 +55,15 @@ class DockerNetworking(Networking):
     engine_url: str
     _api: docker.APIClient
 
-    def create_network(self, name: str, labels: dict[str, str]) -> str:
+    def create_network(self, name: str, labels: dict[str, str], *, isolated: bool = False) -> str:
         existing = self._network_id(name)
         if existing is not None:
             return existing
+        options = {INHIBIT_IPV4_OPTION: "true"} if isolated else None
         with engine_errors(self.engine_url, f"create network {name}"):
             try:
                 created = self._api.create_network(name, driver=NETWORK_DRIVER, labels=dict(labels),
-                                                   check_duplicate=True)
+                                                   check_duplicate=True, internal=isolated, options=options)
             except docker.errors.APIError as exc:
                 # Created by a concurrent caller between our lookup and our create: that one is ours too.
                 raced = self._network_id(name) if exc.status_code == HTTP_CONFLICT else None

@@ -127,6 +127,7 @@ class FakeBuild:
 class _Network:
     id: str
     labels: dict[str, str]
+    isolated: bool = False
 
 
 @dataclass
@@ -406,11 +407,12 @@ class FakeBackend(ComputeBackend, StatsSource, ImageProvision, FileTransfer, Net
 
     # ------------------------------------------------------------------ Networking
 
-    def create_network(self, name: str, labels: dict[str, str]) -> str:
+    def create_network(self, name: str, labels: dict[str, str], *, isolated: bool = False) -> str:
         with self._cond:
             self._check("create_network")
             if name not in self._networks:
-                self._networks[name] = _Network(id=uuid.uuid4().hex + uuid.uuid4().hex, labels=dict(labels))
+                self._networks[name] = _Network(id=uuid.uuid4().hex + uuid.uuid4().hex, labels=dict(labels),
+                                                isolated=isolated)
             return self._networks[name].id
 
     def remove_network(self, name: str) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from deepdock.api.enums import AttemptStatus, ReplicaStatus
+from deepdock.api.enums import AttemptNetwork, AttemptStatus, ReplicaStatus
 from deepdock.compute.abilities import FileTransfer
 from deepdock.compute.base import LABEL_JOB, ComputeBackend
 from deepdock.compute.workspace import ARTIFACTS_SUBDIR
@@ -26,6 +26,7 @@ from deepdock.server.services import lifecycle
 from deepdock.server.services.artifacts import StoredFile, attempt_prefix, store_tree
 from deepdock.server.services.attempts import Outcome, finish_attempt, observed_outcome
 from deepdock.server.services.checkpoints import checkpoint_folder, store_checkpoints
+from deepdock.server.services.distributed import network_name, remove_gang_network
 from deepdock.server.services.exports import collect_export, finish_export
 from deepdock.server.services.jobs import job_spec
 from deepdock.server.services.logs import follow_key
@@ -79,6 +80,7 @@ def collect_attempt(ctx: AppContext, work: Work, attempt_id: int, nodes: dict[st
                  if r.status == ReplicaStatus.EXITED and r.container_id]
         lost = [r.rank for r in attempt.replicas if r.status == ReplicaStatus.LOST]
         job_id, number, workdir = job.id, attempt.number, job_spec(job).workdir
+        private_on = attempt.replicas[0].node_name if attempt.network == AttemptNetwork.PRIVATE else None
     produced: dict[int, dict[str, StoredFile]] = {}
     models: list[tuple[int, dict[str, object]]] = []
     for node_name, container_id, rank in ended:
@@ -98,6 +100,8 @@ def collect_attempt(ctx: AppContext, work: Work, attempt_id: int, nodes: dict[st
             backend.remove(container_id)
         except DeepdockError as exc:
             log.warning("collecting %s on %s failed: %s", container_id[:12], node_name, exc.message)
+    if private_on is not None and private_on in nodes:  # after its containers: a network in use stays
+        remove_gang_network(ctx.backend(nodes[private_on]), private_on, network_name(job_id, number))
     for rank in lost:  # what the follower kept of a vanished container's output
         _ingest_all(ctx, ctx.logs.path(job_id, number, rank), job_id, number, rank)
     registrations = [prepare_from_event(ctx.artifacts, job_id, number, rank, event, produced.get(rank, {}))

@@ -100,8 +100,28 @@ def run(ctx: AppContext, work: Work) -> Observation:
             assert job is not None
             with lifecycle.fenced(f"job {job.id}"):
                 _sync_attempt(session, job, attempt, obs, now)
+                _check_progress(ctx, job, attempt, now)
                 session.flush()
     return obs
+
+
+def _check_progress(ctx: AppContext, job: Job, attempt: Attempt, now: float) -> None:
+    """The opt-in progress timeout: a running attempt none of whose ranks wrote a log line or a metric
+    (metrics travel in the log) for ``progress_timeout`` is stopped as failed - the mark of a collective
+    that hangs after a peer died, which no exit code ever reports."""
+    limit = job_spec(job).progress_timeout
+    if not limit or attempt.started_at is None or job.stop_requested is not None:
+        return
+    last = attempt.started_at
+    for replica in attempt.replicas:
+        try:
+            last = max(last, ctx.logs.path(job.id, attempt.number, replica.rank).stat().st_mtime)
+        except OSError:
+            continue  # nothing written yet
+    if now - last > limit:
+        job.stop_requested = StopRequest.STALLED
+        job.status_reason = (f"no log line or metric from any rank for {now - last:.0f}s "
+                             f"(progress_timeout {limit:g}s)")
 
 
 def _sync_attempt(session, job: Job, attempt: Attempt, obs: Observation, now: float) -> None:  # type: ignore[no-untyped-def]

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from deepdock.api.enums import AttemptStatus, JobStatus, ReplicaStatus, StopRequest
+from deepdock.api.enums import AttemptNetwork, AttemptStatus, JobStatus, ReplicaStatus, StopRequest
 from deepdock.scheduler.history import AttainedHistory
 from deepdock.scheduler.types import (
     GPU,
@@ -30,6 +30,7 @@ from deepdock.scheduler.types import (
 )
 from deepdock.server.db.models import Attempt, Job, Node, Project, Replica
 from deepdock.server.services import lifecycle
+from deepdock.server.services.distributed import allocate_master_port, attempt_network, one_node_only
 from deepdock.server.services.jobs import job_spec
 from deepdock.server.services.nodes import allocations, schedulable
 
@@ -150,6 +151,7 @@ def build_state(session: Session, now: float) -> tuple[ClusterState, list[JobReq
             gpu_memory=job_spec(j).resources.gpu_memory,
             attained_gpu_s=j.attained_gpu_s,
             cohort=j.cohort,
+            one_node=one_node_only(job_spec(j), j.project.host_network),
         )
         for j in queued
     ]
@@ -201,7 +203,9 @@ def _place(session: Session, job: Job, placements: list[ReplicaPlacement]) -> in
     number = job.attempt_count + 1
     job.attempt_count = number
     job.retry_at = None
-    attempt = Attempt(job_id=job.id, number=number, status=AttemptStatus.SCHEDULED)
+    network = attempt_network(job_spec(job), [p.node for p in placements])
+    attempt = Attempt(job_id=job.id, number=number, status=AttemptStatus.SCHEDULED, network=network,
+                      master_port=allocate_master_port(session) if network == AttemptNetwork.HOST else None)
     session.add(attempt)
     session.flush()
     for rank, placement in enumerate(placements):

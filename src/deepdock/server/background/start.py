@@ -8,11 +8,13 @@ transaction and writes the container ids (with ``recorded_at``) in one fenced tr
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from deepdock.api.enums import AttemptStatus, FailureReason, JobStatus, ReplicaStatus
-from deepdock.compute.abilities import ImageProvision, ability, copy_image
+from deepdock.api.enums import AttemptNetwork, AttemptStatus, FailureReason, JobStatus, ReplicaStatus
+from deepdock.compute.abilities import ImageProvision, Networking, ability, copy_image
 from deepdock.compute.base import (
     LABEL_ATTEMPT,
     LABEL_JOB,
@@ -34,6 +36,16 @@ from deepdock.server.services import lifecycle
 from deepdock.server.services.attempts import Outcome, finish_attempt
 from deepdock.server.services.checkpoints import CHECKPOINT_SUBDIR, checkpoint_folder, latest_checkpoint
 from deepdock.server.services.code import read_code
+from deepdock.server.services.distributed import (
+    NO_PORT_REASON,
+    PRIVATE_MASTER_PORT,
+    expand_command,
+    launch_command,
+    network_name,
+    node_address,
+    rank_env,
+    remove_gang_network,
+)
 from deepdock.server.services.jobfiles import python_path, sdk_files
 from deepdock.server.services.jobs import job_spec
 from deepdock.server.services.logs import follow_key, follow_logs
@@ -42,7 +54,9 @@ from deepdock.server.services.volumes import engine_volume_name, ensure_project_
 from deepdock.specs.job import JobSpec
 
 LABEL_RANK = "deepdock.rank"
-DEFAULT_MASTER_PORT = 29500
+NETWORK_HOST = "host"
+# Engine calls a gang start makes at once (one per rank, up to this many).
+MAX_PARALLEL_STARTS = 32
 # The pool entry of this host's own engine, which builds environments for nodes that cannot (a node
 # name can never start with '_').
 HOST_BUILDER = "_host-builder"
@@ -122,25 +136,99 @@ def _start_containers(ctx: AppContext, job: Job, attempt: Attempt, nodes: dict[s
         except DeepdockError as exc:
             raise StartFailed(_failure(ctx, exc, "")) from None
     archive = workspace_archive(code, extra)
+    gang = _gang_network(ctx, job, attempt, nodes)
     named = [v.source for v in spec.volumes if not v.is_bind]
-    started: dict[int, str] = {}
-    for replica in attempt.replicas:
-        node = nodes[replica.node_name]
+    for node in {r.node_name: nodes[r.node_name] for r in attempt.replicas}.values():
+        try:
+            ensure_project_volumes(ctx.backend(node), node.name, job.project, named, ctx.settings.container_labels)
+        except DeepdockError as exc:
+            _undo_network(ctx, gang, nodes)
+            raise StartFailed(_failure(ctx, exc, node.name)) from None
+    containers = {r.rank: (nodes[r.node_name], _container_spec(
+        ctx, job, spec, attempt, r.rank, r.container_name, image, archive, r.node_name, list(r.gpu_indices or []),
+        r.gpu_share, resumed_from, gang)) for r in attempt.replicas}
+    started, failed = _run_all(ctx, containers)
+    if failed is not None:
+        # All or nothing: a rank that cannot start ends the attempt at once, and the ranks that did start
+        # are removed now rather than left waiting for peers that will never come.
+        for rank, container_id in started.items():
+            _remove_quietly(ctx.backend(containers[rank][0]), container_id)
+        _undo_network(ctx, gang, nodes)
+        failed_node, error = failed
+        raise StartFailed(_failure(ctx, error, failed_node))
+    return image, started, details
+
+
+def _run_all(ctx: AppContext, containers: dict[int, tuple[Node, ContainerSpec]]
+             ) -> tuple[dict[int, str], tuple[str, DeepdockError] | None]:
+    """Every rank's container at once (each engine call in its own thread), so the gang starts together.
+    Returns the ids started and the first failure (its node and error), if any."""
+
+    def run_one(node: Node, container: ContainerSpec) -> str:
         backend = ctx.backend(node)
         try:
-            ensure_project_volumes(backend, node.name, job.project, named, ctx.settings.container_labels)
-        except DeepdockError as exc:
-            raise StartFailed(_failure(ctx, exc, node.name)) from None
-        container = _container_spec(ctx, job, spec, attempt, replica.rank, replica.container_name, image, archive,
-                                    node.name, list(replica.gpu_indices or []), replica.gpu_share, resumed_from)
-        try:
-            started[replica.rank] = backend.run(container)
+            return backend.run(container)
         except ConflictError:
             # The name is taken: we started it before a restart. Adopt it, never start a second one.
-            started[replica.rank] = backend.inspect(replica.container_name).id
-        except DeepdockError as exc:
-            raise StartFailed(_failure(ctx, exc, node.name)) from None
-    return image, started, details
+            return backend.inspect(container.name).id
+
+    started: dict[int, str] = {}
+    failed: tuple[str, DeepdockError] | None = None
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_STARTS, len(containers)),
+                            thread_name_prefix="deepdock-start") as pool:
+        futures = {rank: pool.submit(run_one, node, container) for rank, (node, container) in containers.items()}
+        for rank, future in sorted(futures.items()):
+            try:
+                started[rank] = future.result()
+            except DeepdockError as exc:
+                failed = failed or (containers[rank][0].name, exc)
+    return started, failed
+
+
+def _remove_quietly(backend: ComputeBackend, container_id: str) -> None:
+    try:
+        backend.remove(container_id)
+    except DeepdockError as exc:
+        log.warning("removing %s after a failed gang start: %s (collect removes it later)", container_id[:12], exc.message)
+
+
+@dataclass(frozen=True)
+class GangNetwork:
+    """Where the ranks of one attempt find each other (services/distributed.py)."""
+
+    mode: AttemptNetwork
+    # The container's network: None (no network), "host", or the private network's name.
+    container_network: str | None
+    addresses: list[str]  # of each rank, by rank
+    master_port: int
+
+
+def _gang_network(ctx: AppContext, job: Job, attempt: Attempt, nodes: dict[str, Node]) -> GangNetwork:
+    mode = AttemptNetwork(attempt.network or AttemptNetwork.NONE)
+    ranks = sorted(attempt.replicas, key=lambda r: r.rank)
+    if mode == AttemptNetwork.HOST:
+        if attempt.master_port is None:
+            raise StartFailed(Outcome(AttemptStatus.FAILED, NO_PORT_REASON, FailureReason.START_FAILED, requeue=True))
+        return GangNetwork(mode, NETWORK_HOST, [node_address(nodes[r.node_name]) for r in ranks], attempt.master_port)
+    addresses = [r.container_name for r in ranks]
+    if mode == AttemptNetwork.NONE:
+        return GangNetwork(mode, None, addresses, PRIVATE_MASTER_PORT)
+    name = network_name(job.id, attempt.number)
+    node = nodes[ranks[0].node_name]
+    labels = {**ctx.settings.container_labels, LABEL_MANAGED: "true", LABEL_JOB: job.id,
+              LABEL_ATTEMPT: str(attempt.number)}
+    try:
+        ability(ctx.backend(node), Networking, node.name).create_network(name, labels, isolated=True)
+    except DeepdockError as exc:
+        raise StartFailed(_failure(ctx, exc, node.name)) from None
+    return GangNetwork(mode, name, addresses, PRIVATE_MASTER_PORT)
+
+
+def _undo_network(ctx: AppContext, gang: GangNetwork, nodes: dict[str, Node]) -> None:
+    if gang.mode != AttemptNetwork.PRIVATE or gang.container_network is None:
+        return
+    for node in nodes.values():
+        remove_gang_network(ctx.backend(node), node.name, gang.container_network)
 
 
 def _image_details(backend: ComputeBackend, image: str) -> ImageDetails:
@@ -169,6 +257,12 @@ def _provide_image(ctx: AppContext, job: Job, spec: JobSpec, nodes: list[Node]) 
     deepdock never pulls), or its environment's content-addressed tag, built once and copied over."""
     if spec.environment is None:
         assert spec.image is not None
+        for node in {n.name: n for n in nodes}.values():
+            # Present on every node before any rank starts (deepdock never pulls).
+            if not ctx.backend(node).image_exists(spec.image):
+                raise ImageMissingError(f"node {node.name}: image {spec.image} is not present (deepdock never "
+                                        "pulls; load it on every node the job may run on)",
+                                        details={"image": spec.image, "node": node.name})
         return spec.image
     if isinstance(spec.environment, str):
         raise ImageMissingError(f"environment {spec.environment!r} was not resolved to a spec at submit")
@@ -185,9 +279,13 @@ def _provide_image(ctx: AppContext, job: Job, spec: JobSpec, nodes: list[Node]) 
     builder_name, builder = builders[0] if builders else (
         HOST_BUILDER, ctx.pool.get(NodeConnection(name=HOST_BUILDER, engine_url=ctx.settings.docker_host)))
     tag = ability(builder, ImageProvision, builder_name).build_environment(spec.environment)
-    for name, backend in backends:
-        if backend is not builder:
-            copy_image(builder, backend, tag, node=name)
+    targets = [(name, backend) for name, backend in backends if backend is not builder]
+    if targets:
+        # Every node at once (no registry between them: save -> load per engine, ~30 s per GB each).
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_STARTS, len(targets)),
+                                thread_name_prefix="deepdock-image") as pool:
+            for future in [pool.submit(copy_image, builder, backend, tag, node=name) for name, backend in targets]:
+                future.result()
     return tag
 
 
@@ -200,7 +298,7 @@ def _has_image(backend: ComputeBackend, ref: str) -> bool:
 
 def _container_spec(ctx: AppContext, job: Job, spec: JobSpec, attempt: Attempt, rank: int, name: str, image: str,
                     archive: bytes, node: str, gpu_indices: list[int], gpu_share: float,
-                    resumed_from: str | None = None) -> ContainerSpec:
+                    resumed_from: str | None, gang: GangNetwork) -> ContainerSpec:
     workdir = spec.workdir
     env = dict(spec.env)
     env["PYTHONPATH"] = python_path(workdir, spec.env.get("PYTHONPATH"))
@@ -216,16 +314,15 @@ def _container_spec(ctx: AppContext, job: Job, spec: JobSpec, attempt: Attempt, 
         "DEEPDOCK_ARTIFACTS_DIR": f"{workdir.rstrip('/')}/{ARTIFACTS_SUBDIR}",
         "DEEPDOCK_CHECKPOINT_DIR": checkpoint_folder(workdir),
         "DEEPDOCK_STOP_GRACE_S": f"{spec.stop_grace if spec.stop_grace is not None else ctx.settings.stop_grace_s:g}",
-        # torchrun's variables, so `torch.distributed.init_process_group("env://")` works as is.
-        "RANK": str(rank),
-        "WORLD_SIZE": str(spec.replicas),
-        "MASTER_ADDR": attempt.replicas[0].container_name,
-        "MASTER_PORT": str(DEFAULT_MASTER_PORT),
     })
+    # torchrun's variables, so `torch.distributed.init_process_group("env://")` works as is.
+    platform = rank_env(spec, gang.mode, rank, gang.addresses, gang.master_port)
+    env.update(platform)
+    command = launch_command(expand_command(spec.command, platform), gang.mode)
     return ContainerSpec(
         name=name,
         image=image,
-        command=list(spec.command),
+        command=command,
         env=env,
         labels={**ctx.settings.container_labels, LABEL_MANAGED: "true", LABEL_JOB: job.id,
                 LABEL_ATTEMPT: str(attempt.number), LABEL_NODE: node, LABEL_RANK: str(rank)},
@@ -240,7 +337,9 @@ def _container_spec(ctx: AppContext, job: Job, spec: JobSpec, attempt: Attempt, 
         volumes=[VolumeMount(v.source if v.is_bind else engine_volume_name(job.project_id, v.source), v.target,
                              v.read_only) for v in spec.volumes],
         code_archive=archive,
-        hostname=name,
+        network=gang.container_network,
+        # A host-network container has the node's own name (docker refuses another).
+        hostname=None if gang.mode == AttemptNetwork.HOST else name,
     )
 
 

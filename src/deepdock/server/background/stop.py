@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from deepdock.api.enums import ReplicaStatus
+from deepdock.api.enums import ReplicaStatus, StopRequest
 from deepdock.errors import DeepdockError
 from deepdock.server.background.observe import Observation
 from deepdock.server.background.tasks import Work
@@ -21,6 +21,10 @@ from deepdock.server.services.jobs import job_spec
 
 def stop_key(container_id: str) -> str:
     return f"stop:{container_id}"
+
+
+# The grace a broken gang's remaining ranks get between SIGTERM and SIGKILL.
+BROKEN_GANG_GRACE_S = 3.0
 
 
 def run(ctx: AppContext, work: Work, obs: Observation) -> int:
@@ -47,7 +51,13 @@ def run(ctx: AppContext, work: Work, obs: Observation) -> int:
 
 def _grace(ctx: AppContext, job: Job | None) -> float:
     grace = job_spec(job).stop_grace if job is not None else None
-    return ctx.settings.stop_grace_s if grace is None else grace
+    grace = ctx.settings.stop_grace_s if grace is None else grace
+    if job is not None and job.stop_requested in (StopRequest.GANG, StopRequest.STALLED):
+        # The gang is broken (a rank ended, or a collective hangs): the others cannot finish a step, and a
+        # rank blocked in a collective never reads its SIGTERM flag, so a long grace only delays the retry.
+        # What resumes the gang is its last periodic checkpoint.
+        return min(grace, BROKEN_GANG_GRACE_S)
+    return grace
 
 
 def stop_container(ctx: AppContext, node: Node, replica_id: int, container_id: str, grace_s: float) -> None:

@@ -47,6 +47,9 @@ class Project(Base):
     quota_cpus: Mapped[float | None] = mapped_column(Float, nullable=True)
     quota_memory: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     quota_gpus: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # An admin's grant: the project's gangs may use the nodes' own network (to span nodes). It also
+    # reaches the node's own services, so it is never the default (docs/security.md).
+    host_network: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float, default=now_s)
 
 
@@ -89,6 +92,8 @@ class Node(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     engine_url: Mapped[str] = mapped_column(String(512), default="")
+    # The address other nodes reach this one at (given at `node add`, or the engine URL's host).
+    address: Mapped[str] = mapped_column(String(255), default="")
     tls_ca: Mapped[str | None] = mapped_column(String(512), nullable=True)
     tls_cert: Mapped[str | None] = mapped_column(String(512), nullable=True)
     tls_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
@@ -191,6 +196,10 @@ class Attempt(Base):
     image: Mapped[str | None] = mapped_column(String(256), nullable=True)
     image_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
     env_lock: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # How its replicas reach each other (AttemptNetwork), and the rendezvous port on host networking
+    # (unique among open attempts, so two gangs on the same nodes never collide).
+    network: Mapped[str] = mapped_column(String(16), default="none")
+    master_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     replicas: Mapped[list[Replica]] = relationship(
         back_populates="attempt", lazy="selectin", order_by="Replica.rank", cascade="all, delete-orphan"
     )

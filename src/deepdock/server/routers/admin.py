@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from sqlalchemy.orm import Session
 
-from deepdock.api import MemberIn, ProjectOut, QuotaIn, TokenOut, UserIn, UserOut
+from deepdock.api import HostNetworkIn, MemberIn, ProjectOut, QuotaIn, TokenOut, UserIn, UserOut
 from deepdock.server.db.models import User
 from deepdock.server.deps import current_user, get_session
 from deepdock.server.services import auth
@@ -37,6 +37,12 @@ def list_projects(session: Session = Depends(get_session), user: User = Depends(
 def add_member(name: str, body: MemberIn, session: Session = Depends(get_session),
                user: User = Depends(current_user)) -> None:
     auth.add_member(session, user, name, body.user, body.role)
+
+
+@router.put("/projects/{name}/host-network", response_model=ProjectOut)
+def set_host_network(name: str, body: HostNetworkIn, session: Session = Depends(get_session),
+                     user: User = Depends(current_user)) -> ProjectOut:
+    return auth.set_host_network(session, user, name, allowed=body.allowed)
 
 
 @router.put("/projects/{name}/quota", response_model=ProjectOut)

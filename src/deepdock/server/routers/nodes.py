@@ -22,7 +22,8 @@ def list_nodes(session: Session = Depends(get_session), user: User = Depends(cur
 @router.post("/nodes", response_model=NodeOut, status_code=201)
 def add_node(body: NodeIn, ctx: AppContext = Depends(get_ctx), user: User = Depends(current_user)) -> NodeOut:
     node = node_service.add_node(ctx.db.session, ctx.pool, user, body.name, body.engine_url, tls_ca=body.tls_ca,
-                                 tls_cert=body.tls_cert, tls_key=body.tls_key, labels=body.labels)
+                                 tls_cert=body.tls_cert, tls_key=body.tls_key, labels=body.labels,
+                                 address=body.address)
     ctx.wake(WAKE_SCHEDULER)
     return node
 

@@ -24,9 +24,10 @@ RETRY_CLASS: dict[FailureReason, str] = {
     FailureReason.CONTAINER_LOST: "node_lost",
     FailureReason.NODE_LOST: "node_lost",
     FailureReason.OOM_KILLED: "oom",
+    FailureReason.NO_PROGRESS: "failed",
 }
 # Stop requests that decide the outcome once the server has signalled the containers.
-DECIDING_STOPS = frozenset({StopRequest.USER, StopRequest.PREEMPTED, StopRequest.RUNTIME})
+DECIDING_STOPS = frozenset({StopRequest.USER, StopRequest.PREEMPTED, StopRequest.RUNTIME, StopRequest.STALLED})
 
 
 @dataclass(frozen=True)
@@ -64,24 +65,26 @@ SIGNALLED = Outcome(AttemptStatus.STOPPED, "ended by the server's stop signal")
 
 
 def observed_outcome(attempt: Attempt) -> Outcome:
-    """The outcome of an attempt whose replicas have all ended, from the replicas that ended on their own."""
-    own = [r for r in attempt.replicas if r.stop_sent_at is None]
+    """The outcome of an attempt whose replicas have all ended, from the replicas that ended on their own.
+
+    In a gang the first rank to fail is the cause (the others were stopped because of it, or failed in a
+    collective after it): its rank, node and why are the reason."""
+    own = sorted((r for r in attempt.replicas if r.stop_sent_at is None),
+                 key=lambda r: (r.finished_at if r.finished_at is not None else float("inf"), r.rank))
     if not own:
         # Every container was signalled: their 143 (or 137 after the grace) is the stop's doing, not a
         # failure of the job, unless all of them finished cleanly on the signal.
         return SUCCEEDED if all(r.exit_code == 0 for r in attempt.replicas) else SIGNALLED
-    lost = [r for r in own if r.status == ReplicaStatus.LOST]
-    if lost:
-        return Outcome(AttemptStatus.FAILED, f"container of replica {lost[0].rank} disappeared",
-                       FailureReason.CONTAINER_LOST)
-    oom = [r for r in own if r.oom_killed]
-    if oom:
-        return Outcome(AttemptStatus.FAILED, f"replica {oom[0].rank} exceeded its memory limit (OOMKilled)",
-                       FailureReason.OOM_KILLED)
-    failed = [r for r in own if r.exit_code not in (0, None)]
-    if failed:
-        return Outcome(AttemptStatus.FAILED, f"replica {failed[0].rank} exited with code {failed[0].exit_code}",
-                       FailureReason.EXIT_CODE)
+    for replica in own:
+        where = f"replica {replica.rank} on node {replica.node_name}"
+        if replica.status == ReplicaStatus.LOST:
+            return Outcome(AttemptStatus.FAILED, f"container of {where} disappeared", FailureReason.CONTAINER_LOST)
+        if replica.oom_killed:
+            return Outcome(AttemptStatus.FAILED, f"{where} exceeded its memory limit (OOMKilled)",
+                           FailureReason.OOM_KILLED)
+        if replica.exit_code not in (0, None):
+            return Outcome(AttemptStatus.FAILED, f"{where} exited with code {replica.exit_code}",
+                           FailureReason.EXIT_CODE)
     return SUCCEEDED
 
 
@@ -124,6 +127,10 @@ def finish_attempt(session: Session, job: Job, attempt: Attempt, outcome: Outcom
         # The scheduler wrote why ("preempted for JOB: ...") when it asked for the stop.
         reason = job.status_reason if job.status_reason.startswith("preempted") else "preempted"
         transition(session, job, JobStatus.QUEUED, reason, attempt=number, at=end)
+    elif by_stop and stop == StopRequest.STALLED:
+        attempt.status = AttemptStatus.FAILED
+        _fail_or_retry(session, job, Outcome(AttemptStatus.FAILED, job.status_reason, FailureReason.NO_PROGRESS),
+                       number, end, backoff)
     elif by_stop and stop == StopRequest.RUNTIME:
         attempt.status = AttemptStatus.FAILED
         transition(session, job, JobStatus.FAILED, f"{FailureReason.RUNTIME_EXCEEDED}: {job.status_reason}",

@@ -82,7 +82,8 @@ def user_out(user: User, token: str | None = None) -> UserOut:
 
 
 def project_out(p: Project) -> ProjectOut:
-    return ProjectOut(name=p.name, quota_cpus=p.quota_cpus, quota_memory=p.quota_memory, quota_gpus=p.quota_gpus)
+    return ProjectOut(name=p.name, quota_cpus=p.quota_cpus, quota_memory=p.quota_memory, quota_gpus=p.quota_gpus,
+                      host_network=bool(p.host_network))
 
 
 def create_user(session: Session, actor: User, name: str, *, is_admin: bool = False, projects: list[str]) -> UserOut:
@@ -119,6 +120,16 @@ def set_quota(
     require_admin(actor)
     project = get_or_create_project(session, project_name)
     project.quota_cpus, project.quota_memory, project.quota_gpus = cpus, memory, gpus
+    session.flush()
+    return project_out(project)
+
+
+def set_host_network(session: Session, actor: User, project_name: str, *, allowed: bool) -> ProjectOut:
+    """An admin's grant: the project's gangs may use the nodes' own network, which spans nodes but also
+    reaches the nodes' own services (docs/security.md). Running jobs keep the network they started with."""
+    require_admin(actor)
+    project = get_or_create_project(session, project_name)
+    project.host_network = allowed
     session.flush()
     return project_out(project)
 

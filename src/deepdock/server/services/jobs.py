@@ -11,11 +11,11 @@ from sqlalchemy import Connection, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from deepdock.api import AttemptOut, EventOut, JobDetail, JobOut, PendingReason, ReplicaOut
-from deepdock.api.enums import AttemptStatus, JobStatus, NodeHealth, ReplicaStatus, StopRequest
+from deepdock.api.enums import AttemptNetwork, AttemptStatus, JobStatus, NodeHealth, ReplicaStatus, StopRequest
 from deepdock.errors import NotFoundError, PermissionDeniedError, SpecError, UnschedulableError
 from deepdock.scheduler.cohort import COHORT_GAP_S
 from deepdock.scheduler.types import GPU, NodeState, Resources
-from deepdock.server.db.models import Attempt, CodeBlob, Job, JobEvent, Membership, Node, Project, User, now_s
+from deepdock.server.db.models import Attempt, CodeBlob, Job, JobEvent, Membership, Node, Project, Replica, User, now_s
 from deepdock.server.db.session import Database
 from deepdock.server.services import lifecycle
 from deepdock.server.services.auth import project_for_submit, visible_project_ids
@@ -91,6 +91,7 @@ def submit_job(session: Session, user: User, spec: JobSpec, *, code_sha256: str 
     """Validate against the cluster (a request no node could ever hold is refused now) and the
     project's host-path grants (``server_home`` is never mountable), store, commit."""
     from deepdock.scheduler import can_ever_fit
+    from deepdock.server.services.distributed import one_node_only
     from deepdock.server.services.host_access import check_mounts, protected_paths
 
     project = project_for_submit(session, user, spec.project)
@@ -101,10 +102,14 @@ def submit_job(session: Session, user: User, spec: JobSpec, *, code_sha256: str 
     nodes = [n for n in all_nodes if n.status != NodeHealth.UNREACHABLE or n.cpus > 0]
     if not nodes:
         raise UnschedulableError("no nodes are registered; add one with `deepdock node add`")
+    if spec.network == "host" and not project.host_network:
+        raise SpecError(f"project {project.name!r} may not use host networking (network: host); an admin "
+                        f"grants it with `deepdock project allow-host-network {project.name}`",
+                        details={"field": "network", "project": project.name})
     r = spec.resources
     problem = can_ever_fit(
         Resources(cpus=r.cpus, memory=r.memory, gpus=r.gpus), spec.replicas, r.gpu_type, node_states_for_capacity(nodes),
-        gpu_memory=r.gpu_memory,
+        gpu_memory=r.gpu_memory, one_node=one_node_only(spec, project.host_network),
     )
     if problem is not None:
         raise UnschedulableError(problem)
@@ -141,14 +146,25 @@ def job_out(job: Job) -> JobOut:
     )
 
 
+def _rank_address(attempt: Attempt, replica: Replica, nodes: dict[str, Node]) -> str:
+    from deepdock.server.services.distributed import node_address
+
+    if attempt.network == AttemptNetwork.HOST:
+        node = nodes.get(replica.node_name)
+        return node_address(node) if node is not None else ""
+    return replica.container_name if attempt.network == AttemptNetwork.PRIVATE else ""
+
+
 def describe_job(session: Session, user: User, ref: str, artifacts_location: str) -> JobDetail:
     job = get_job(session, user, ref)
+    nodes = {n.name: n for n in session.scalars(select(Node))}
     attempts = [
         AttemptOut(
             number=a.number, status=AttemptStatus(a.status), reason=a.reason, created_at=a.created_at, started_at=a.started_at,
-            finished_at=a.finished_at,
+            finished_at=a.finished_at, network=AttemptNetwork(a.network or AttemptNetwork.NONE), master_port=a.master_port,
             replicas=[
                 ReplicaOut(rank=r.rank, node=r.node_name, gpu_indices=list(r.gpu_indices or []), gpu_share=r.gpu_share,
+                           address=_rank_address(a, r, nodes),
                            container_name=r.container_name, container_id=r.container_id,
                            status=ReplicaStatus(r.status),
                            exit_code=r.exit_code, oom_killed=r.oom_killed, started_at=r.started_at,

@@ -13,6 +13,7 @@ from deepdock.api.enums import NodeHealth, NodeStatus
 from deepdock.compute.base import NodeCapacity
 from deepdock.compute.pool import BackendPool, NodeConnection
 from deepdock.errors import ConflictError, DeepdockError, NodeEngineUnreachableError, NotFoundError, SpecError
+from deepdock.server.services.distributed import node_address
 from deepdock.server.db.models import Node, Replica, User, now_s
 from deepdock.server.db.session import Database
 from deepdock.server.services.auth import require_admin
@@ -36,7 +37,7 @@ def node_out(node: Node, used: dict[str, dict[str, object]]) -> NodeOut:
     health = NodeHealth(node.status)
     status = NodeStatus.DRAINING if node.draining and health == NodeHealth.READY else NodeStatus(health.value)
     return NodeOut(
-        name=node.name, engine_url=node.engine_url, status=status, health=health, draining=node.draining,
+        name=node.name, engine_url=node.engine_url, address=node_address(node), status=status, health=health, draining=node.draining,
         cpus=node.cpus, memory=node.memory, gpus=list(node.gpus or []), labels=dict(node.labels or {}),
         engine_version=node.engine_version, allocated_cpus=float(u.get("cpus", 0.0)),  # type: ignore[arg-type]
         allocated_memory=int(u.get("memory", 0)),  # type: ignore[call-overload]
@@ -70,6 +71,7 @@ def add_node(
     tls_cert: str | None = None,
     tls_key: str | None = None,
     labels: dict[str, str] | None = None,
+    address: str = "",
 ) -> NodeOut:
     """Register an engine: probe it first (outside any transaction), then store it."""
     require_admin(actor)
@@ -79,7 +81,7 @@ def add_node(
         if session.scalar(select(Node).where(Node.name == name)) is not None:
             raise ConflictError(f"node {name!r} already exists")
     node = Node(name=name, engine_url=engine_url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
-                labels=labels or {})
+                labels=labels or {}, address=address)
     try:
         capacity = probe_node(pool, node)
     except DeepdockError as exc:
