@@ -292,7 +292,8 @@ def test_add_node_sends_the_engine_and_labels(api: FakeApi, client: Client) -> N
     node = client.add_node("b", "tcp://b:2376", tls_ca="/ca.pem", labels={"zone": "a"})
     assert node.name == "b" and node.engine_url == "tcp://b:2376"
     assert api.json_sent("POST", "/nodes") == {"name": "b", "engine_url": "tcp://b:2376", "tls_ca": "/ca.pem",
-                                               "tls_cert": None, "tls_key": None, "labels": {"zone": "a"}}
+                                               "tls_cert": None, "tls_key": None, "labels": {"zone": "a"},
+                                               "address": ""}
 
 
 @pytest.mark.parametrize(("undo", "sent"), [(False, "draining"), (True, "ready")])

@@ -48,7 +48,7 @@ def test_node_add_registers_the_engine_with_its_labels(api: FakeApi, cli: Invoke
     assert result.stdout == "node b added: 8 CPUs, 16.0GiB, 1 GPU(s)\n"
     assert api.json_sent("POST", "/nodes") == {"name": "b", "engine_url": "tcp://b:2376", "tls_ca": "/ca.pem",
                                                "tls_cert": None, "tls_key": None,
-                                               "labels": {"zone": "a", "gpu": "a100"}}
+                                               "labels": {"zone": "a", "gpu": "a100"}, "address": ""}
 
 
 def test_node_add_error_is_one_line(api: FakeApi, cli: Invoke) -> None:

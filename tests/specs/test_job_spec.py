@@ -32,3 +32,17 @@ def test_gpu_memory_without_gpus_is_rejected() -> None:
 def test_gpu_memory_must_be_positive() -> None:
     with pytest.raises(SpecError, match="gpu_memory must be positive"):
         _spec({"gpus": 1, "gpu_memory": 0})
+
+
+def test_distributed_fields_are_checked_at_parse():
+    base = {"name": "ddp", "image": "busybox:latest", "command": ["true"]}
+    assert JobSpec.model_validate({**base, "network": "host", "replicas": 2}).network == "host"
+    with pytest.raises(ValidationError, match="network"):
+        JobSpec.model_validate({**base, "network": "overlay"})
+    with pytest.raises(ValidationError, match="cannot share a fraction"):
+        JobSpec.model_validate({**base, "resources": {"gpus": 0.5}, "processes_per_replica": 2})
+    with pytest.raises(ValidationError, match="does not divide"):
+        JobSpec.model_validate({**base, "resources": {"gpus": 4}, "processes_per_replica": 3})
+    assert JobSpec.model_validate({**base, "progress_timeout": "10m"}).progress_timeout == 600
+    with pytest.raises(ValidationError, match="LOCAL_RANK"):
+        JobSpec.model_validate({**base, "env": {"LOCAL_RANK": "1"}})

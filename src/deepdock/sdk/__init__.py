@@ -26,8 +26,9 @@ from deepdock.sdk.protocol import TrackingError
 from deepdock.sdk.tracking import local_events, log_metric, log_metrics, log_params
 
 __all__ = [
-    "DistributedContext", "JobContext", "TrackingError", "context", "distributed", "latest_checkpoint", "load_checkpoint", "local_events", "log_metric",
-    "log_metrics", "log_params", "register_model", "save_checkpoint", "should_stop",
+    "DistributedContext", "JobContext", "TrackingError", "context", "distributed", "latest_checkpoint",
+    "load_checkpoint", "local_events", "log_metric", "log_metrics", "log_params", "register_model", "save_checkpoint",
+    "should_stop",
 ]
 
 if context().in_job:

@@ -3,6 +3,7 @@ max_runtime. Rows built with the factories, the step called once, on SQLite and 
 
 from __future__ import annotations
 
+import os
 import time
 from concurrent.futures import Future
 
@@ -169,3 +170,38 @@ def test_a_frozen_engine_holds_up_nobody(steps, monkeypatch):
     finally:
         b.set_frozen(False)
         work.engine.close()
+
+
+def test_a_gang_silent_for_its_progress_timeout_is_stopped_as_stalled_and_fails(steps):
+    a = steps.node("a")
+    job_id, attempt_id, (c0, c1) = steps.running_job(["a", "a"], progress_timeout=30)
+    now = steps.clock()
+    log0 = steps.ctx.logs.path(job_id, 1, 0)
+    log0.parent.mkdir(parents=True, exist_ok=True)
+    log0.write_bytes(b"step 1\n")
+    os.utime(log0, (now + 10, now + 10))  # rank 0 wrote 10 s after the start
+    steps.clock.advance(35)  # 25 s since: within the timeout
+    steps.observe()
+    assert steps.job(job_id).stop_requested is None
+    steps.clock.advance(10)  # 35 s of silence from every rank
+    steps.observe()
+    job = steps.job(job_id)
+    assert job.stop_requested == StopRequest.STALLED and "progress_timeout 30s" in job.status_reason
+    for cid in (c0, c1):
+        a.finish(cid, 143)
+    steps.reconcile()
+    job = steps.job(job_id)
+    assert job.status == JobStatus.FAILED and job.status_reason.startswith("no_progress: no log line")
+    assert steps.attempt(attempt_id).status == AttemptStatus.FAILED
+
+
+def test_a_broken_gangs_other_ranks_get_a_short_grace(steps):
+    from deepdock.server.background.stop import BROKEN_GANG_GRACE_S, _grace
+
+    steps.node("a")
+    job_id, _, _ = steps.running_job(["a", "a"], stop_grace=60)
+    assert _grace(steps.ctx, steps.job(job_id)) == 60
+    for request in (StopRequest.GANG, StopRequest.STALLED):
+        with steps.session() as session:
+            session.get(type(steps.job(job_id)), job_id).stop_requested = request
+        assert _grace(steps.ctx, steps.job(job_id)) == BROKEN_GANG_GRACE_S

@@ -10,8 +10,8 @@ from deepdock.scheduler import get_policy
 from deepdock.scheduler.types import GPU_MEMORY_UNAVAILABLE, INSUFFICIENT_RESOURCES, PREEMPTING
 from deepdock.server.background.schedule import FinishedJobs, container_name, run_cycle
 from deepdock.server.db.models import Job
-from deepdock.server.services.lifecycle import StaleStateError, transition
 from deepdock.server.services.distributed import RENDEZVOUS_PORTS
+from deepdock.server.services.lifecycle import StaleStateError, transition
 from tests.server.factories import GIB, make_job, make_project
 
 

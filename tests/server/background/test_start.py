@@ -11,7 +11,7 @@ from deepdock.api.enums import AttemptNetwork, AttemptStatus, JobStatus, NodeHea
 from deepdock.compute.base import LABEL_JOB, LABEL_MANAGED, ComputeBackend, ContainerSpec, ContainerState, NodeCapacity
 from deepdock.compute.testing.fake import FakeBackend, fake_env_tag
 from deepdock.errors import EngineError, EngineUnreachableError
-from deepdock.server.background import collect, start
+from deepdock.server.background import start
 from deepdock.server.db.models import Node
 from deepdock.server.services.code import store_code
 from deepdock.server.services.distributed import (
@@ -340,3 +340,16 @@ def test_of_two_nodes_that_build_the_one_with_the_base_image_builds(steps):
     tag = fake_env_tag(env)
     assert a.builds == [] and [x.tag for x in b.builds] == [tag]  # b needs no base bootstrap first
     assert a.image_exists(tag) and steps.job(job_id).status == JobStatus.RUNNING
+
+
+def test_a_node_lost_during_a_gang_start_requeues_the_gang_and_removes_what_started(steps):
+    a = steps.node("a")
+    b = steps.node("b")
+    b.fail_next("run", EngineUnreachableError("engine fake://b did not answer"))
+    job_id, _ = scheduled(steps, ["a", "b"])
+    start_once(steps)
+    job = steps.job(job_id)
+    assert job.status == JobStatus.QUEUED and "node b" in job.status_reason  # nothing ran: back in line
+    assert steps.node_row("b").status == NodeHealth.UNREACHABLE
+    assert a.list_containers({LABEL_JOB: job_id}) == []
+    released(steps, job_id)

@@ -31,5 +31,5 @@ def test_projects_members_and_quotas(api, user_token):
     assert api.post("/api/v1/projects/nlp/members", json={"user": "nobody"}).status_code == 404
     r = api.put("/api/v1/projects/nlp/quota", json={"cpus": 4, "gpus": 1})
     assert r.status_code == 200
-    assert r.json() == {"name": "nlp", "quota_cpus": 4, "quota_memory": None, "quota_gpus": 1}
+    assert r.json() == {"name": "nlp", "quota_cpus": 4, "quota_memory": None, "quota_gpus": 1, "host_network": False}
     assert api.put("/api/v1/projects/nlp/quota", json={"cpus": 1}, headers=alice).status_code == 403

@@ -13,10 +13,10 @@ from deepdock.api.enums import NodeHealth, NodeStatus
 from deepdock.compute.base import NodeCapacity
 from deepdock.compute.pool import BackendPool, NodeConnection
 from deepdock.errors import ConflictError, DeepdockError, NodeEngineUnreachableError, NotFoundError, SpecError
-from deepdock.server.services.distributed import node_address
 from deepdock.server.db.models import Node, Replica, User, now_s
 from deepdock.server.db.session import Database
 from deepdock.server.services.auth import require_admin
+from deepdock.server.services.distributed import node_address
 
 _NODE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
@@ -37,7 +37,8 @@ def node_out(node: Node, used: dict[str, dict[str, object]]) -> NodeOut:
     health = NodeHealth(node.status)
     status = NodeStatus.DRAINING if node.draining and health == NodeHealth.READY else NodeStatus(health.value)
     return NodeOut(
-        name=node.name, engine_url=node.engine_url, address=node_address(node), status=status, health=health, draining=node.draining,
+        name=node.name, engine_url=node.engine_url, address=node_address(node), status=status, health=health,
+        draining=node.draining,
         cpus=node.cpus, memory=node.memory, gpus=list(node.gpus or []), labels=dict(node.labels or {}),
         engine_version=node.engine_version, allocated_cpus=float(u.get("cpus", 0.0)),  # type: ignore[arg-type]
         allocated_memory=int(u.get("memory", 0)),  # type: ignore[call-overload]
