@@ -48,12 +48,13 @@ def node_ls() -> None:
     """Nodes with capacity, what is allocated on them, and health."""
     with api_errors(), client() as c:
         nodes = c.nodes()
-    table = Table("NAME", "STATUS", "CPUS (alloc/total)", "MEMORY (alloc/total)", "GPUS", "ENGINE", "SEEN")
+    table = Table("NAME", "STATUS", "CPUS (alloc/total)", "MEMORY (alloc/total)", "GPUS", "ENGINE", "ADDRESS", "SEEN")
     for n in nodes:
         gpus = ", ".join(f"{g.index}:{g.model} {human_bytes(g.memory)}" for g in n.gpus) or "0"
         table.add_row(n.name, _status(n), f"{n.allocated_cpus:g}/{n.cpus:g}",
                       f"{human_bytes(n.allocated_memory)}/{human_bytes(n.memory)}",
-                      f"{n.allocated_gpus:g} used of [{gpus}]", n.engine_url or "default", ago(n.last_seen_at))
+                      f"{n.allocated_gpus:g} used of [{gpus}]", n.engine_url or "default", n.address,
+                      ago(n.last_seen_at))
     console.print(table)
 
 
