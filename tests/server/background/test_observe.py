@@ -196,12 +196,18 @@ def test_a_gang_silent_for_its_progress_timeout_is_stopped_as_stalled_and_fails(
 
 
 def test_a_broken_gangs_other_ranks_get_a_short_grace(steps):
-    from deepdock.server.background.stop import BROKEN_GANG_GRACE_S, _grace
+    from deepdock.server.background.stop import BROKEN_GANG_GRACE_S, _gang_broken, _grace
 
-    steps.node("a")
-    job_id, _, _ = steps.running_job(["a", "a"], stop_grace=60)
+    a = steps.node("a")
+    job_id, _, (c0, _) = steps.running_job(["a", "a"], stop_grace=60)
     assert _grace(steps.ctx, steps.job(job_id)) == 60
-    for request in (StopRequest.GANG, StopRequest.STALLED):
-        with steps.session() as session:
-            session.get(type(steps.job(job_id)), job_id).stop_requested = request
-        assert _grace(steps.ctx, steps.job(job_id)) == BROKEN_GANG_GRACE_S
+    a.finish(c0, 0)
+    steps.observe()  # rank 0 finished cleanly: the gang rule asks rank 1 to stop, with its full grace
+    job = steps.job(job_id)
+    with steps.session() as session:
+        broken = _gang_broken(session, job_id)
+    assert job.stop_requested == StopRequest.GANG and not broken and _grace(steps.ctx, job, broken) == 60
+    assert _grace(steps.ctx, job, True) == BROKEN_GANG_GRACE_S  # a rank failed
+    with steps.session() as session:
+        session.get(type(job), job_id).stop_requested = StopRequest.STALLED
+    assert _grace(steps.ctx, steps.job(job_id)) == BROKEN_GANG_GRACE_S

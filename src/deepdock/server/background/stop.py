@@ -7,7 +7,7 @@ SIGTERM goes out, so an exit after the signal is known to be the stop's (service
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from deepdock.api.enums import ReplicaStatus, StopRequest
 from deepdock.errors import DeepdockError
@@ -37,7 +37,8 @@ def run(ctx: AppContext, work: Work, obs: Observation) -> int:
                    Replica.status == ReplicaStatus.RUNNING, Replica.container_id.is_not(None),
                    Replica.stop_sent_at.is_(None))
         ).all()
-        graces = {job_id: _grace(ctx, session.get(Job, job_id)) for job_id in {r[3] for r in rows}}
+        graces = {job_id: _grace(ctx, session.get(Job, job_id), _gang_broken(session, job_id))
+                  for job_id in {r[3] for r in rows}}
     submitted = 0
     for replica_id, node_name, container_id, job_id in rows:
         node = obs.nodes.get(node_name)
@@ -49,13 +50,24 @@ def run(ctx: AppContext, work: Work, obs: Observation) -> int:
     return submitted
 
 
-def _grace(ctx: AppContext, job: Job | None) -> float:
+def _gang_broken(session, job_id: str) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a rank of the job's open attempt failed (exited non-zero, was OOM-killed, or vanished)."""
+    return session.scalar(
+        select(Replica.id).where(Replica.job_id == job_id, Replica.active.is_(True), or_(
+            Replica.status == ReplicaStatus.LOST,
+            and_(Replica.status == ReplicaStatus.EXITED, Replica.exit_code != 0)))
+        .limit(1)) is not None
+
+
+def _grace(ctx: AppContext, job: Job | None, broken: bool = False) -> float:
     grace = job_spec(job).stop_grace if job is not None else None
     grace = ctx.settings.stop_grace_s if grace is None else grace
-    if job is not None and job.stop_requested in (StopRequest.GANG, StopRequest.STALLED):
-        # The gang is broken (a rank ended, or a collective hangs): the others cannot finish a step, and a
+    if job is not None and (job.stop_requested == StopRequest.STALLED
+                            or (job.stop_requested == StopRequest.GANG and broken)):
+        # The gang is broken (a rank failed, or a collective hangs): the others cannot finish a step, and a
         # rank blocked in a collective never reads its SIGTERM flag, so a long grace only delays the retry.
-        # What resumes the gang is its last periodic checkpoint.
+        # What resumes the gang is its last periodic checkpoint. (A rank that finished cleanly first
+        # leaves the others their full grace to finish too.)
         return min(grace, BROKEN_GANG_GRACE_S)
     return grace
 
