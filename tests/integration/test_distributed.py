@@ -27,6 +27,7 @@ FIRST_RUN_TIMEOUT_S = 600
 RUN_TIMEOUT_S = 240
 WEIGHTS_TOLERANCE = 1e-6
 GANG_FAILURE_DEADLINE_S = 10.0
+RANK_CPUS = 1.5
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,9 @@ def cluster(netns_hosts, tmp_path_factory):  # noqa: F811
 
 def ddp_spec(replicas: int, name: str, **env: str):  # type: ignore[no-untyped-def]
     spec = load_job_spec(EXAMPLE / "job.yaml")
+    # 1.5 of a host's 2 CPUs: one rank per host (the packer would otherwise put a gang on one node).
     return spec.model_copy(update={"replicas": replicas, "name": name,
+                                   "resources": spec.resources.model_copy(update={"cpus": RANK_CPUS}),
                                    "env": {**spec.env, "EPOCHS": "6", **env}})
 
 
@@ -61,26 +64,30 @@ def final_weights(client, job_id: str, attempt: int = 1) -> dict[str, list[float
     return json.loads(b"".join(client.artifact(job_id, f"attempt-{attempt}/rank-0/weights.json")))
 
 
-def test_ddp_on_two_hosts_gives_the_weights_of_one_process(cluster):
+def test_ddp_on_two_and_three_hosts_gives_the_weights_of_one_process(cluster):
     srv, hosts = cluster
+    addresses = {h.name: h.address for h in hosts}
     with srv.client() as c:
-        two = c.run(ddp_spec(2, "ddp-two"))
-        done = wait_status(c, two.id, TERMINAL, FIRST_RUN_TIMEOUT_S)
-        assert done.status == "SUCCEEDED", done.status_reason
-        one = c.run(ddp_spec(1, "ddp-one"))
+        gangs = {n: c.run(ddp_spec(n, f"ddp-{n}")) for n in (2, 3)}
+        one = c.run(ddp_spec(1, "ddp-1"))
+        for n, job in gangs.items():
+            done = wait_status(c, job.id, TERMINAL, FIRST_RUN_TIMEOUT_S)
+            assert done.status == "SUCCEEDED", done.status_reason
+            (attempt,) = done.attempt_list
+            assert attempt.network == AttemptNetwork.HOST and attempt.master_port is not None
+            assert len({r.node for r in attempt.replicas}) == n  # one rank per host
+            assert [r.address for r in attempt.replicas] == [addresses[r.node] for r in attempt.replicas]
+            log1 = b"".join(c.logs(job.id, rank=1)).decode()
+            assert f"rank 1/{n} joined" in log1 and "on dd0" in log1  # gloo on the node's own interface
         alone = wait_status(c, one.id, TERMINAL, RUN_TIMEOUT_S)
         assert alone.status == "SUCCEEDED", alone.status_reason
-        (attempt,) = done.attempt_list
-        assert attempt.network == AttemptNetwork.HOST and attempt.master_port is not None
-        assert len({r.node for r in attempt.replicas}) == 2  # one rank per host
-        addresses = {h.name: h.address for h in hosts}
-        assert [r.address for r in attempt.replicas] == [addresses[r.node] for r in attempt.replicas]
-        log1 = b"".join(c.logs(two.id, rank=1)).decode()
-        assert "rank 1/2 joined" in log1 and "on dd0" in log1  # gloo on the node's own interface
-        a, b = final_weights(c, two.id), final_weights(c, one.id)
-    assert a.keys() == b.keys()
-    worst = max(abs(x - y) for name in a for x, y in zip(a[name], b[name], strict=True))
-    assert worst <= WEIGHTS_TOLERANCE, f"DDP on 2 hosts differs from 1 process by {worst}"
+        assert alone.attempt_list[0].network == AttemptNetwork.NONE
+        reference = final_weights(c, one.id)
+        for n, job in gangs.items():
+            weights = final_weights(c, job.id)
+            assert weights.keys() == reference.keys()
+            worst = max(abs(x - y) for name in weights for x, y in zip(weights[name], reference[name], strict=True))
+            assert worst <= WEIGHTS_TOLERANCE, f"DDP on {n} hosts differs from 1 process by {worst}"
 
 
 def _running_with_both_joined(client, job_id: str, timeout_s: float):  # type: ignore[no-untyped-def]

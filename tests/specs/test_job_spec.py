@@ -46,3 +46,14 @@ def test_distributed_fields_are_checked_at_parse():
     assert JobSpec.model_validate({**base, "progress_timeout": "10m"}).progress_timeout == 600
     with pytest.raises(ValidationError, match="LOCAL_RANK"):
         JobSpec.model_validate({**base, "env": {"LOCAL_RANK": "1"}})
+
+
+def test_yaml_reads_on_and_yes_as_words_not_booleans(tmp_path):
+    from deepdock.specs.job import load_job_spec
+
+    path = tmp_path / "job.yaml"
+    path.write_text("name: j\nimage: busybox:latest\ncommand: [echo, yes, on]\npreemptible: false\n"
+                    "retry: {max_retries: 2, on: [failed, node_lost]}\nenv: {FLAG: off}\n")
+    spec = load_job_spec(path)
+    assert spec.retry.on == ["failed", "node_lost"] and spec.command == ["echo", "yes", "on"]
+    assert spec.preemptible is False and spec.env == {"FLAG": "off"}

@@ -94,6 +94,19 @@ def parse_model(model: type[M], data: Any, source: str = "spec") -> M:
         raise SpecError(format_validation_error(exc, source), details=validation_details(exc)) from None
 
 
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans (true/false only). YAML 1.1 also reads on/off/yes/no
+    as booleans, which turns a job's `retry: {on: [failed]}` into the key True."""
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 def load_yaml(path: str | Path) -> Any:
     path = Path(path)
     try:
@@ -103,7 +116,7 @@ def load_yaml(path: str | Path) -> Any:
     except OSError as exc:
         raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
 
