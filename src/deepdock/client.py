@@ -273,6 +273,10 @@ class Client:
             return detail.versions[-1]
         return self._call(ModelVersionOut, "GET", f"/models/{name}/versions/{tail}", params=_project(project))
 
+    def model_file(self, name: str, version: int, path: str, project: str | None = None) -> Iterator[bytes]:
+        """One of a version's files (as its ``files`` lists them), streamed."""
+        yield from self._stream(f"/models/{name}/versions/{version}/files/{path}", _project(project))
+
     def register_model(self, name: str, job: str, path: str, *, example_input: str | None = None,
                        project: str | None = None, description: str = "") -> ModelVersionOut:
         body = RegisterModelIn(job=job, path=path, example_input=example_input, project=project, description=description)

@@ -108,3 +108,29 @@ def test_no_over_commit_property(shapes: list[tuple[float, int, int, int]], poli
     for name, used in cpus.items():
         assert used <= cap[name].cpus + 1e-9
     assert all(v <= 1 + 1e-9 for v in gpu_use.values())
+
+
+def test_a_one_node_gang_of_gpu_shares_finds_the_node_that_holds_all_of_them() -> None:
+    small, big = node("a", gpus=1), node("b", gpus=4)
+    # Best fit for one share would be a's single GPU; the gang of four only fits on b.
+    assert can_ever_fit(Resources(1, GIB, 0.5), 4, None, [small, big], one_node=True) is None
+    alloc = Allocator([small, big])
+    placed = alloc.place(Resources(1, GIB, 0.5), 4, one_node=True)
+    assert placed is not None and {p.node for p in placed} == {"b"}
+    # a has half a GPU left, b two whole ones: the pair goes to b, not stuck behind a.
+    alloc = Allocator([node("a", gpus=1), node("b", gpus=2)])
+    assert alloc.place(Resources(1, GIB, 0.5), 1) is not None  # takes half of a's GPU (best fit)
+    pair = alloc.place(Resources(1, GIB, 0.5), 2, one_node=True)
+    assert pair is not None and {p.node for p in pair} == {"b"}
+
+
+def test_a_one_node_gang_never_splits_and_says_why_it_cannot_run() -> None:
+    nodes = [node("a", gpus=4, cpus=8), node("b", gpus=4, cpus=8)]
+    assert Allocator(nodes).place(Resources(1, GIB, 2), 4, one_node=True) is None  # 8 GPUs: no one node
+    assert Allocator(nodes).place(Resources(1, GIB, 2), 2, one_node=True) is not None
+    reason = can_ever_fit(Resources(1, GIB, 2), 4, None, nodes, one_node=True)
+    assert reason is not None and "must share one node" in reason
+    cpu = [node("a", gpus=0, cpus=4), node("b", gpus=0, cpus=4)]
+    placed = Allocator(cpu).place(Resources(3, GIB, 0), 2)
+    assert placed is not None and {p.node for p in placed} == {"a", "b"}  # free to span
+    assert Allocator(cpu).place(Resources(3, GIB, 0), 2, one_node=True) is None

@@ -107,6 +107,51 @@ def export(
         print_version(c.model_version(f"{out.model}:{out.version}", project))
 
 
+@model_app.command("containerize")
+def containerize(
+    ref: Annotated[str, typer.Argument(help="NAME:VERSION or NAME@ALIAS")],
+    runtime: Annotated[str | None, typer.Option(help="onnx (a light image, no torch) or torchscript; "
+                                                     "default: onnx when exported")] = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Build the version's serving image on this machine's engine (offline): runtime, server and model
+    layers, content-addressed; prints the tag."""
+    import tempfile
+    from pathlib import Path
+
+    from deepdock.envs import connect
+    from deepdock.envs.serving_image import NotServable, build_serving_image, choose_runtime
+    from deepdock.errors import DeepdockError
+    from deepdock.serving.bundle import write_manifest
+    from deepdock.serving.runtimes import MODEL_FILES
+
+    with api_errors(), client() as c:
+        version = c.model_version(ref, project)
+        full = f"{version.model}:{version.version}"
+        try:
+            chosen, file = choose_runtime(full, version.formats, version.signature, runtime)
+        except NotServable as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+        with tempfile.TemporaryDirectory(prefix="deepdock-bundle-") as tmp:
+            bundle = Path(tmp)
+            # The exported file, and the weights the ONNX exporter writes beside a large model.
+            for name in [file, *(f.path for f in version.files if f.path == f"{file}.data")]:
+                target = bundle / (MODEL_FILES[chosen] if name == file else name)
+                with target.open("wb") as out:
+                    for chunk in c.model_file(version.model, version.version, name, project):
+                        out.write(chunk)
+            write_manifest(bundle, version.model, str(version.version), chosen, MODEL_FILES[chosen],
+                           version.signature or {})
+            try:
+                image = build_serving_image(connect(), bundle, chosen, progress=lambda m: console.print(m, highlight=False))
+            except DeepdockError as exc:
+                console.print(f"[red]{exc.message}[/red]")
+                raise typer.Exit(1) from None
+    console.print(f"{full} ({chosen}): {image.size / 1e6:.0f} MB, {'cached' if image.cached else 'built'}")
+    typer.echo(image.tag)
+
+
 @model_app.command("alias")
 def alias(name: Annotated[str, typer.Argument()], alias_name: Annotated[str, typer.Argument(metavar="ALIAS")],
           version: Annotated[int, typer.Argument()], project: ProjectOpt = None) -> None:

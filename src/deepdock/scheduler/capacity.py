@@ -324,23 +324,31 @@ class Allocator:
         if r.whole_gpus * n > self.max_gpus_per_node:
             return False
         if r.gpu_share:
-            # Shares go one at a time: the first where it fits best, the rest only beside it.
-            first = self._find_share(r, key, blocked, set())
-            if first is None:
+            nv = self._node_holding_shares(r, n, key, blocked)
+            if nv is None:
                 return False
-            done.append(self._take(first, r, key))
-            others = set(blocked) | (set(self.nodes) - {first.name})
-            for _ in range(n - 1):
-                nv = self._find_share(r, key, others, set())
-                if nv is None:
-                    return False
-                done.append(self._take(nv, r, key))
+            done.extend(self._take(nv, r, key) for _ in range(n))
             return True
         nv = self._find_node(r, key, blocked, set(), n)
         if nv is None:
             return False
         done.extend(self._take(nv, r, key) for _ in range(n))
         return True
+
+    def _node_holding_shares(self, r: Resources, n: int, key: Key,
+                             blocked: frozenset[str] | set[str]) -> NodeView | None:
+        """The node whose eligible devices hold ``n`` shares of ``r`` (and its CPUs and memory ``n``
+        replicas) with the least room to spare; None when no node does."""
+        gpu_type, floor = _unpack(key)
+        best: tuple[int, NodeView] | None = None
+        for nv in self.nodes.values():
+            if nv.name in blocked or not nv.fits_host(r, n):
+                continue
+            slots = sum(int((f + EPSILON) // r.gpu_share) for i, f in enumerate(nv.gpu_free)
+                        if (not gpu_type or nv.gpu_types[i] == gpu_type) and nv.gpu_memory[i] >= floor)
+            if slots >= n and (best is None or slots < best[0]):
+                best = (slots, nv)
+        return best[1] if best else None
 
     def _place_packed(
         self, r: Resources, n: int, key: Key, blocked: frozenset[str] | set[str],

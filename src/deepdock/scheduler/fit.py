@@ -71,7 +71,7 @@ def can_ever_fit(
                                                              one_node=True) is None:
         spans = Allocator(empty).place(resources, replicas, gpu_type, gpu_memory=gpu_memory) is not None
         return (f"{replicas} replicas must share one node (their network cannot span nodes) and no node holds "
-                f"them even when empty" + ("; they would fit across nodes with host networking" if spans else ""))
+                f"them even when empty" + ("; they would fit across nodes" if spans else ""))
     if Allocator(empty).place(resources, replicas, gpu_type, gpu_memory=gpu_memory) is None:
         total_gpus = sum(len(n.gpus) for n in usable)
         if resources.gpus > 0 and gpu_memory:

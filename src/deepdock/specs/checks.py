@@ -34,7 +34,8 @@ RESERVED_ENV = frozenset({"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "N
                           "DEEPDOCK_ARTIFACTS_DIR", "DEEPDOCK_GPU_SHARE", "DEEPDOCK_CHECKPOINT_DIR",
                           "DEEPDOCK_STOP_GRACE_S", "DEEPDOCK_RESUMED_FROM", "DEEPDOCK_DATA_MOUNTS",
                           "LOCAL_RANK", "DEEPDOCK_NNODES", "DEEPDOCK_NODE_RANK", "DEEPDOCK_NPROC_PER_NODE",
-                          "DEEPDOCK_NODE_ADDRS", "DEEPDOCK_NODE_ADDR", "DEEPDOCK_NETWORK"})
+                          "DEEPDOCK_NODE_ADDRS", "DEEPDOCK_NODE_ADDR", "DEEPDOCK_NETWORK",
+                          "DEEPDOCK_NODE_ADDR_HEX"})
 # Kernel file systems a mount or a workdir must not shadow.
 KERNEL_PATHS = ("/proc", "/sys", "/dev")
 

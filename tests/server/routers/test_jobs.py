@@ -153,7 +153,7 @@ def test_distributed_requests_that_can_never_run_are_422_at_submit(steps, api):
     # Without it a gang stays on one node: two 3-CPU replicas fit no 4-CPU node.
     r = submit(api, replicas=2, resources={"cpus": 3})
     assert r.status_code == 422 and r.json()["error"]["code"] == "unschedulable"
-    assert "would fit across nodes with host networking" in r.json()["error"]["message"]
+    assert "would fit across nodes with host networking: an admin's grant" in r.json()["error"]["message"]
     # More replicas than the whole cluster holds, even with the grant.
     assert api.put("/api/v1/projects/default/host-network", json={"allowed": True}).json()["host_network"] is True
     assert submit(api, replicas=2, resources={"cpus": 3}).status_code == 201

@@ -47,7 +47,7 @@ def test_the_network_follows_the_spec_the_grant_and_the_placement(fields, grante
 
 def test_rank_env_is_torchruns_contract_and_deepdocks():
     job = spec(replicas=3, resources={"gpus": 2})
-    env = rank_env(job, AttemptNetwork.HOST, 2, ["10.0.0.1", "10.0.0.2", "10.0.0.3"], 29511)
+    env = rank_env(job, AttemptNetwork.HOST, 2, ["10.0.0.1", "10.0.0.2", "10.0.0.3"], 29511, "ddp-1-2")
     assert env["RANK"] == "2" and env["WORLD_SIZE"] == "3" and env["LOCAL_RANK"] == "0"
     assert env["MASTER_ADDR"] == "10.0.0.1" and env["MASTER_PORT"] == "29511"
     assert env["DEEPDOCK_NNODES"] == "3" and env["DEEPDOCK_NODE_RANK"] == "2"
@@ -55,11 +55,12 @@ def test_rank_env_is_torchruns_contract_and_deepdocks():
     assert env["DEEPDOCK_NODE_ADDRS"] == "10.0.0.1,10.0.0.2,10.0.0.3" and env["DEEPDOCK_NODE_ADDR"] == "10.0.0.3"
     assert env["DEEPDOCK_NODE_ADDR_HEX"] == "0300000A"  # as /proc/net/route writes 10.0.0.3
     assert "GLOO_SOCKET_IFNAME" not in env  # found inside the container, by the preamble
+    assert env["NCCL_HOSTID"] == "ddp-1-2"  # two ranks on one node are not one NCCL host
 
 
 def test_a_private_network_names_eth0_unless_the_job_chose():
     env = rank_env(spec(replicas=2, env={"NCCL_SOCKET_IFNAME": "ib0"}), AttemptNetwork.PRIVATE, 0, ["c0", "c1"], 29500)
-    assert env["GLOO_SOCKET_IFNAME"] == "eth0" and "NCCL_SOCKET_IFNAME" not in env
+    assert env["GLOO_SOCKET_IFNAME"] == "eth0" and "NCCL_SOCKET_IFNAME" not in env  # the job's own wins
     assert env["MASTER_ADDR"] == "c0"
 
 
@@ -72,9 +73,10 @@ def test_processes_per_replica_is_explicit_or_one_per_whole_gpu():
 
 def test_only_the_platforms_variables_are_expanded_in_the_command():
     platform = {"DEEPDOCK_NNODES": "2", "MASTER_PORT": "29501"}
-    command = ["torchrun", "--nnodes=$DEEPDOCK_NNODES", "--port=${MASTER_PORT}", "$HOME", "echo $$", "$MASTER_PORTX"]
+    command = ["torchrun", "--nnodes=$DEEPDOCK_NNODES", "--port=${MASTER_PORT}", "$HOME", "echo $$", "$MASTER_PORTX",
+               "for i in 1; do echo $$MASTER_PORT $$HOME; done"]
     assert expand_command(command, platform) == ["torchrun", "--nnodes=2", "--port=29501", "$HOME", "echo $$",
-                                                 "$MASTER_PORTX"]
+                                                 "$MASTER_PORTX", "for i in 1; do echo $MASTER_PORT $$HOME; done"]
 
 
 def test_the_node_address_is_given_or_the_engine_urls_host_or_loopback():
@@ -101,9 +103,35 @@ def test_the_preamble_finds_the_interface_whose_subnet_holds_the_node_address():
         pytest.skip("no subnet route on this machine")
     iface, dest, mask = subnets[0]
     inside = f"{dest | (0x01000000 & ~mask):08X}"
-    assert _preamble({"DEEPDOCK_NODE_ADDR_HEX": inside}) == f"{iface}/{iface}"
+    assert _preamble({"DEEPDOCK_NODE_ADDR_HEX": inside}) == f"{iface}/={iface}"
     # A job's own choice wins; an address on no subnet here names none.
-    assert _preamble({"DEEPDOCK_NODE_ADDR_HEX": inside, "GLOO_SOCKET_IFNAME": "mine"}) == "mine/mine"
+    assert _preamble({"DEEPDOCK_NODE_ADDR_HEX": inside, "GLOO_SOCKET_IFNAME": "mine"}) == "mine/=mine"
     nowhere = 0xFEFEFEFE
     if not any(nowhere & m == d for _, d, m in subnets):
         assert _preamble({"DEEPDOCK_NODE_ADDR_HEX": f"{nowhere:08X}"}) == "/"
+
+
+def test_the_preamble_prefers_the_most_specific_route_not_via_a_gateway(tmp_path):
+    # The preamble reads /proc/net/route; here the same loop reads a table with a wider route first.
+    table = tmp_path / "route"
+    table.write_text("Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\tMTU\tWindow\tIRTT\n"
+                     "tun0\t0000000A\t0101A8C0\t0003\t0\t0\t0\t000000FF\t0\t0\t0\n"   # 10/8 via a gateway
+                     "wide0\t0000000A\t00000000\t0001\t0\t0\t0\t000000FF\t0\t0\t0\n"  # 10/8 on link
+                     "eth0\t0001000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n")  # 10.0.1/24
+    script = HOST_INTERFACE_PREAMBLE.replace("/proc/net/route", str(table))
+    out = subprocess.run(["/bin/sh", "-c", script, "launch", "sh", "-c", 'echo "$GLOO_SOCKET_IFNAME"'],
+                         env={"PATH": "/usr/bin:/bin", "DEEPDOCK_NODE_ADDR_HEX": "0501000A"},  # 10.0.1.5
+                         capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    assert out == "eth0"
+
+
+def test_a_nodes_address_is_stored_as_ipv4():
+    from deepdock.errors import SpecError
+    from deepdock.server.services.distributed import resolve_address
+
+    assert resolve_address("", "tcp://10.1.2.3:2375") == "10.1.2.3"
+    assert resolve_address("192.168.0.7", "tcp://gpu1:2376") == "192.168.0.7"
+    assert resolve_address("localhost", "") == "127.0.0.1"  # a name, resolved once at node add
+    assert resolve_address("", "unix:///var/run/docker.sock") == ""
+    with pytest.raises(SpecError, match="does not resolve"):
+        resolve_address("no-such-host.invalid", "")

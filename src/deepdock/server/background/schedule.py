@@ -30,10 +30,13 @@ from deepdock.scheduler.types import (
 )
 from deepdock.server.db.models import Attempt, Job, Node, Project, Replica
 from deepdock.server.services import lifecycle
-from deepdock.server.services.distributed import allocate_master_port, attempt_network, one_node_only
+from deepdock.server.services.distributed import NO_PORT_REASON, allocate_master_port, attempt_network, one_node_only
 from deepdock.server.services.jobs import job_spec
 from deepdock.server.services.nodes import allocations, schedulable
 
+# Pending reasons the schedule step gives itself (the scheduler's own are in scheduler/types.py).
+HOST_NETWORK_REVOKED = "host_network_revoked"
+RENDEZVOUS_PORTS_HELD = "rendezvous_ports_held"
 
 def container_name(job_id: str, attempt: int, rank: int) -> str:
     # Deterministic, so a restarted server finds (and never duplicates) what it started before.
@@ -136,6 +139,15 @@ def build_state(session: Session, now: float) -> tuple[ClusterState, list[JobReq
             .order_by(Job.priority.desc(), Job.submitted_at)
         )
     )
+    # A host-network job whose project lost the grant after submit waits (the grant is checked per attempt).
+    revoked = {j.id for j in queued if job_spec(j).network == "host" and not j.project.host_network}
+    for j in queued:
+        if j.id in revoked:
+            _set_pending(j, {"code": HOST_NETWORK_REVOKED, "position": 0, "details": {"project": j.project.name},
+                             "message": f"project {j.project.name} may no longer use host networking "
+                                        "(network: host); an admin grants it with `deepdock project "
+                                        f"allow-host-network {j.project.name}`, or resubmit with network: auto"})
+    queued = [j for j in queued if j.id not in revoked]
     queue = [
         JobRequest(
             id=j.id,
@@ -171,16 +183,18 @@ def run_cycle(session: Session, policy: Policy, now: float,
     decisions = policy.schedule(state, queue, now)
     with lifecycle.fenced("the scheduling cycle's jobs"):
         for decision in decisions:
-            placed.extend(_apply(session, jobs, decision))
+            placed.extend(_apply(session, jobs, decision, now))
         session.flush()
     return placed
 
 
-def _apply(session: Session, jobs: dict[str, Job], decision: Place | Preempt | Wait) -> list[tuple[int, str]]:
+def _apply(session: Session, jobs: dict[str, Job], decision: Place | Preempt | Wait,
+           now: float) -> list[tuple[int, str]]:
     """One decision; returns the attempt placed, if any."""
     job = jobs[decision.job_id]
     if isinstance(decision, Place):
-        return [(_place(session, job, decision.placements), decision.placements[0].node)]
+        attempt_id = _place(session, job, decision.placements, now)
+        return [] if attempt_id is None else [(attempt_id, decision.placements[0].node)]
     if isinstance(decision, Preempt):
         for victim_id in decision.victims:
             victim = jobs.get(victim_id)
@@ -199,13 +213,17 @@ def _set_pending(job: Job, reason: dict[str, object]) -> None:
         job.pending_reason = reason
 
 
-def _place(session: Session, job: Job, placements: list[ReplicaPlacement]) -> int:
+def _place(session: Session, job: Job, placements: list[ReplicaPlacement], now: float) -> int | None:
+    network = attempt_network(job_spec(job), [p.node for p in placements])
+    port = allocate_master_port(session, now) if network == AttemptNetwork.HOST else None
+    if network == AttemptNetwork.HOST and port is None:
+        _set_pending(job, {"code": RENDEZVOUS_PORTS_HELD, "message": NO_PORT_REASON, "position": 0, "details": {}})
+        return None
     number = job.attempt_count + 1
     job.attempt_count = number
     job.retry_at = None
-    network = attempt_network(job_spec(job), [p.node for p in placements])
     attempt = Attempt(job_id=job.id, number=number, status=AttemptStatus.SCHEDULED, network=network,
-                      master_port=allocate_master_port(session) if network == AttemptNetwork.HOST else None)
+                      master_port=port)
     session.add(attempt)
     session.flush()
     for rank, placement in enumerate(placements):

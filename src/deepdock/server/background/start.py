@@ -259,7 +259,11 @@ def _provide_image(ctx: AppContext, job: Job, spec: JobSpec, nodes: list[Node]) 
         assert spec.image is not None
         for node in {n.name: n for n in nodes}.values():
             # Present on every node before any rank starts (deepdock never pulls).
-            if not ctx.backend(node).image_exists(spec.image):
+            try:
+                present = ctx.backend(node).image_exists(spec.image)
+            except DeepdockError as exc:
+                raise StartFailed(_failure(ctx, exc, node.name)) from None
+            if not present:
                 raise ImageMissingError(f"node {node.name}: image {spec.image} is not present (deepdock never "
                                         "pulls; load it on every node the job may run on)",
                                         details={"image": spec.image, "node": node.name})
@@ -284,8 +288,12 @@ def _provide_image(ctx: AppContext, job: Job, spec: JobSpec, nodes: list[Node]) 
         # Every node at once (no registry between them: save -> load per engine, ~30 s per GB each).
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_STARTS, len(targets)),
                                 thread_name_prefix="deepdock-image") as pool:
-            for future in [pool.submit(copy_image, builder, backend, tag, node=name) for name, backend in targets]:
-                future.result()
+            copies = {name: pool.submit(copy_image, builder, backend, tag, node=name) for name, backend in targets}
+            for name, future in copies.items():
+                try:
+                    future.result()
+                except DeepdockError as exc:  # named by its node, which is marked unreachable if it was
+                    raise StartFailed(_failure(ctx, exc, name)) from None
     return tag
 
 
@@ -316,7 +324,7 @@ def _container_spec(ctx: AppContext, job: Job, spec: JobSpec, attempt: Attempt, 
         "DEEPDOCK_STOP_GRACE_S": f"{spec.stop_grace if spec.stop_grace is not None else ctx.settings.stop_grace_s:g}",
     })
     # torchrun's variables, so `torch.distributed.init_process_group("env://")` works as is.
-    platform = rank_env(spec, gang.mode, rank, gang.addresses, gang.master_port)
+    platform = rank_env(spec, gang.mode, rank, gang.addresses, gang.master_port, name)
     env.update(platform)
     command = launch_command(expand_command(spec.command, platform), gang.mode)
     return ContainerSpec(

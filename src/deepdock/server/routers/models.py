@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 
 from deepdock.api import AliasEventOut, AliasIn, ExportIn, ExportOut, ModelDetail, ModelOut, ModelVersionOut, RegisterModelIn
@@ -11,6 +12,7 @@ from deepdock.server.context import WAKE_SCHEDULER, AppContext
 from deepdock.server.db.models import User
 from deepdock.server.deps import current_user, get_ctx, get_session
 from deepdock.server.services import registry
+from deepdock.server.services.artifacts import read_artifact
 from deepdock.server.services.exports import start_export
 
 router = APIRouter(tags=["models"])
@@ -82,6 +84,17 @@ async def export(name: str, ref: str, body: ExportIn, project: str | None = None
                                   _full_ref(name, ref), body.format, body.generated, project)
     ctx.wake(WAKE_SCHEDULER)
     return out
+
+
+@router.get("/models/{name}/versions/{ref}/files/{path:path}",
+            responses={200: {"description": "the file", "content": {"application/octet-stream": {"schema": {
+                "type": "string", "format": "binary"}}}}})
+def get_version_file(name: str, ref: str, path: str, project: str | None = None, ctx: AppContext = Depends(get_ctx),
+                     session: Session = Depends(get_session), user: User = Depends(current_user)) -> StreamingResponse:
+    """One of the version's files (``files`` lists them: the model, its exports, the example input)."""
+    key = registry.version_file_key(session, user, _full_ref(name, ref), path, project)
+    session.close()
+    return StreamingResponse(read_artifact(ctx.artifacts, key), media_type="application/octet-stream")
 
 
 def _full_ref(name: str, ref: str) -> str:

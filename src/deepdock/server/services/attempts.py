@@ -68,9 +68,15 @@ def observed_outcome(attempt: Attempt) -> Outcome:
     """The outcome of an attempt whose replicas have all ended, from the replicas that ended on their own.
 
     In a gang the first rank to fail is the cause (the others were stopped because of it, or failed in a
-    collective after it): its rank, node and why are the reason."""
-    own = sorted((r for r in attempt.replicas if r.stop_sent_at is None),
-                 key=lambda r: (r.finished_at if r.finished_at is not None else float("inf"), r.rank))
+    collective after it): its rank, node and why are the reason. Ranks seen ended in the same tick are
+    all unsignalled; among them a vanished container or an OOM kill is the cause before an exit code (a
+    peer's connection reset follows it), and exits are ordered by the engines' own times."""
+
+    def cause_first(r: Replica) -> tuple[int, float, int]:
+        kind = 0 if r.status == ReplicaStatus.LOST else 1 if r.oom_killed else 2
+        return kind, r.finished_at if r.finished_at is not None else float("inf"), r.rank
+
+    own = sorted((r for r in attempt.replicas if r.stop_sent_at is None), key=cause_first)
     if not own:
         # Every container was signalled: their 143 (or 137 after the grace) is the stop's doing, not a
         # failure of the job, unless all of them finished cleanly on the signal.
@@ -129,6 +135,7 @@ def finish_attempt(session: Session, job: Job, attempt: Attempt, outcome: Outcom
         transition(session, job, JobStatus.QUEUED, reason, attempt=number, at=end)
     elif by_stop and stop == StopRequest.STALLED:
         attempt.status = AttemptStatus.FAILED
+        attempt.reason = f"{FailureReason.NO_PROGRESS}: {job.status_reason}"
         _fail_or_retry(session, job, Outcome(AttemptStatus.FAILED, job.status_reason, FailureReason.NO_PROGRESS),
                        number, end, backoff)
     elif by_stop and stop == StopRequest.RUNTIME:

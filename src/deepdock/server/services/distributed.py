@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from collections.abc import Sequence
 from urllib.parse import urlparse
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from deepdock.api.enums import AttemptNetwork
 from deepdock.compute.abilities import Networking
 from deepdock.compute.base import ComputeBackend
-from deepdock.errors import DeepdockError
+from deepdock.errors import DeepdockError, SpecError
 from deepdock.server.db.models import Attempt, Node
 from deepdock.specs.job import JobSpec
 
@@ -40,21 +41,26 @@ PRIVATE_MASTER_PORT = 29500
 RENDEZVOUS_PORTS = range(29500, 30500)
 # The interface name torch's gloo and NCCL use on a private network (a container's only interface).
 PRIVATE_INTERFACE = "eth0"
-# On host networking the interface is the one whose subnet holds the node's address; only the node knows
-# its name, so a POSIX-sh preamble reads it from /proc/net/route inside the container (any image with
-# /bin/sh, no tool needed) and exports it unless the job set its own. Routes are little-endian hex.
+# On host networking the interface is the one whose subnet holds the node's address (the most specific
+# such route not via a gateway); only the node knows its name, so a POSIX-sh preamble reads it from
+# /proc/net/route inside the container (any image with /bin/sh, no tool needed) and exports it unless the
+# job set its own. Routes are little-endian hex, in which a longer prefix is a larger mask number. NCCL
+# reads its variable as a prefix ("eth1" would match "eth10"): "=" makes it exact.
 HOST_INTERFACE_PREAMBLE = (
-    'if [ -z "${GLOO_SOCKET_IFNAME:-}" ] && [ -n "${DEEPDOCK_NODE_ADDR_HEX:-}" ]; then '
+    'if [ -z "${GLOO_SOCKET_IFNAME:-}" ] && [ -n "${DEEPDOCK_NODE_ADDR_HEX:-}" ]; then dd_best=-1; '
     'while read -r dd_if dd_dest dd_gw dd_flags dd_ref dd_use dd_metric dd_mask dd_rest; do '
-    '[ "$dd_if" = Iface ] && continue; [ "$dd_mask" = 00000000 ] && continue; '
-    'if [ $(( 0x$DEEPDOCK_NODE_ADDR_HEX & 0x$dd_mask )) -eq $(( 0x$dd_dest )) ]; then '
-    'export GLOO_SOCKET_IFNAME="$dd_if"; break; fi; done < /proc/net/route; fi; '
+    '[ "$dd_if" = Iface ] && continue; [ $(( 0x$dd_flags & 2 )) -ne 0 ] && continue; '
+    'if [ $(( 0x$DEEPDOCK_NODE_ADDR_HEX & 0x$dd_mask )) -eq $(( 0x$dd_dest )) ] '
+    '&& [ $(( 0x$dd_mask )) -gt "$dd_best" ]; then dd_best=$(( 0x$dd_mask )); GLOO_SOCKET_IFNAME="$dd_if"; fi; '
+    'done < /proc/net/route; if [ -n "${GLOO_SOCKET_IFNAME:-}" ]; then export GLOO_SOCKET_IFNAME; fi; fi; '
     'if [ -z "${NCCL_SOCKET_IFNAME:-}" ] && [ -n "${GLOO_SOCKET_IFNAME:-}" ]; then '
-    'export NCCL_SOCKET_IFNAME="$GLOO_SOCKET_IFNAME"; fi; '
+    'export NCCL_SOCKET_IFNAME="=$GLOO_SOCKET_IFNAME"; fi; '
     'exec "$@"'
 )
 LAUNCHER_NAME = "deepdock-launch"
-_VAR_RE = re.compile(r"\$(\$|\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+# How long a finished host-network attempt's port stays unused (see allocate_master_port).
+PORT_QUARANTINE_S = 120.0
+_VAR_RE = re.compile(r"\$(\$?)(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
 def one_node_only(spec: JobSpec, host_network_allowed: bool) -> bool:
@@ -73,12 +79,15 @@ def attempt_network(spec: JobSpec, node_names: Sequence[str]) -> AttemptNetwork:
     return AttemptNetwork.PRIVATE
 
 
-def allocate_master_port(session: Session) -> int | None:
-    """A rendezvous port no open host-network attempt holds (None when all are held: the start step
-    then fails the attempt back into the queue, naming why). Called by the schedule step only, which
-    runs alone (the leader's lease), so two attempts never pick the same port."""
+def allocate_master_port(session: Session, now: float) -> int | None:
+    """A rendezvous port no open host-network attempt holds, nor one that ended in the last
+    ``PORT_QUARANTINE_S`` (a lost node's gang ends at once, while its ranks on the surviving nodes, rank 0's
+    store among them, may still listen until the collect step removes them). None when all are held:
+    the job waits, naming why. Called by the schedule step only, which runs alone (the leader's lease),
+    so two attempts never pick the same port."""
     taken = set(session.scalars(select(Attempt.master_port).where(
-        Attempt.finished_at.is_(None), Attempt.master_port.is_not(None))))
+        Attempt.master_port.is_not(None),
+        or_(Attempt.finished_at.is_(None), Attempt.finished_at > now - PORT_QUARANTINE_S))))
     return next((port for port in RENDEZVOUS_PORTS if port not in taken), None)
 
 
@@ -95,13 +104,30 @@ def node_address(node: Node) -> str:
     return host or "127.0.0.1"
 
 
+def resolve_address(address: str, engine_url: str) -> str:
+    """What `node add` stores as the node's address: the one given, else the engine URL's host, as an IPv4
+    address (a name is resolved here, once): the preamble picks gloo's interface by subnet, which a name
+    does not have. '' for a local engine (then loopback). ``SpecError`` when a given name does not resolve."""
+    host = address or urlparse(engine_url or "").hostname or ""
+    if not host or _route_hex(host):
+        return host
+    try:
+        found = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        if address:
+            raise SpecError(f"node address {address!r} does not resolve to an IPv4 address") from None
+        return host  # the engine's own name: kept, and described as such (docs/distributed.md)
+    return str(found[0][4][0])
+
+
 def network_name(job_id: str, attempt_number: int) -> str:
     return f"deepdock-{job_id}-{attempt_number}"
 
 
 def remove_gang_network(backend: ComputeBackend, node: str, name: str) -> bool:
-    """Remove an attempt's private network from a node (after its containers); False if it could not be
-    now (the collect step tries again). A node that cannot create networks never had one."""
+    """Remove an attempt's private network from a node (after its containers); False, logged, if it could
+    not be (docs/distributed.md "Known limits": nothing retries it yet). A node that cannot create
+    networks never had one."""
     if not isinstance(backend, Networking):
         return True
     try:
@@ -119,7 +145,7 @@ def processes_per_replica(spec: JobSpec) -> int:
 
 
 def rank_env(spec: JobSpec, network: AttemptNetwork, rank: int, rank_addresses: Sequence[str],
-             master_port: int) -> dict[str, str]:
+             master_port: int, container_name: str = "") -> dict[str, str]:
     """The distributed contract of one rank: torchrun's variables for one process per container, the
     torchrun-style ``DEEPDOCK_*`` for a launcher inside it, and where gloo/NCCL should listen."""
     env = {
@@ -137,13 +163,16 @@ def rank_env(spec: JobSpec, network: AttemptNetwork, rank: int, rank_addresses: 
         "DEEPDOCK_NODE_ADDR": rank_addresses[rank],
     }
     if network == AttemptNetwork.PRIVATE:
-        for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
-            if name not in spec.env:
-                env[name] = PRIVATE_INTERFACE
+        if "GLOO_SOCKET_IFNAME" not in spec.env:
+            env["GLOO_SOCKET_IFNAME"] = PRIVATE_INTERFACE
+        if "NCCL_SOCKET_IFNAME" not in spec.env:
+            env["NCCL_SOCKET_IFNAME"] = f"={PRIVATE_INTERFACE}"
     elif network == AttemptNetwork.HOST:
-        hex_address = _route_hex(rank_addresses[rank])
-        if hex_address:
-            env["DEEPDOCK_NODE_ADDR_HEX"] = hex_address
+        env["DEEPDOCK_NODE_ADDR_HEX"] = _route_hex(rank_addresses[rank])
+        if "NCCL_HOSTID" not in spec.env:
+            # Two ranks' containers on one node share its hostname and boot id, so NCCL would take them for
+            # one host and try shared memory across their separate IPC namespaces.
+            env["NCCL_HOSTID"] = container_name
     return env
 
 
@@ -157,15 +186,17 @@ def _route_hex(address: str) -> str:
 
 def expand_command(command: Sequence[str], platform_env: dict[str, str]) -> list[str]:
     """``$NAME`` and ``${NAME}`` in the command's arguments become the platform's variables (so
-    ``--nnodes=$DEEPDOCK_NNODES`` works without a shell, as Kubernetes does with ``$(NAME)``). Only the
-    variables deepdock sets (a job cannot set those itself), so a shell script's own variables are left
-    to the shell; ``$$`` (a shell's PID) is left as it is."""
+    ``--nnodes=$DEEPDOCK_NNODES`` works without a shell, as Kubernetes does with ``$(NAME)``), and
+    ``$$NAME`` is a literal ``$NAME`` for a shell to expand. Only the variables deepdock sets (a job
+    cannot set those itself) are touched, so a shell script's own variables, and ``$$``, stay as written."""
 
     def replace(match: re.Match[str]) -> str:
-        if match.group(1) == "$":
-            return "$$"
         name = match.group(2) or match.group(3)
-        return platform_env.get(name, match.group(0))
+        if name not in platform_env:
+            return match.group(0)
+        if match.group(1):  # escaped
+            return match.group(0)[1:]
+        return platform_env[name]
 
     return [_VAR_RE.sub(replace, arg) for arg in command]
 

@@ -112,6 +112,9 @@ def submit_job(session: Session, user: User, spec: JobSpec, *, code_sha256: str 
         gpu_memory=r.gpu_memory, one_node=one_node_only(spec, project.host_network),
     )
     if problem is not None:
+        if problem.endswith("would fit across nodes"):
+            problem += (f" with host networking: an admin's grant (`deepdock project allow-host-network "
+                        f"{project.name}`) and network: auto" if spec.network != "host" else "")
         raise UnschedulableError(problem)
     job_id, submitted = new_job_id(), now_s()
     job = Job(

@@ -16,7 +16,7 @@ from deepdock.errors import ConflictError, DeepdockError, NodeEngineUnreachableE
 from deepdock.server.db.models import Node, Replica, User, now_s
 from deepdock.server.db.session import Database
 from deepdock.server.services.auth import require_admin
-from deepdock.server.services.distributed import node_address
+from deepdock.server.services.distributed import node_address, resolve_address
 
 _NODE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
@@ -82,7 +82,7 @@ def add_node(
         if session.scalar(select(Node).where(Node.name == name)) is not None:
             raise ConflictError(f"node {name!r} already exists")
     node = Node(name=name, engine_url=engine_url, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key,
-                labels=labels or {}, address=address)
+                labels=labels or {}, address=resolve_address(address, engine_url))
     try:
         capacity = probe_node(pool, node)
     except DeepdockError as exc:

@@ -130,6 +130,15 @@ def get_version(session: Session, user: User, ref: str, project: str | None = No
     return model, version
 
 
+def version_file_key(session: Session, user: User, ref: str, path: str, project: str | None = None) -> str:
+    """The store key of one of a version's files (as ``files`` lists it); another name is "not found"."""
+    model, version = get_version(session, user, ref, project)
+    if path not in {f["path"] for f in version.files}:
+        raise NotFoundError(f"version {version.version} of {model.name} has no file {path!r}; it has "
+                            + ", ".join(sorted(f["path"] for f in version.files)))
+    return f"{version.prefix}/{path}"
+
+
 def _aliases(session: Session, model_id: int) -> dict[str, int]:
     return {a.alias: a.version for a in session.scalars(select(ModelAlias).where(ModelAlias.model_id == model_id))}
 
