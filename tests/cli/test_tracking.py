@@ -95,3 +95,12 @@ def test_model_register_show_alias_history_rollback(api: FakeApi, cli: Invoke) -
     refused = cli("model", "rollback", "digits", "staging")
     assert refused.exit_code == 1 and "no earlier version" in refused.stderr
     assert cli("model", "rm", "digits").exit_code != 0  # a version must be named
+
+
+def test_model_containerize_names_the_export_to_run_first(api: FakeApi, cli: Invoke) -> None:
+    api.on("GET", "/models/digits/versions/1", _version_body())
+    out = cli("model", "containerize", "digits:1")
+    assert out.exit_code == 2
+    assert "run `deepdock model export digits-mlp:1 --format onnx` first" in " ".join(out.stdout.split())
+    out = cli("model", "containerize", "digits:1", "--runtime", "tensorrt")
+    assert out.exit_code == 2 and "unknown runtime 'tensorrt'" in out.stdout
