@@ -201,3 +201,11 @@ def env_home(tmp_path_factory):
     yield
     mp.undo()
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def netns_hosts():
+    """Docker hosts in network namespaces (tests/integration/netns.py), started once for the session."""
+    from tests.integration.netns import hosts_session
+
+    yield from hosts_session()

@@ -5,9 +5,9 @@ Each host is a network namespace ``ddh<i>`` at 10.231.0.(10+i) with its own dock
 out of the machine and a DNS stub (10.231.0.1) that knows only the hosts' names. Containers there use
 ``network_mode="host"`` to talk across hosts (they see the host's ``dd0`` link and address).
 
-Use the session fixture in a test module (or a conftest)::
+The session fixture ``netns_hosts`` lives in tests/integration/conftest.py (one instance for every module)::
 
-    from tests.integration.netns import NETNS_IMAGE, netns_hosts  # noqa: F401
+    from tests.integration.netns import NETNS_IMAGE
 
     def test_something(netns_hosts):
         api = docker.APIClient(base_url=netns_hosts[0].engine_url)
@@ -147,9 +147,9 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(f"namespace Docker hosts not available: {reason}")
 
 
-@pytest.fixture(scope="session")
-def netns_hosts() -> Iterator[list[NamespaceHost]]:
-    """Three namespace Docker hosts with ``NETNS_IMAGE`` loaded; everything stopped at the end."""
+def hosts_session() -> Iterator[list[NamespaceHost]]:
+    """Three namespace Docker hosts with ``NETNS_IMAGE`` loaded; everything stopped at the end. The
+    ``netns_hosts`` fixture of tests/integration/conftest.py (one for the whole session) runs this."""
     if os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("ip") is None:
         _unavailable("they need root, dockerd and iproute2 (scripts/netns_hosts.sh)")
     try:

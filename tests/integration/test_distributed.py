@@ -12,7 +12,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from tests.integration.netns import netns_hosts, start_engine, stop_engine  # noqa: F401
+from tests.integration.netns import start_engine, stop_engine
 from tests.integration.server_process import ServerProcess
 from tests.integration.test_server_jobs import TERMINAL, wait_status
 
@@ -31,7 +31,7 @@ RANK_CPUS = 1.5
 
 
 @pytest.fixture(scope="module")
-def cluster(netns_hosts, tmp_path_factory):  # noqa: F811
+def cluster(netns_hosts, tmp_path_factory):
     """A server whose nodes are the namespace hosts (its own engine drained), granted host networking."""
     labels = {"deepdock.test": "distributed"}
     srv = ServerProcess(tmp_path_factory.mktemp("ddp") / "home", labels, DEEPDOCK_TRACKING_INTERVAL_S="0.2",

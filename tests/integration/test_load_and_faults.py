@@ -292,7 +292,8 @@ def test_an_environment_gang_over_two_engines_builds_once_and_runs_on_both(
         with two_nodes.client() as client:
             cpus = min(n.cpus for n in client.nodes())  # a whole node per replica: one on each engine
             spec = JobSpec.model_validate({
-                "name": "env-gang", "environment": env, "replicas": 2,
+                # Its ranks do not talk: no network, so nothing keeps them on one node.
+                "name": "env-gang", "environment": env, "replicas": 2, "network": "none",
                 "resources": {"cpus": cpus, "memory": "256m", "pids": 64},
                 "command": ["python", "-c", "import os; print('rank', os.environ['RANK'], 'of', "
                                             "os.environ['WORLD_SIZE'], os.environ['DEEPDOCK_TEST_RUN'])"],

@@ -16,7 +16,6 @@ from tests.integration.netns import (
     NamespaceHost,
     api_client,
     engine_answers,
-    netns_hosts,  # noqa: F401 - the session fixture
     remove_test_containers,
     start_engine,
     stop_engine,
@@ -31,7 +30,7 @@ FAIL_FAST_S = 2.0
 
 
 @pytest.fixture
-def labels(netns_hosts) -> Iterator[dict[str, str]]:  # noqa: F811 - the fixture, by name
+def labels(netns_hosts) -> Iterator[dict[str, str]]:
     run_id = uuid.uuid4().hex[:12]
     yield {TEST_LABEL: run_id}
     for h in netns_hosts:
@@ -95,7 +94,7 @@ def _get(client_host: NamespaceHost, cid: str, target: str) -> tuple[int, str, f
     return _exec(client_host, cid, f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {target} {PORT}")
 
 
-def test_each_engine_is_its_own_host(netns_hosts):  # noqa: F811
+def test_each_engine_is_its_own_host(netns_hosts):
     assert [h.name for h in netns_hosts] == ["ddh1", "ddh2", "ddh3"]
     for i, h in enumerate(netns_hosts, start=1):
         assert h.address == f"10.231.0.{10 + i}" and h.engine_url == f"tcp://{h.address}:2375"
@@ -111,7 +110,7 @@ def test_each_engine_is_its_own_host(netns_hosts):  # noqa: F811
             api.close()
 
 
-def test_host_network_container_reached_from_another_host(netns_hosts, labels):  # noqa: F811
+def test_host_network_container_reached_from_another_host(netns_hosts, labels):
     h1, h2 = netns_hosts[0], netns_hosts[1]
     _serve(h1, labels)
     client = _run(h2, labels, "sleep 120")
@@ -127,7 +126,7 @@ def test_host_network_container_reached_from_another_host(netns_hosts, labels): 
     assert code == 0 and "hello-from-ddh1" in out, out
 
 
-def test_no_route_out_of_the_machine(netns_hosts, labels):  # noqa: F811
+def test_no_route_out_of_the_machine(netns_hosts, labels):
     h = netns_hosts[1]
     cid = _run(h, labels, "sleep 120")
 
@@ -159,7 +158,7 @@ def test_no_route_out_of_the_machine(netns_hosts, labels):  # noqa: F811
     assert subprocess.run(rule, capture_output=True, check=False).returncode == 0
 
 
-def test_lost_engine_and_back(netns_hosts, labels):  # noqa: F811
+def test_lost_engine_and_back(netns_hosts, labels):
     h1, h3 = netns_hosts[0], netns_hosts[2]
     server = _serve(h3, labels)
     client = _run(h1, labels, "sleep 300")

@@ -20,7 +20,7 @@ READY_TIMEOUT_S = 30
 CLIENT = """
 import json, sys, urllib.request, urllib.error
 def call(path, body=None):
-    req = urllib.request.Request("http://127.0.0.1:%d" + path, data=body, method="POST" if body else "GET")
+    req = urllib.request.Request("http://127.0.0.1:PORT" + path, data=body, method="POST" if body else "GET")
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())
@@ -29,7 +29,7 @@ def call(path, body=None):
     except OSError as e:
         return 0, {"error": str(e)}
 print(json.dumps(call(sys.argv[1], sys.argv[2].encode() if len(sys.argv) > 2 else None)))
-""" % SERVING_PORT
+""".replace("PORT", str(SERVING_PORT))
 
 
 @pytest.fixture(scope="module")

@@ -121,3 +121,30 @@ def test_a_model_that_does_not_batch_is_an_error_naming_the_output():
     batcher = Batcher(lambda inputs: {"y": np.zeros(3)}, max_batch_size=8, max_wait_s=0)
     with pytest.raises(ModelError, match="output 'y' has shape \\[3\\], not a batch of 2"):
         asyncio.run(_with(batcher, batcher.infer(rows(2, 1))))
+
+
+def test_a_fast_model_moves_onto_the_event_loop_and_a_slow_one_stays_in_its_thread():
+    import time as _time
+
+    seen: list[str] = []
+
+    def fast(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seen.append(threading.current_thread().name)
+        return {"y": inputs["x"]}
+
+    def slow(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        seen.append(threading.current_thread().name)
+        _time.sleep(0.002)
+        return {"y": inputs["x"]}
+
+    for model, expected in ((fast, "MainThread"), (slow, "deepdock-model")):
+        seen.clear()
+        batcher = Batcher(model, max_batch_size=4, max_wait_s=0)
+
+        async def run(b: Batcher = batcher) -> None:
+            for i in range(3):
+                await b.infer(rows(1, i))
+
+        asyncio.run(_with(batcher, run()))
+        assert seen[0].startswith("deepdock-model")  # the first batch, not yet measured, in the thread
+        assert all(name.startswith(expected) for name in seen[1:]), seen

@@ -160,3 +160,4 @@ def test_metrics_count_requests_batches_and_errors(served):
     assert 'deepdock_serving_requests_total{code="200",model="digits-mlp"}' in text
     assert 'deepdock_serving_requests_total{code="400",model="digits-mlp"}' in text
     assert "deepdock_serving_batch_rows_bucket" in text and "deepdock_serving_request_seconds_count" in text
+    assert "deepdock_serving_in_flight_requests{model=\"digits-mlp\"}" in text and "deepdock_serving_queued_requests" in text

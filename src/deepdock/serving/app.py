@@ -63,8 +63,11 @@ class ModelServer:
     def __init__(self, model: ServedModel, predict: Predict, config: ServingConfig) -> None:
         self.model = model
         self.config = config
-        self.metrics = ServingMetrics(model.name, config.max_batch_size)
-        self.batcher = Batcher(predict, config.max_batch_size, config.max_wait_s, observe=self.metrics.batch)
+        self.in_flight = 0
+        self.batcher = Batcher(predict, config.max_batch_size, config.max_wait_s)
+        self.metrics = ServingMetrics(model.name, config.max_batch_size, queued=lambda: self.batcher.queued,
+                                      in_flight=lambda: self.in_flight)
+        self.batcher.observe = self.metrics.batch
         self.ready = False
         self._inputs = {spec.name: spec for spec in model.inputs}
         self._output_names = [spec.name for spec in model.outputs]
@@ -133,7 +136,7 @@ class ModelServer:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        self.metrics.in_flight_child.inc()
+        self.in_flight += 1
         status = 200
         try:
             header_length: int | None = None
@@ -155,7 +158,6 @@ class ModelServer:
                     raise InvalidTensor(f"no output {unknown[0]!r}; the model's outputs are {self._output_names}")
             except InvalidTensor as exc:
                 raise HttpError(400, str(exc)) from None
-            self.metrics.queued_child.set(self.batcher.queued + 1)
             try:
                 outputs = await self.batcher.infer(inputs)
             except ModelError as exc:
@@ -169,7 +171,7 @@ class ModelServer:
             status = exc.status
             raise
         finally:
-            self.metrics.in_flight_child.dec()
+            self.in_flight -= 1
             self.metrics.request(status, time.perf_counter() - started)
 
     def _conform(self, given: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -7,6 +7,10 @@ So at low load a request waits at most ``max_wait_s`` (0: never), and under load
 own while the model is busy — Triton's dynamic batcher and Clipper's adaptive batching, without a
 tuning loop. A request larger than ``max_batch_size`` rows runs alone (never split).
 
+A model that answers a batch faster than a hand-off to the worker thread costs (a moving average below
+``INLINE_BELOW_S``: an identity, a small MLP) runs on the event loop itself, where the hand-off and the
+wake-up would cost more than the model; a slower one (or one that becomes slower) goes back to the thread.
+
 The batch's outputs are split back by each request's rows; an output whose first dimension is not the
 batch's is an error for every request of that batch (a model that does not batch).
 """
@@ -25,6 +29,10 @@ import numpy as np
 from deepdock.serving.runtimes import Predict
 
 Observer = Callable[[int, float], None]  # (rows in the batch, seconds the model took)
+# Below this moving average of model time per batch, batches run on the event loop (see above).
+INLINE_BELOW_S = 100e-6
+# Weight of the newest batch in that average.
+EMA_WEIGHT = 0.1
 
 
 @dataclass
@@ -52,12 +60,13 @@ class Batcher:
         self._predict = predict
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
-        self._observe = observe
+        self.observe = observe
         self._queue: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
         # One thread: the model runs one batch at a time (its own threads parallelise inside it).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deepdock-model")
         self._worker: asyncio.Task[None] | None = None
+        self.model_s_avg: float | None = None  # None until the first batch: that one runs in the thread
 
     def start(self) -> None:
         if self._worker is None:
@@ -93,15 +102,20 @@ class Batcher:
                 await self._arrived.wait()
             batch = await self._gather()
             try:
-                outputs, took = await loop.run_in_executor(self._executor, self._run_batch, batch)
+                if self.model_s_avg is not None and self.model_s_avg < INLINE_BELOW_S:
+                    outputs, took = self._run_batch(batch)
+                else:
+                    outputs, took = await loop.run_in_executor(self._executor, self._run_batch, batch)
             except Exception as exc:  # noqa: BLE001 - the model's own failure goes to each caller
                 error = exc if isinstance(exc, ModelError) else ModelError(f"{type(exc).__name__}: {exc}")
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(error)
                 continue
-            if self._observe is not None:
-                self._observe(sum(i.rows for i in batch), took)
+            self.model_s_avg = took if self.model_s_avg is None else (
+                (1 - EMA_WEIGHT) * self.model_s_avg + EMA_WEIGHT * took)
+            if self.observe is not None:
+                self.observe(sum(i.rows for i in batch), took)
             start = 0
             for item in batch:
                 if not item.future.done():  # a caller that went away

@@ -7,13 +7,17 @@ are the proxy's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class ServingMetrics:
-    def __init__(self, model: str, max_batch_size: int) -> None:
+    def __init__(self, model: str, max_batch_size: int, queued: Callable[[], float],
+                 in_flight: Callable[[], float]) -> None:
+        """``queued`` and ``in_flight`` are read at scrape time (no update on the request path)."""
         self.registry = CollectorRegistry()
         self.model = model
         self.requests = Counter("deepdock_serving_requests", "Inference requests by HTTP status code",
@@ -35,8 +39,8 @@ class ServingMetrics:
         self._batch = self.batch_rows.labels(model)
         self._model_time = self.model_time.labels(model)
         self._codes: dict[int, Counter] = {}
-        self.in_flight_child = self.in_flight.labels(model)
-        self.queued_child = self.queued.labels(model)
+        self.in_flight.labels(model).set_function(in_flight)
+        self.queued.labels(model).set_function(queued)
 
     def request(self, code: int, seconds: float) -> None:
         child = self._codes.get(code)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from deepdock.serving.tensors import NUMPY_TO_V2, InvalidTensor, check_shape, from_binary, from_json_data
+from deepdock.serving.tensors import NUMPY_TO_V2, V2_BY_DTYPE, InvalidTensor, check_shape, from_binary, from_json_data
 
 HEADER_LENGTH = "inference-header-content-length"
 JSON_TYPE = b"application/json"
@@ -103,8 +103,8 @@ def encode_response(model: str, version: str, request_id: str | None, outputs: S
     entries: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for name, array in outputs:
-        entry: dict[str, Any] = {"name": name, "datatype": NUMPY_TO_V2.get(array.dtype.name, array.dtype.name.upper()),
-                                 "shape": list(array.shape)}
+        datatype = V2_BY_DTYPE.get(array.dtype) or NUMPY_TO_V2.get(array.dtype.name, array.dtype.name.upper())
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary is True or (binary and name in binary):
             data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
             entry["parameters"] = {"binary_data_size": len(data)}
