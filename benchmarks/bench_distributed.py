@@ -59,7 +59,9 @@ from tests.integration.netns import (
     engine_answers,
     host,
     hosts_up,
+    start_engine,
     start_hosts,
+    stop_engine,
     stop_hosts,
 )
 from tests.integration.server_process import ServerProcess
@@ -72,7 +74,7 @@ from deepdock.specs.job import JobSpec
 LABEL_KEY = "deepdock.test"
 LABEL_VALUE = "bench-distributed"
 LABELS = {LABEL_KEY: LABEL_VALUE}
-PARTS = ("gang-start", "allreduce", "failure")
+PARTS = ("gang-start", "allreduce", "failure", "node-loss")
 TORCH_VERSION = "2.13.0"
 DEFAULT_TORCH_PYTHON = "/tmp/deepdock-bench-torch/bin/python"
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
@@ -493,6 +495,67 @@ def failure_detection(c: Client, hosts: list[NamespaceHost], repeats: int) -> di
             "median_s": round(statistics.median(both), 3), "max_s": max(both)}
 
 
+# -- 4. node loss ---------------------------------------------------------------------------------------
+# Rank 0 counts epochs, saving a checkpoint after each (the SDK, standard library only: the python base
+# image is enough); every rank logs its epoch as a metric; a resumed attempt says where it starts.
+COUNTER = """
+import os, time
+from deepdock import sdk
+gang = sdk.distributed()
+state = sdk.load_checkpoint() or {"epoch": 0}
+print("start at epoch", state["epoch"], flush=True)
+for epoch in range(state["epoch"], int(os.environ["EPOCHS"])):
+    time.sleep(float(os.environ["EPOCH_S"]))
+    sdk.log_metrics(epoch + 1, epoch=float(epoch + 1))
+    if gang.is_leader:
+        sdk.save_checkpoint({"epoch": epoch + 1}, step=epoch + 1)
+print("done", flush=True)
+"""
+NODE_LOSS_EPOCHS = 40
+NODE_LOSS_EPOCH_S = 1.0
+
+
+def node_loss(c: Client, hosts: list[NamespaceHost], image: str) -> dict[str, Any]:
+    """Stop the engine of rank 1's host mid-training; time until the gang runs again on the hosts left,
+    and the epochs lost (the last epoch logged before the loss minus the epoch the new attempt starts at)."""
+    code = Path(tempfile.mkdtemp(prefix="bench-node-loss-"))
+    (code / "main.py").write_text(COUNTER)
+    spec = JobSpec.model_validate({
+        "name": "bench-node-loss", "image": image, "command": ["python", "main.py"], "code": str(code),
+        "replicas": 2, "network": "host", "resources": {"cpus": FAILURE_CPUS, "memory": "128m"},
+        "env": {"EPOCHS": str(NODE_LOSS_EPOCHS), "EPOCH_S": str(NODE_LOSS_EPOCH_S)},
+        "retry": {"max_retries": 2, "on": ["node_lost"]}})
+    job_id = c.run(spec).id
+    _wait_status(c, job_id, {"RUNNING"}, timeout_s=300)
+    deadline = time.monotonic() + 120
+    while len(c.checkpoints(job_id)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    (attempt,) = c.job(job_id).attempt_list
+    lost = next(h for h in hosts if h.name == attempt.replicas[1].node)
+    progress = max(c.series(job_id, "epoch").values)
+    stopped_at = time.perf_counter()
+    stop_engine(lost)
+    try:
+        while time.perf_counter() - stopped_at < 300:
+            d = c.job(job_id)
+            if len(d.attempt_list) > 1 and d.status == "RUNNING":
+                break
+            time.sleep(POLL_S * 5)
+        running_again_s = time.perf_counter() - stopped_at
+        d = c.job(job_id)
+        first, second = d.attempt_list[0], d.attempt_list[-1]
+        log = b"".join(c.logs(job_id, rank=0, attempt=second.number)).decode()
+        resumed = int(log.split("start at epoch", 1)[1].split()[0]) if "start at epoch" in log else -1
+        ended = _wait_status(c, job_id, {"SUCCEEDED"}, timeout_s=NODE_LOSS_EPOCHS * NODE_LOSS_EPOCH_S * 3)
+    finally:
+        start_engine(lost)
+        shutil.rmtree(code, ignore_errors=True)
+    return {"lost_host": lost.name, "first_attempt_reason": first.reason,
+            "new_nodes": sorted(r.node for r in second.replicas), "running_again_s": round(running_again_s, 2),
+            "epoch_logged_before_loss": int(progress), "resumed_at_epoch": resumed,
+            "epochs_lost": int(progress) - resumed, "checkpoint_every_epochs": 1, "ended": ended}
+
+
 # -- report --------------------------------------------------------------------------------------------
 def _table(result: dict[str, Any]) -> str:
     rows = [("measure", "deepdock (all_reduce: in containers)", "baseline (docker SDK / bare processes)", "ratio",
@@ -513,6 +576,12 @@ def _table(result: dict[str, Any]) -> str:
                      f"({a['container_gb_per_s']:.2f} GB/s)", f"{a['bare_median_s']:.3f} s ({a['bare_gb_per_s']:.2f} GB/s)",
                      f"{a['ratio_container_over_bare']:.2f}",
                      f">= 0.8 {'OK' if a['ratio_container_over_bare'] >= 0.8 else 'MISSED'}"))
+    if "node_loss" in result:
+        n = result["node_loss"]
+        rows.append((f"stop {n['lost_host']}'s engine mid-training -> gang RUNNING again on {n['new_nodes']}",
+                     f"{n['running_again_s']:.1f} s; resumed at epoch {n['resumed_at_epoch']} of "
+                     f"{n['epoch_logged_before_loss']} logged: {n['epochs_lost']} lost", "", "",
+                     f"<= 1 checkpoint interval {'OK' if 0 <= n['epochs_lost'] <= 1 else 'MISSED'}"))
     if "failure" in result:
         f = result["failure"]
         rows.append((f"kill rank 1 -> FAILED + rank 0 stopped (reconcile {f['reconcile_interval_s']:g} s)",
@@ -543,7 +612,7 @@ def main() -> None:
     hosts: list[NamespaceHost] = []
     images: list[str] = []
     try:
-        hosts = start_hosts(2)
+        hosts = start_hosts(3 if "node-loss" in parts else 2)
         remove_labelled(hosts)
         if "allreduce" in parts:
             print("all_reduce: copying the torch image to the hosts ...", file=sys.stderr, flush=True)
@@ -564,6 +633,15 @@ def main() -> None:
                 if "failure" in parts:
                     print("failure detection ...", file=sys.stderr, flush=True)
                     result["failure"] = failure_detection(c, hosts, args.failures)
+        if "node-loss" in parts:
+            from deepdock.envs.base import offline_image_name
+
+            python_image = offline_image_name("3.11")
+            print(f"node loss: copying {python_image} to the hosts ...", file=sys.stderr, flush=True)
+            copy_image(engine, python_image, hosts)
+            images.append(python_image)
+            with Cluster(hosts) as c:
+                result["node_loss"] = node_loss(c, hosts, python_image)
         if "allreduce" in parts:
             print(f"all_reduce: {args.rounds} rounds of each ...", file=sys.stderr, flush=True)
             result["allreduce"] = allreduce(hosts, torch_image, args.torch_python, args.rounds)
