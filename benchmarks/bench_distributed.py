@@ -517,7 +517,9 @@ NODE_LOSS_EPOCH_S = 1.0
 
 def node_loss(c: Client, hosts: list[NamespaceHost], image: str) -> dict[str, Any]:
     """Stop the engine of rank 1's host mid-training; time until the gang runs again on the hosts left,
-    and the epochs lost (the last epoch logged before the loss minus the epoch the new attempt starts at)."""
+    and the epochs lost: the last epoch the failed attempt finished (rank 0 on the surviving host goes on
+    until the loss is declared; this counter has no collective to block it) minus the epoch the new
+    attempt starts at."""
     code = Path(tempfile.mkdtemp(prefix="bench-node-loss-"))
     (code / "main.py").write_text(COUNTER)
     spec = JobSpec.model_validate({
@@ -532,7 +534,6 @@ def node_loss(c: Client, hosts: list[NamespaceHost], image: str) -> dict[str, An
         time.sleep(0.2)
     (attempt,) = c.job(job_id).attempt_list
     lost = next(h for h in hosts if h.name == attempt.replicas[1].node)
-    progress = max(c.series(job_id, "epoch").values)
     stopped_at = time.perf_counter()
     stop_engine(lost)
     try:
@@ -544,7 +545,11 @@ def node_loss(c: Client, hosts: list[NamespaceHost], image: str) -> dict[str, An
         running_again_s = time.perf_counter() - stopped_at
         d = c.job(job_id)
         first, second = d.attempt_list[0], d.attempt_list[-1]
-        log = b"".join(c.logs(job_id, rank=0, attempt=second.number)).decode()
+        progress = max(c.series(job_id, "epoch", attempt=first.number).values)
+        log, until = "", time.monotonic() + 60
+        while "start at epoch" not in log and time.monotonic() < until:
+            time.sleep(0.2)
+            log = b"".join(c.logs(job_id, rank=0, attempt=second.number)).decode()
         resumed = int(log.split("start at epoch", 1)[1].split()[0]) if "start at epoch" in log else -1
         ended = _wait_status(c, job_id, {"SUCCEEDED"}, timeout_s=NODE_LOSS_EPOCHS * NODE_LOSS_EPOCH_S * 3)
     finally:
@@ -552,7 +557,7 @@ def node_loss(c: Client, hosts: list[NamespaceHost], image: str) -> dict[str, An
         shutil.rmtree(code, ignore_errors=True)
     return {"lost_host": lost.name, "first_attempt_reason": first.reason,
             "new_nodes": sorted(r.node for r in second.replicas), "running_again_s": round(running_again_s, 2),
-            "epoch_logged_before_loss": int(progress), "resumed_at_epoch": resumed,
+            "last_epoch_of_failed_attempt": int(progress), "resumed_at_epoch": resumed,
             "epochs_lost": int(progress) - resumed, "checkpoint_every_epochs": 1, "ended": ended}
 
 
@@ -580,7 +585,7 @@ def _table(result: dict[str, Any]) -> str:
         n = result["node_loss"]
         rows.append((f"stop {n['lost_host']}'s engine mid-training -> gang RUNNING again on {n['new_nodes']}",
                      f"{n['running_again_s']:.1f} s; resumed at epoch {n['resumed_at_epoch']} of "
-                     f"{n['epoch_logged_before_loss']} logged: {n['epochs_lost']} lost", "", "",
+                     f"{n['last_epoch_of_failed_attempt']} done: {n['epochs_lost']} lost", "", "",
                      f"<= 1 checkpoint interval {'OK' if 0 <= n['epochs_lost'] <= 1 else 'MISSED'}"))
     if "failure" in result:
         f = result["failure"]
