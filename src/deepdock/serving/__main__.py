@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvicorn
 
+    # asyncio's own loop and httptools' parser: what the serving image has (uvloop is left out of it,
+    # envs/serving_image.py), so a test or a benchmark here runs what a container runs.
     uvicorn.run(server, host=args.host, port=args.port, log_level="warning", access_log=False,
-                lifespan="on", timeout_graceful_shutdown=10)
+                lifespan="on", timeout_graceful_shutdown=10, loop="asyncio", http="httptools")
     return 0
 
 
