@@ -224,8 +224,8 @@ def main() -> None:
             if args.export:
                 results["export"] = measure_export(client, args.generated)
             if args.sdk_overhead:
-                results["sdk_overhead"] = [measure_sdk_overhead(client, tmp / f"cpus-{n}", args.epochs, n)
-                                           for n in args.overhead_cpus]
+                results["sdk_overhead"] = [measure_sdk_overhead(client, tmp / f"run-{i}-cpus-{n}", args.epochs, n)
+                                           for i, n in enumerate(args.overhead_cpus)]
             client.close()
         if not args.no_mlflow:
             from benchmarks.peers.mlflow_tracking import measure_mlflow
