@@ -374,7 +374,15 @@ start_engine() {
       kill_engine_hard "$i"
       launch_engine "$i" append
     fi
-    wait_engines "$i"
+    # A restart after a hard kill recovers containerd's state first; on a loaded machine that has been
+    # seen to outlast dockerd's wait for containerd ("timeout waiting for containerd to start"): once
+    # more from scratch before giving up.
+    if ! wait_engines "$i" 2>/dev/null; then
+      echo "engine of $(ns_name "$i") did not come back; starting it once more" >&2
+      kill_engine_hard "$i"
+      launch_engine "$i" append
+      wait_engines "$i"
+    fi
   fi
   echo "$(ns_name "$i") up: $(url "$i")"
 }
