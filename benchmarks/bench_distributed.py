@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Any
 
 import docker
-from tests.integration.conftest import busybox_rootfs_tar, import_image
 from tests.integration.netns import (
     NETNS_IMAGE,
     NamespaceHost,
@@ -59,6 +58,7 @@ from tests.integration.netns import (
     engine_answers,
     host,
     hosts_up,
+    import_test_image,
     start_engine,
     start_hosts,
     stop_engine,
@@ -132,17 +132,6 @@ def _engine_time(stamp: str) -> float:
     """Docker's RFC 3339 nanosecond time as epoch seconds."""
     date, _, frac = stamp.rstrip("Z").partition(".")
     return datetime.fromisoformat(date + "+00:00").timestamp() + float(f"0.{frac or '0'}")
-
-
-def import_busybox(hosts: list[NamespaceHost]) -> None:
-    rootfs = busybox_rootfs_tar()
-    repository, tag = NETNS_IMAGE.rsplit(":", 1)
-    for h in hosts:
-        api = api_client(h)
-        try:
-            import_image(api, rootfs, repository, tag)
-        finally:
-            api.close()
 
 
 def find_torch_image(engine: docker.DockerClient) -> str:
@@ -624,7 +613,7 @@ def main() -> None:
             torch_image, result["image_copy"] = prepare_allreduce(engine, hosts, args.torch_image, args.torch_python)
             images.append(torch_image)
         if "gang-start" in parts or "failure" in parts:
-            import_busybox(hosts)
+            import_test_image(hosts)
             images.append(NETNS_IMAGE)
             with Cluster(hosts) as c:
                 result["nodes"] = [{"name": n.name, "cpus": n.cpus, "status": str(n.status)} for n in c.nodes()]

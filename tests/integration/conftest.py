@@ -209,3 +209,15 @@ def netns_hosts():
     from tests.integration.netns import hosts_session
 
     yield from hosts_session()
+
+
+def remove_labelled(docker_client, labels: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Every container, then every image, carrying ``labels`` (a test module's own run label)."""
+    flt = {"label": [f"{k}={v}" for k, v in labels.items()]}
+    for container in docker_client.containers.list(all=True, filters=flt):
+        container.remove(force=True)
+    for image in docker_client.images.list(filters=flt):
+        try:
+            docker_client.images.remove(image.id, force=True)
+        except Exception:  # noqa: BLE001 - removed already with a child
+            pass

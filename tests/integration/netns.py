@@ -147,6 +147,18 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(f"namespace Docker hosts not available: {reason}")
 
 
+def import_test_image(hosts: list[NamespaceHost]) -> None:
+    """The busybox test image, as ``NETNS_IMAGE``, into each host's engine."""
+    rootfs = busybox_rootfs_tar()
+    repository, tag = NETNS_IMAGE.rsplit(":", 1)
+    for h in hosts:
+        client = api_client(h)
+        try:
+            import_image(client, rootfs, repository, tag)
+        finally:
+            client.close()
+
+
 def hosts_session() -> Iterator[list[NamespaceHost]]:
     """Three namespace Docker hosts with ``NETNS_IMAGE`` loaded; everything stopped at the end. The
     ``netns_hosts`` fixture of tests/integration/conftest.py (one for the whole session) runs this."""
@@ -157,14 +169,7 @@ def hosts_session() -> Iterator[list[NamespaceHost]]:
     except NetnsHostsError as exc:
         _unavailable(str(exc))
     try:
-        rootfs = busybox_rootfs_tar()
-        repository, tag = NETNS_IMAGE.rsplit(":", 1)
-        for h in hosts:
-            client = api_client(h)
-            try:
-                import_image(client, rootfs, repository, tag)
-            finally:
-                client.close()
+        import_test_image(hosts)
         yield hosts
     finally:
         for h in hosts:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import TEST_LABEL
+from tests.integration.conftest import remove_labelled
 
 from deepdock.envs.base import bootstrap_base, offline_image_name
 from deepdock.envs.build import build_env
@@ -104,14 +105,7 @@ print("accuracy", float((model(x).argmax(1) == y).float().mean()))
 def export_labels(docker_client):
     labels = {TEST_LABEL: f"export-{uuid.uuid4().hex[:12]}"}
     yield labels
-    flt = {"label": f"{TEST_LABEL}={labels[TEST_LABEL]}"}
-    for c in docker_client.containers.list(all=True, filters=flt):
-        c.remove(force=True)
-    for img in docker_client.images.list(filters=flt):
-        try:
-            docker_client.images.remove(img.id, force=True)
-        except Exception:  # noqa: BLE001 - removed already with a child
-            pass
+    remove_labelled(docker_client, labels)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from tests.integration.conftest import TEST_LABEL
+from tests.integration.conftest import TEST_LABEL, remove_labelled
 from tests.serving.conftest import CLASSES, FEATURES, make_mlp_bundle
 
 from deepdock.envs.serving_image import SERVING_PORT, build_serving_image
@@ -36,14 +36,7 @@ print(json.dumps(call(sys.argv[1], sys.argv[2].encode() if len(sys.argv) > 2 els
 def labels(docker_client):
     value = {TEST_LABEL: f"serving-{uuid.uuid4().hex[:12]}"}
     yield value
-    flt = {"label": f"{TEST_LABEL}={value[TEST_LABEL]}"}
-    for c in docker_client.containers.list(all=True, filters=flt):
-        c.remove(force=True)
-    for image in docker_client.images.list(filters=flt):
-        try:
-            docker_client.images.remove(image.id, force=True)
-        except Exception:  # noqa: BLE001 - gone with a child already
-            pass
+    remove_labelled(docker_client, value)
 
 
 @pytest.fixture(scope="module")
