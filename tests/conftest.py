@@ -9,6 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# A server a test starts runs no services gateway unless the test gives it a port of its own: many servers
+# run at once (pytest-xdist, subprocess servers) and would all claim the default one.
+os.environ.setdefault("DEEPDOCK_GATEWAY_PORT", "0")
 # Every container, network, volume and image a test creates carries this label, so cleanup finds it.
 TEST_LABEL = "deepdock.test"
 

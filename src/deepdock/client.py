@@ -21,6 +21,7 @@ from deepdock.api.enums import JobStatus, NodeStatus
 from deepdock.api.models import (
     AliasEventOut,
     AliasIn,
+    ApplyServiceIn,
     ArtifactOut,
     CheckpointOut,
     CodeOut,
@@ -44,9 +45,13 @@ from deepdock.api.models import (
     QuotaIn,
     RegisterModelIn,
     RunSummary,
+    ScaleServiceIn,
     SeriesOut,
+    ServiceDetail,
+    ServiceOut,
     SubmitJob,
     TokenOut,
+    UpdateServiceIn,
     UserIn,
     UserOut,
     VolumesOut,
@@ -56,6 +61,7 @@ from deepdock.config import read_config
 from deepdock.errors import DeepdockError, EngineUnreachableError, NotFoundError, error_from_wire
 from deepdock.settings import Settings, get_settings
 from deepdock.specs.job import JobSpec
+from deepdock.specs.service import ServiceSpec
 
 API = "/api/v1"
 REQUEST_TIMEOUT_S = 30.0
@@ -305,6 +311,52 @@ class Client:
         return self._call(ExportOut, "POST", f"/models/{name}/versions/{tail}/export", params=_project(project),
                           json=ExportIn(format=fmt, generated=generated).model_dump())  # type: ignore[arg-type]
 
+    # -- services ----------------------------------------------------------------------------------------
+    def services(self) -> list[ServiceOut]:
+        return self._get_list(_SERVICES, "/services")
+
+    def service(self, name: str) -> ServiceDetail:
+        return self._call(ServiceDetail, "GET", f"/services/{name}")
+
+    def apply_service(self, spec: ServiceSpec) -> ServiceDetail:
+        """Create the service, or change it (a new revision when what a replica runs changes)."""
+        return self._call(ServiceDetail, "PUT", "/services", json=ApplyServiceIn(spec=spec).model_dump(mode="json"))
+
+    def update_service(self, name: str, **changes: Any) -> ServiceDetail:
+        """``model``, ``runtime``, ``canary`` (first step's percent; 0 = rolling), ``cpus``, ``memory``,
+        ``max_batch_size``, ``max_wait_ms``."""
+        body = UpdateServiceIn(**changes)
+        return self._call(ServiceDetail, "PATCH", f"/services/{name}", json=body.model_dump(mode="json", exclude_none=True))
+
+    def scale_service(self, name: str, **scaling: Any) -> ServiceDetail:
+        """``replicas=N``, or ``min``/``max`` with ``target_concurrency`` or ``target_rps``."""
+        body = ScaleServiceIn(**scaling)
+        return self._call(ServiceDetail, "POST", f"/services/{name}/scale", json=body.model_dump(exclude_none=True))
+
+    def rollback_service(self, name: str) -> ServiceDetail:
+        return self._call(ServiceDetail, "POST", f"/services/{name}/rollback")
+
+    def delete_service(self, name: str) -> None:
+        self._request("DELETE", f"/services/{name}")
+
+    def infer(self, endpoint: str, model: str, body: dict[str, Any], *, timeout_s: float = REQUEST_TIMEOUT_S
+              ) -> dict[str, Any]:
+        """One v2 inference through a service's endpoint (``ServiceOut.endpoint``), with this client's token."""
+        url = f"{endpoint.rstrip('/')}/v2/models/{model}/infer"
+        try:
+            response = httpx.post(url, content=orjson.dumps(body), timeout=timeout_s,
+                                  headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        except httpx.TransportError as exc:
+            raise ServerUnreachableError(f"the service endpoint {endpoint} did not answer ({exc})") from None
+        if response.status_code >= 400:
+            try:
+                message = str(response.json().get("error", response.text))
+            except ValueError:
+                message = response.text
+            raise _endpoint_error(response.status_code, f"{url}: {response.status_code}: {message}")
+        result: dict[str, Any] = response.json()
+        return result
+
     # -- nodes -------------------------------------------------------------------------------------------
     def nodes(self) -> list[NodeOut]:
         return self._get_list(_NODES, "/nodes")
@@ -381,6 +433,7 @@ _CHECKPOINTS = TypeAdapter(list[CheckpointOut])
 _ARTIFACTS = TypeAdapter(list[ArtifactOut])
 _MODELS = TypeAdapter(list[ModelOut])
 _ALIAS_EVENTS = TypeAdapter(list[AliasEventOut])
+_SERVICES = TypeAdapter(list[ServiceOut])
 
 
 def _project(project: str | None) -> dict[str, str]:
@@ -403,6 +456,15 @@ _PROJECTS = TypeAdapter(list[ProjectOut])
 
 def _warn(message: str) -> None:
     warnings.warn(message, stacklevel=3)
+
+
+def _endpoint_error(status: int, message: str) -> DeepdockError:
+    """An endpoint's 4xx/5xx as the error class the API uses for the same status."""
+    from deepdock.errors import AuthenticationError, PayloadTooLargeError, SpecError
+
+    by_status: dict[int, type[DeepdockError]] = {400: SpecError, 401: AuthenticationError, 404: NotFoundError,
+                                                 413: PayloadTooLargeError}
+    return by_status.get(status, DeepdockError)(message, details={"status": status})
 
 
 def _raise_for_error(response: httpx.Response) -> None:

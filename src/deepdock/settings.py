@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     # The Philly trace folder (philly.csv, vcs.csv) for `deepdock sim --trace philly` and the benchmarks;
     # unset: ../shared/traces/philly beside the repository.
     philly_dir: Path | None = None
+    # Services: the gateway (HAProxy, deepdock.gateway) the controller runs, where users call
+    # /services/NAME/...; port 0 runs no gateway (services still deploy; nothing routes to them).
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=8780, ge=0, le=65535)
+    # The address users reach the gateway at, for `service ls` (default http://gateway_host:gateway_port).
+    gateway_url: str = ""
+    haproxy_bin: str = "haproxy"
+    # The rollout step (builds, readiness probes, traffic weights, canary judgement, autoscaling).
+    rollout_interval_s: float = Field(default=1.0, gt=0)
 
     @field_validator("wheel_port", mode="before")
     @classmethod
@@ -95,6 +104,10 @@ class Settings(BaseSettings):
     @property
     def url(self) -> str:
         return self.server_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def endpoint_url(self) -> str:
+        return self.gateway_url or f"http://{self.gateway_host}:{self.gateway_port}"
 
 
 @lru_cache(maxsize=1)

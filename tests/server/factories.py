@@ -197,3 +197,41 @@ def make_attempt(
     session.add(attempt)
     session.flush()
     return attempt
+
+
+SIGNATURE: dict[str, Any] = {"inputs": [{"name": "input", "dtype": "float32", "shape": [-1, 4]}],
+                             "outputs": [{"name": "output", "dtype": "float32", "shape": [-1, 4]}]}
+
+
+def make_model_version(session: Session, store: Any, name: str = "digits-mlp", *, project: str = "default",
+                       formats: tuple[str, ...] = ("onnx",), signature: dict[str, Any] | None = SIGNATURE,
+                       content: bytes = b"model bytes", by: str = "admin") -> Any:
+    """The next version of model ``name`` in ``project``, its files in ``store`` (an ArtifactStore): the
+    model file and one exported file per format, as ``model export`` leaves them."""
+    import hashlib
+    import uuid
+
+    from sqlalchemy import func
+
+    from deepdock.server.db.models import Model, ModelVersion
+
+    owner = make_project(session, project)
+    model = session.scalar(select(Model).where(Model.project_id == owner.id, Model.name == name))
+    if model is None:
+        model = Model(project_id=owner.id, name=name, created_by=by)
+        session.add(model)
+        session.flush()
+    number = (session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.model_id == model.id)) or 0) + 1
+    prefix = f"models/{uuid.uuid4().hex}"
+    files = {"model.pt": content, **{f"model.{'onnx' if f == 'onnx' else 'ts.pt'}": content + f.encode()
+                                     for f in formats}}
+    for path, data in files.items():
+        store.put_bytes(f"{prefix}/{path}", data)
+    version = ModelVersion(
+        model_id=model.id, version=number, lineage={}, params={}, metrics={}, signature=signature,
+        files=[{"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for p, d in files.items()],
+        prefix=prefix, formats={f: {"file": f"model.{'onnx' if f == 'onnx' else 'ts.pt'}"} for f in formats},
+        created_by=by)
+    session.add(version)
+    session.flush()
+    return version

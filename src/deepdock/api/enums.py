@@ -62,6 +62,8 @@ class StopRequest(StrEnum):
     GANG = "gang"
     # No log line or metric for the job's progress_timeout: a collective hangs (a peer died mid-step).
     STALLED = "stalled"
+    # A service replica's health check kept failing: it is restarted (a retry, with backoff).
+    UNHEALTHY = "unhealthy"
 
 
 class FailureReason(StrEnum):
@@ -75,6 +77,7 @@ class FailureReason(StrEnum):
     START_FAILED = "start_failed"
     CONTAINER_LOST = "container_lost"
     NO_PROGRESS = "no_progress"
+    UNHEALTHY = "unhealthy"
 
 
 class AttemptNetwork(StrEnum):
@@ -85,6 +88,9 @@ class AttemptNetwork(StrEnum):
     PRIVATE = "private"
     # The nodes' own network: replicas on several nodes reach each other over the nodes' addresses.
     HOST = "host"
+    # A network of the attempt's own that the node can reach, with the job's ports published on the node:
+    # a service replica behind the gateway (only the server's own serving jobs get ports).
+    PUBLISHED = "published"
 
 
 class NodeHealth(StrEnum):
@@ -119,3 +125,42 @@ class AliasAction(StrEnum):
     SET = "set"
     ROLLBACK = "rollback"
     DELETE = "delete"
+
+
+class ServiceStatus(StrEnum):
+    """A service as its users see it (server/services/inference.py decides)."""
+
+    # No replica is ready yet (first deployment, image being built, replicas starting).
+    DEPLOYING = "deploying"
+    READY = "ready"
+    # A new revision is replacing the serving one (rolling, or canary steps).
+    ROLLING_OUT = "rolling_out"
+    # Fewer ready replicas than wanted, and no rollout explains it.
+    DEGRADED = "degraded"
+    # Nothing can serve: the only revision failed (build, or its replicas never became ready).
+    FAILED = "failed"
+
+
+class RevisionStatus(StrEnum):
+    BUILDING = "building"
+    # Built; replicas are being created (rolling update) or it is a canary at some traffic share.
+    ROLLING = "rolling"
+    CANARY = "canary"
+    SERVING = "serving"
+    # Replaced by a later revision that rolled out.
+    RETIRED = "retired"
+    # Its rollout failed (build error, replicas never ready, SLO breach): the previous one kept serving.
+    FAILED = "failed"
+    # Taken back by `service rollback` or an alias rolled back.
+    ROLLED_BACK = "rolled_back"
+
+
+class ServiceEventKind(StrEnum):
+    APPLIED = "applied"
+    BUILT = "built"
+    SCALED = "scaled"
+    CANARY_STEP = "canary_step"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+    REPLICA = "replica"

@@ -18,9 +18,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from deepdock.api.enums import AttemptNetwork, AttemptStatus, JobStatus, NodeHealth, NodeStatus, ReplicaStatus, StopRequest
+from deepdock.api.enums import (
+    AttemptNetwork,
+    AttemptStatus,
+    JobStatus,
+    NodeHealth,
+    NodeStatus,
+    ReplicaStatus,
+    RevisionStatus,
+    ServiceEventKind,
+    ServiceStatus,
+    StopRequest,
+)
 from deepdock.specs.checks import MAX_SIZE_BYTES
 from deepdock.specs.job import JobSpec
+from deepdock.specs.service import ServiceSpec
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -472,3 +484,88 @@ class ExportOut(Response):
     version: int
     format: str
     job: str
+
+
+# -- services (a model version served by replicas) ---------------------------------------------------------
+class ApplyServiceIn(Request):
+    spec: ServiceSpec
+
+
+class ScaleServiceIn(Request):
+    """A fixed count, or an autoscaling range with one target (the others of the range kept as they are)."""
+
+    replicas: int | None = Field(None, ge=0, le=64)
+    min: int | None = Field(None, ge=1, le=64)
+    max: int | None = Field(None, ge=1, le=64)
+    target_concurrency: float | None = Field(None, gt=0)
+    target_rps: float | None = Field(None, gt=0)
+
+
+class UpdateServiceIn(Request):
+    """Change what is served; every change of model, runtime, resources or batching is a new revision."""
+
+    model: str | None = None
+    runtime: Literal["onnx", "torchscript"] | None = None
+    # Percent of traffic of the canary's first step (then 50% and all); 0 or None: a rolling update.
+    canary: float | None = Field(None, ge=0, lt=100)
+    cpus: float | None = Field(None, gt=0)
+    memory: int | str | None = None
+    max_batch_size: int | None = Field(None, ge=1, le=4096)
+    max_wait_ms: float | None = Field(None, ge=0, le=1000)
+
+
+class RevisionOut(Response):
+    number: int
+    model: str
+    version: int
+    runtime: str
+    image: str | None
+    status: RevisionStatus
+    reason: str
+    created_by: str
+    created_at: float
+
+
+class ServiceReplicaOut(Response):
+    job: str
+    revision: int
+    status: JobStatus
+    node: str | None
+    address: str | None
+    port: int | None
+    ready: bool
+    retiring: bool
+    weight: int
+    restarts: int
+
+
+class ServiceEventOut(Response):
+    at: float
+    revision: int | None
+    kind: ServiceEventKind
+    message: str
+    by: str
+
+
+class ServiceOut(Response):
+    name: str
+    project: str
+    model: str
+    status: ServiceStatus
+    status_reason: str
+    desired_replicas: int
+    ready_replicas: int
+    stable_revision: int | None
+    target_revision: int | None
+    # Percent of traffic per revision number (as the gateway splits it now).
+    traffic: dict[int, float]
+    endpoint: str
+    created_at: float
+
+
+class ServiceDetail(ServiceOut):
+    spec: dict[str, Any]
+    canary_step: int | None
+    revisions: list[RevisionOut]
+    replicas: list[ServiceReplicaOut]
+    events: list[ServiceEventOut]

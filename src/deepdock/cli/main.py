@@ -5,11 +5,11 @@ from __future__ import annotations
 import typer
 
 from deepdock import __version__
-from deepdock.cli import demo, env, job, model, node, project, server, sim, tracking, user, volume
+from deepdock.cli import demo, env, job, model, node, project, server, service, sim, tracking, user, volume
 
 app = typer.Typer(
     name="deepdock",
-    help="Self-hosted deep learning in containers: environments, jobs, scheduling, tracking, a model registry.",
+    help="Self-hosted deep learning in containers: environments, jobs, scheduling, tracking, a model registry, serving.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -22,7 +22,7 @@ def version() -> None:
 
 
 # The order is the order of `deepdock --help` (commands first, then the groups, each in this order).
-for noun in (env, sim, server, job, tracking, demo, node, model, user, project, volume):
+for noun in (env, sim, server, job, tracking, demo, node, model, service, user, project, volume):
     noun.register(app)
 
 

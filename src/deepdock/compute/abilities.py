@@ -23,6 +23,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from deepdock.compute.base import ComputeBackend, ContainerStats
@@ -56,6 +57,12 @@ class ImageProvision(ABC):
         Never pulls: the base comes from Debian packages when it is missing. ``EngineError`` (or a
         ``BuildError``) when the build fails; ``UnsupportedError`` where ``builds_environments`` is False.
         """
+
+    @abstractmethod
+    def build_model_server(self, bundle: Path, runtime: str, progress: Progress | None = None) -> str:
+        """Build the serving image of a model bundle (a folder with ``deepdock-model.json``,
+        envs/serving_image.py) and return its tag; a no-op when it exists. Same rules as
+        ``build_environment``: offline, and only where ``builds_environments``."""
 
     @abstractmethod
     def export_image(self, ref: str) -> Iterator[bytes]:

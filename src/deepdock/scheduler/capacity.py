@@ -283,10 +283,12 @@ class Allocator:
         blocked: frozenset[str] | set[str] = frozenset(),
         gpu_memory: int | None = None,
         one_node: bool = False,
+        avoid: frozenset[str] | set[str] = frozenset(),
     ) -> list[ReplicaPlacement] | None:
         """Place all replicas or none (the capacity is taken; ``release`` undoes it). Only GPUs of
         ``gpu_type`` (any when None) with at least ``gpu_memory`` bytes (any when None) are used;
-        ``one_node``: every replica on the same node, or none placed."""
+        ``one_node``: every replica on the same node, or none placed; ``avoid``: nodes a spread
+        placement uses only when no other fits."""
         if r.gpus > 1 and r.whole_gpus > self.max_gpus_per_node:
             return None
         key = self._key(gpu_type, gpu_memory) if r.gpus > 0 else _ANY
@@ -294,7 +296,7 @@ class Allocator:
         if one_node and replicas > 1:
             ok = self._place_on_one(r, replicas, key, blocked, done)
         elif spread or replicas == 1:
-            ok = self._place_spread(r, replicas, key, blocked, done)
+            ok = self._place_spread(r, replicas, key, blocked, done, avoid)
         else:
             ok = self._place_packed(r, replicas, key, blocked, done)
         if not ok:
@@ -304,9 +306,9 @@ class Allocator:
 
     def _place_spread(
         self, r: Resources, n: int, key: Key, blocked: frozenset[str] | set[str],
-        done: list[ReplicaPlacement],
+        done: list[ReplicaPlacement], avoid: frozenset[str] | set[str] = frozenset(),
     ) -> bool:
-        used: set[str] = set()
+        used: set[str] = set(avoid)
         for _ in range(n):
             nv = self._find_node(r, key, blocked, used)
             if nv is None and used:  # spreading is a preference; share a node rather than not run

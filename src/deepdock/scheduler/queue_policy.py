@@ -125,6 +125,11 @@ class Cycle:
         self.now = now
         self.ctx = CycleContext(state, now, queue)
         self.alloc = Allocator(state.nodes)
+        # The nodes each spread group's members already use (running, and placed in this cycle).
+        self.spread_nodes: dict[str, set[str]] = {}
+        for rj in state.running:
+            if rj.spread_group is not None:
+                self.spread_nodes.setdefault(rj.spread_group, set()).update(p.node for p in rj.placements)
         keys = policy.rank_many(queue, self.ctx)
         order = sorted(range(len(queue)), key=lambda i: (keys[i], queue[i].submit_time, queue[i].id))
         self.ranked = [queue[i] for i in order]
@@ -161,7 +166,13 @@ class Cycle:
             reserved = blocked is not self.held
             placed = None
             if not self._place_known_to_fail(job, reserved):
-                placed = alloc.place(job.resources, job.replicas, job.gpu_type, job.spread, blocked, job.gpu_memory, job.one_node)
+                group = job.spread_group
+                avoid: set[str] | frozenset[str] = (self.spread_nodes.get(group, frozenset()) if group is not None
+                                                    else frozenset())
+                placed = alloc.place(job.resources, job.replicas, job.gpu_type, job.spread, blocked, job.gpu_memory,
+                                     job.one_node, avoid)
+                if placed is not None and group is not None:
+                    self.spread_nodes.setdefault(group, set()).update(p.node for p in placed)
                 if placed is None:
                     self.failed_place.append((job, reserved))
                     self.failed_shape[_shape(job)] = reserved

@@ -93,6 +93,9 @@ class JobRequest:
     attained_gpu_s: float = 0.0
     # Replicas of a service go to distinct nodes when possible (a gang is packed instead).
     spread: bool = False
+    # Jobs of one group (the replicas of one service, each a job of its own) prefer nodes that hold no
+    # other member: a preference, never a reason to wait.
+    spread_group: str | None = None
     # All replicas on one node (a gang whose network cannot span nodes): never split, even when it fits
     # only split.
     one_node: bool = False
@@ -126,6 +129,7 @@ class RunningJob:
     # Already told to stop (preempted); its resources are still held until it is gone.
     stopping: bool = False
     cohort: str | None = None
+    spread_group: str | None = None
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ from deepdock.server.context import AppContext, new_context
 from deepdock.server.db.models import Node, User
 from deepdock.server.deps import TokenCache
 from deepdock.server.metrics import Metrics
-from deepdock.server.routers import admin, jobs, models, nodes, tracking, volumes
+from deepdock.server.routers import admin, jobs, models, nodes, services, tracking, volumes
 from deepdock.server.services import nodes as node_service
 from deepdock.server.services.auth import bootstrap_admin
 from deepdock.server.wake import WakeSender, wake_socket_path
@@ -239,6 +239,7 @@ def create_app(
     def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    for router in (jobs.router, tracking.router, models.router, nodes.router, admin.router, volumes.router):
+    for router in (jobs.router, tracking.router, models.router, nodes.router, admin.router, volumes.router,
+                   services.router):
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     return app

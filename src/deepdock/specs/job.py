@@ -149,6 +149,9 @@ class JobSpec(StrictModel):
     # Opt-in: stop the attempt (as failed) when it writes no log line or metric for this long, the sign of
     # a collective that hangs after a peer died (seconds; YAML accepts '10m').
     progress_timeout: float | None = Field(None, ge=10, le=MAX_DURATION_S)
+    # Container TCP ports published on the node (a host port the engine picks). Set only by the server for
+    # a service's replicas: a job submitted with ports is refused (server/services/jobs.py says why).
+    ports: list[int] = Field(default_factory=list, max_length=8)
 
     @field_validator("name", "cohort")
     @classmethod
@@ -197,6 +200,22 @@ class JobSpec(StrictModel):
         if self.workdir in targets:
             raise ValueError(f"a volume's target is the workdir {self.workdir}, where the job's code goes; "
                              "mount it elsewhere (e.g. /data)")
+        return self
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, v: list[int]) -> list[int]:
+        bad = [p for p in v if not 1 <= p <= 65535]
+        if bad:
+            raise ValueError(f"ports {bad} are not TCP ports (1-65535)")
+        if len(set(v)) != len(v):
+            raise ValueError("a port is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _ports_single(self) -> JobSpec:
+        if self.ports and self.replicas != 1:
+            raise ValueError("published ports are for a single-replica job")
         return self
 
     @model_validator(mode="after")

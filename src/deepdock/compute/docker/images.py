@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from itertools import chain
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -51,6 +52,19 @@ class DockerImageProvision(ImageProvision):
             # envs raises BuildError / EngineError itself; SDK errors that escape it are mapped here.
             with engine_errors(self.engine_url, f"build environment {env.name or ''}".strip()):
                 return str(build_env(env, docker_client=client, offline=True, progress=progress).tag)
+        finally:
+            client.close()
+
+    def build_model_server(self, bundle: Path, runtime: str, progress: Progress | None = None) -> str:
+        if not self.builds_environments:
+            raise UnsupportedError(f"engine {self.engine_url} is not on this host and cannot build serving images",
+                                   details={"engine": self.engine_url})
+        from deepdock.envs.serving_image import build_serving_image
+
+        client: Any = sdk_client(self.engine_url, self.tls, self.image_timeout_s)
+        try:
+            with engine_errors(self.engine_url, f"build the serving image of {bundle.name}"):
+                return build_serving_image(client, bundle, runtime, progress=progress).tag
         finally:
             client.close()
 

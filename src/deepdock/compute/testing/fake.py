@@ -28,6 +28,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from deepdock.compute.abilities import (
     FileTransfer,
@@ -337,6 +338,22 @@ class FakeBackend(ComputeBackend, StatsSource, ImageProvision, FileTransfer, Net
             self.builds.append(FakeBuild(env=env, tag=tag, cached=cached))
         if progress is not None:
             progress(f"env: {tag} exists" if cached else f"env: built {tag}")
+        return tag
+
+    def build_model_server(self, bundle: Path, runtime: str, progress: Progress | None = None) -> str:
+        """A tag named by the bundle's content, as the real build's is."""
+        digest = hashlib.sha256(runtime.encode())
+        for path in sorted(p for p in bundle.rglob("*") if p.is_file()):
+            digest.update(path.relative_to(bundle).as_posix().encode() + b"\0" + path.read_bytes())
+        tag = f"deepdock/serve:{digest.hexdigest()[:24]}"
+        with self._cond:
+            self._check("build_model_server")
+            if not self._builds_environments:
+                raise UnsupportedError(f"engine {self.engine_url} cannot build serving images",
+                                       details={"engine": self.engine_url})
+            self._images.add(tag)
+        if progress is not None:
+            progress(f"serving: built {tag}")
         return tag
 
     def export_image(self, ref: str) -> Iterator[bytes]:

@@ -80,7 +80,8 @@ def collect_attempt(ctx: AppContext, work: Work, attempt_id: int, nodes: dict[st
                  if r.status == ReplicaStatus.EXITED and r.container_id]
         lost = [r.rank for r in attempt.replicas if r.status == ReplicaStatus.LOST]
         job_id, number, workdir = job.id, attempt.number, job_spec(job).workdir
-        private_on = attempt.replicas[0].node_name if attempt.network == AttemptNetwork.PRIVATE else None
+        private_on = (attempt.replicas[0].node_name
+                      if attempt.network in (AttemptNetwork.PRIVATE, AttemptNetwork.PUBLISHED) else None)
     produced: dict[int, dict[str, StoredFile]] = {}
     models: list[tuple[int, dict[str, object]]] = []
     for node_name, container_id, rank in ended:

@@ -8,10 +8,13 @@ Steps (one file each, each a plain function of the context that a test can call 
   collect      collect.run              ended attempts → logs, artifacts, outcome; strays removed
   node health  node_health.run          pings → health, lost nodes' attempts ended
   track        track.Tracker.run        running replicas' output → metrics, params, checkpoints copied out
+  rollout      rollout.Rollouts.run     services → serving images, replica jobs, readiness, weights, gateway
 
 The schedule step runs when woken (submit, finish, node change) and at least every idle period; the
 reconcile tick (observe → stop → start → collect) every ``reconcile_interval_s`` or when woken; health
-every ``node_health_interval_s``; track every ``tracking_interval_s``. Engine I/O happens only in tasks (background/tasks.py).
+every ``node_health_interval_s``; track every ``tracking_interval_s``; rollout every ``rollout_interval_s``.
+The controller also runs the gateway (HAProxy) and its access log. Engine I/O happens only in tasks
+(background/tasks.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable
 
 from deepdock.scheduler import get_policy
 from deepdock.server.background import collect, node_health, observe, start, stop
+from deepdock.server.background.rollout import Rollouts
 from deepdock.server.background.schedule import FinishedJobs, run_cycle
 from deepdock.server.background.tasks import Work
 from deepdock.server.background.track import Tracker
@@ -44,6 +48,7 @@ class Controller:
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
         self.finished = FinishedJobs()
         self.tracker = Tracker()
+        self.rollouts = Rollouts()
         self.has_lease = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -68,6 +73,9 @@ class Controller:
     def track_once(self) -> int:
         return self.tracker.run(self.ctx, self.work)
 
+    def rollout_once(self) -> None:
+        self.rollouts.run(self.ctx, self.work)
+
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
         settings = self.ctx.settings
@@ -77,7 +85,9 @@ class Controller:
             ("reconciler", self._gated(self.reconcile_once), self.ctx.wake_reconciler, settings.reconcile_interval_s),
             ("health", self._gated(self.health_once), None, settings.node_health_interval_s),
             ("tracking", self._gated(self.track_once), None, settings.tracking_interval_s),
+            ("rollout", self._gated(self.rollout_once), None, settings.rollout_interval_s),
         ]
+        self._start_gateway()
         for name, body, wake, period in loops:
             thread = threading.Thread(target=self._loop, args=(name, body, wake, period), name=f"deepdock-{name}",
                                       daemon=True)
@@ -91,7 +101,37 @@ class Controller:
         for thread in self._threads:
             thread.join(timeout=JOIN_TIMEOUT_S)
         self.work.close()
+        self._stop_gateway()
         self._release_lease()
+
+    # -- the gateway: services' one endpoint --------------------------------------------------------------
+    def _start_gateway(self) -> None:
+        settings = self.ctx.settings
+        if not settings.gateway_port:
+            return
+        from deepdock.errors import DeepdockError
+        from deepdock.gateway.accesslog import AccessLog
+        from deepdock.gateway.haproxy import Gateway
+
+        access_log = AccessLog()
+        access_log.start()
+        gateway = Gateway(settings.home / "gateway", bind_host=settings.gateway_host, port=settings.gateway_port,
+                          log_port=access_log.port, haproxy_bin=settings.haproxy_bin)
+        try:
+            gateway.start()
+        except DeepdockError as exc:
+            access_log.stop()
+            log.error("the services gateway did not start, so no service can be called: %s", exc.message)
+            return
+        self.rollouts.gateway, self.rollouts.access_log = gateway, access_log
+
+    def _stop_gateway(self) -> None:
+        gateway, access_log = self.rollouts.gateway, self.rollouts.access_log
+        self.rollouts.gateway = self.rollouts.access_log = None
+        if gateway is not None:
+            gateway.stop()  # type: ignore[attr-defined]
+        if access_log is not None:
+            access_log.stop()  # type: ignore[attr-defined]
 
     def _loop(self, name: str, body: Callable[[], None], wake: threading.Event | None, period_s: float) -> None:
         """The one loop shape: run the body, then wait for a wake-up or the period."""

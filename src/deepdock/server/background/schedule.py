@@ -124,6 +124,7 @@ def build_state(session: Session, now: float) -> tuple[ClusterState, list[JobReq
             submit_time=j.submitted_at,
             stopping=j.stop_requested is not None,
             cohort=j.cohort,
+            spread_group=j.spread_group,
         )
         for j in active_jobs
     ]
@@ -164,6 +165,7 @@ def build_state(session: Session, now: float) -> tuple[ClusterState, list[JobReq
             attained_gpu_s=j.attained_gpu_s,
             cohort=j.cohort,
             one_node=one_node_only(job_spec(j), j.project.host_network),
+            spread_group=j.spread_group,
         )
         for j in queued
     ]

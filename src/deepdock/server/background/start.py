@@ -218,14 +218,16 @@ def _gang_network(ctx: AppContext, job: Job, attempt: Attempt, nodes: dict[str, 
     labels = {**ctx.settings.container_labels, LABEL_MANAGED: "true", LABEL_JOB: job.id,
               LABEL_ATTEMPT: str(attempt.number)}
     try:
-        ability(ctx.backend(node), Networking, node.name).create_network(name, labels, isolated=True)
+        # A published network cannot be isolated: the node forwards its ports into it.
+        ability(ctx.backend(node), Networking, node.name).create_network(
+            name, labels, isolated=mode == AttemptNetwork.PRIVATE)
     except DeepdockError as exc:
         raise StartFailed(_failure(ctx, exc, node.name)) from None
     return GangNetwork(mode, name, addresses, PRIVATE_MASTER_PORT)
 
 
 def _undo_network(ctx: AppContext, gang: GangNetwork, nodes: dict[str, Node]) -> None:
-    if gang.mode != AttemptNetwork.PRIVATE or gang.container_network is None:
+    if gang.mode not in (AttemptNetwork.PRIVATE, AttemptNetwork.PUBLISHED) or gang.container_network is None:
         return
     for node in nodes.values():
         remove_gang_network(ctx.backend(node), node.name, gang.container_network)
@@ -258,9 +260,15 @@ def _provide_image(ctx: AppContext, job: Job, spec: JobSpec, nodes: list[Node]) 
     if spec.environment is None:
         assert spec.image is not None
         for node in {n.name: n for n in nodes}.values():
-            # Present on every node before any rank starts (deepdock never pulls).
+            # Present on every node before any rank starts (deepdock never pulls from a registry, but an
+            # image this host's own engine has - a serving image it built - is copied over, as for envs).
             try:
-                present = ctx.backend(node).image_exists(spec.image)
+                backend = ctx.backend(node)
+                present = backend.image_exists(spec.image)
+                if not present:
+                    host = ctx.pool.get(NodeConnection(name=HOST_BUILDER, engine_url=ctx.settings.docker_host))
+                    present = _has_image(host, spec.image) and (copy_image(host, backend, spec.image, node=node.name)
+                                                                or True)
             except DeepdockError as exc:
                 raise StartFailed(_failure(ctx, exc, node.name)) from None
             if not present:
@@ -346,6 +354,7 @@ def _container_spec(ctx: AppContext, job: Job, spec: JobSpec, attempt: Attempt, 
                              v.read_only) for v in spec.volumes],
         code_archive=archive,
         network=gang.container_network,
+        ports=list(spec.ports),
         # A host-network container has the node's own name (docker refuses another).
         hostname=None if gang.mode == AttemptNetwork.HOST else name,
     )

@@ -160,6 +160,8 @@ class Job(Base):
     cohort: Mapped[str | None] = mapped_column(String(160), nullable=True)
     # `job rerun`: the job whose recorded spec, image and code this one repeats.
     rerun_of: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Jobs of one group (a service's replicas) are spread over nodes by the scheduler.
+    spread_group: Mapped[str | None] = mapped_column(String(64), nullable=True)
     pending_reason: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # What the user or the scheduler asked for; the reconciler makes it so.
     stop_requested: Mapped[str | None] = mapped_column(String(32), nullable=True)  # user | preempted | runtime
@@ -424,3 +426,86 @@ class ModelExport(Base):
     status: Mapped[str] = mapped_column(String(16), default="running")  # running | ok | failed
     error: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[float] = mapped_column(Float, default=now_s)
+
+
+# -- services: a model version served by replicas (server/services/inference.py) --------------------------
+# "Service" to users; in code an *inference service*, to keep the word away from the services/ layer.
+class InferenceService(Base):
+    __tablename__ = "inference_services"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Unique across projects: the name is the endpoint's URL segment (/services/NAME/).
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # ServiceSpec as last applied
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(16), default="deploying")  # ServiceStatus
+    status_reason: Mapped[str] = mapped_column(Text, default="")
+    # Replicas wanted now: the spec's count, or what the autoscaler chose within its range.
+    desired_replicas: Mapped[int] = mapped_column(Integer, default=1)
+    scaled_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The revision serving (None before the first rollout) and the one being rolled out to (== stable when
+    # none is under way).
+    stable_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    target_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A canary under way: its step (index into the spec's steps) and since when it has been judged.
+    canary_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    step_started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=now_s)
+    updated_at: Mapped[float] = mapped_column(Float, default=now_s)
+    lock: Mapped[int] = mapped_column(Integer, default=0)
+    project: Mapped[Project] = relationship(lazy="joined")
+    __mapper_args__ = {"version_id_col": lock}
+
+
+class InferenceRevision(Base):
+    __tablename__ = "inference_revisions"
+    __table_args__ = (UniqueConstraint("service_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("inference_services.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    fields: Mapped[dict[str, Any]] = mapped_column(JSON)  # specs.service.revision_fields
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    image: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="building")  # RevisionStatus
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[float] = mapped_column(Float, default=now_s)
+    lock: Mapped[int] = mapped_column(Integer, default=0)
+    __mapper_args__ = {"version_id_col": lock}
+
+
+class InferenceReplica(Base):
+    """A replica is a job of its own (placed, started, restarted and re-created by the job machinery);
+    this row ties it to its service and revision and holds what the gateway needs."""
+
+    __tablename__ = "inference_replicas"
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("inference_services.id", ondelete="CASCADE"), index=True)
+    revision: Mapped[int] = mapped_column(Integer)
+    # Where the gateway reaches it (the node's address and the published port), once it runs.
+    address: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    container_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    ready: Mapped[bool] = mapped_column(Boolean, default=False)
+    ready_since: Mapped[float | None] = mapped_column(Float, nullable=True)
+    unready_since: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Taken out of traffic (weight 0) at this time; its job is stopped once it has drained.
+    retiring_since: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Its HAProxy weight as last synced (0: no new requests).
+    weight: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[float] = mapped_column(Float, default=now_s)
+
+
+class InferenceEvent(Base):
+    """Append-only: what the rollout did and why (applied, canary steps with their measurements, promoted,
+    rolled back with the breach that caused it)."""
+
+    __tablename__ = "inference_events"
+    __table_args__ = (Index("ix_inference_events_service", "service_id", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("inference_services.id", ondelete="CASCADE"))
+    revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))  # ServiceEventKind
+    message: Mapped[str] = mapped_column(Text, default="")
+    by: Mapped[str] = mapped_column(String(64), default="")
+    at: Mapped[float] = mapped_column(Float, default=now_s)

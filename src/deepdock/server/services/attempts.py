@@ -25,9 +25,13 @@ RETRY_CLASS: dict[FailureReason, str] = {
     FailureReason.NODE_LOST: "node_lost",
     FailureReason.OOM_KILLED: "oom",
     FailureReason.NO_PROGRESS: "failed",
+    FailureReason.UNHEALTHY: "failed",
 }
 # Stop requests that decide the outcome once the server has signalled the containers.
-DECIDING_STOPS = frozenset({StopRequest.USER, StopRequest.PREEMPTED, StopRequest.RUNTIME, StopRequest.STALLED})
+DECIDING_STOPS = frozenset({StopRequest.USER, StopRequest.PREEMPTED, StopRequest.RUNTIME, StopRequest.STALLED,
+                            StopRequest.UNHEALTHY})
+# Stops of a job that cannot go on as it is: failed, and retried by its retry policy.
+_FAILING_STOPS = {StopRequest.STALLED: FailureReason.NO_PROGRESS, StopRequest.UNHEALTHY: FailureReason.UNHEALTHY}
 
 
 @dataclass(frozen=True)
@@ -133,11 +137,11 @@ def finish_attempt(session: Session, job: Job, attempt: Attempt, outcome: Outcom
         # The scheduler wrote why ("preempted for JOB: ...") when it asked for the stop.
         reason = job.status_reason if job.status_reason.startswith("preempted") else "preempted"
         transition(session, job, JobStatus.QUEUED, reason, attempt=number, at=end)
-    elif by_stop and stop == StopRequest.STALLED:
+    elif by_stop and stop in _FAILING_STOPS:
+        failure = _FAILING_STOPS[stop]
         attempt.status = AttemptStatus.FAILED
-        attempt.reason = f"{FailureReason.NO_PROGRESS}: {job.status_reason}"
-        _fail_or_retry(session, job, Outcome(AttemptStatus.FAILED, job.status_reason, FailureReason.NO_PROGRESS),
-                       number, end, backoff)
+        attempt.reason = f"{failure}: {job.status_reason}"
+        _fail_or_retry(session, job, Outcome(AttemptStatus.FAILED, job.status_reason, failure), number, end, backoff)
     elif by_stop and stop == StopRequest.RUNTIME:
         attempt.status = AttemptStatus.FAILED
         transition(session, job, JobStatus.FAILED, f"{FailureReason.RUNTIME_EXCEEDED}: {job.status_reason}",

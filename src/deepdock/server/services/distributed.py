@@ -72,6 +72,8 @@ def one_node_only(spec: JobSpec, host_network_allowed: bool) -> bool:
 
 def attempt_network(spec: JobSpec, node_names: Sequence[str]) -> AttemptNetwork:
     """The network of a placed attempt (``node_names``: the node of each rank)."""
+    if spec.ports:
+        return AttemptNetwork.PUBLISHED
     if spec.network == "none" or (spec.network == "auto" and spec.replicas == 1):
         return AttemptNetwork.NONE
     if spec.network == "host" or len(set(node_names)) > 1:

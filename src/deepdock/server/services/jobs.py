@@ -87,13 +87,21 @@ def _cohort(session: Session, project: Project, user: User, spec: JobSpec, job_i
 
 
 def submit_job(session: Session, user: User, spec: JobSpec, *, code_sha256: str | None = None,
-               server_home: Path | None = None, commit: bool = True) -> JobOut:
+               server_home: Path | None = None, commit: bool = True, spread_group: str | None = None,
+               serving: bool = False) -> JobOut:
     """Validate against the cluster (a request no node could ever hold is refused now) and the
-    project's host-path grants (``server_home`` is never mountable), store, commit."""
+    project's host-path grants (``server_home`` is never mountable), store, commit.
+
+    ``serving``: a service's replica, made by the rollout step - the only kind of job that may publish
+    ports. A published port sits on a network the node can reach, so a user's own job with one would
+    reach the node's services; a replica runs deepdock's model server and nothing of the user's."""
     from deepdock.scheduler import can_ever_fit
     from deepdock.server.services.distributed import one_node_only
     from deepdock.server.services.host_access import check_mounts, protected_paths
 
+    if spec.ports and not serving:
+        raise SpecError("ports are published only for a service's replicas (deepdock serve), not for jobs",
+                        details={"field": "ports"})
     project = project_for_submit(session, user, spec.project)
     if code_sha256 is not None and session.get(CodeBlob, code_sha256) is None:
         raise SpecError(f"code package {code_sha256[:12]} was not uploaded to this server")
@@ -127,6 +135,7 @@ def submit_job(session: Session, user: User, spec: JobSpec, *, code_sha256: str 
         cohort=_cohort(session, project, user, spec, job_id, submitted),
         submitted_at=submitted,
         created_at=submitted,
+        spread_group=spread_group,
         **_spec_columns(spec),
     )
     session.add(job)

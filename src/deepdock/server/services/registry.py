@@ -351,6 +351,12 @@ def delete_version(session: Session, user: User, ref: str, project: str | None =
     if pointing:
         raise ConflictError(f"version {version.version} of {model.name} is what alias {', '.join(pointing)} points to; "
                             "move the alias first", details={"aliases": pointing})
+    from deepdock.server.services.inference import version_in_service
+
+    serving = version_in_service(session, version.id)
+    if serving:
+        raise ConflictError(f"version {version.version} of {model.name} is served by service {', '.join(serving)}; "
+                            "roll the service to another version first", details={"services": serving})
     prefix = version.prefix
     session.delete(version)
     session.flush()
