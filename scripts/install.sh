@@ -2,7 +2,8 @@
 # Installs deepdock and what it needs on a fresh Debian 12 machine (run as root or with sudo):
 # Docker's engine from Debian's docker.io (started if no engine answers), debootstrap for offline base
 # images, busybox-static for the test image, openssl for the TLS test engine, dnsmasq-base for the
-# namespace test hosts' DNS stub, PostgreSQL, and a virtualenv with deepdock in .venv.
+# namespace test hosts' DNS stub, PostgreSQL, HAProxy for the services gateway, and a virtualenv with
+# deepdock in .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,11 +18,17 @@ command -v openssl >/dev/null || need_pkgs+=(openssl)  # certificates of the TLS
 # dnsmasq-base: the DNS stub (no upstream) of the namespace test hosts, scripts/netns_hosts.sh
 command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need_pkgs+=(dnsmasq-base)
 [ -d /usr/lib/postgresql ] || need_pkgs+=(postgresql)
+# haproxy: the services gateway (deepdock.gateway); the server runs its own instance, not the system's.
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_pkgs+=(haproxy)
 python3 -c "import venv, ensurepip" 2>/dev/null || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_pkgs[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+# Debian starts the system's haproxy on install; deepdock runs its own, so the system one stays off.
+if command -v systemctl >/dev/null && systemctl is-active --quiet haproxy 2>/dev/null; then
+  $SUDO systemctl disable --now haproxy >/dev/null 2>&1 || true
 fi
 
 bash scripts/start_docker.sh

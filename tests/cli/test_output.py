@@ -143,5 +143,6 @@ def test_the_cli_loads_without_the_server_and_registers_every_noun() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0] == str(sorted(["version", "env", "base", "sim", "server", "run", "ps", "describe", "logs", "stop",
                                  "metrics", "params", "compare", "artifacts", "job", "model",
-                                 "demo", "node", "user", "project", "volume"]))
+                                 "demo", "node", "user", "project", "volume",
+                                 "serve", "service", "predict"]))
     assert out[1] == "[]"

@@ -205,9 +205,10 @@ SIGNATURE: dict[str, Any] = {"inputs": [{"name": "input", "dtype": "float32", "s
 
 def make_model_version(session: Session, store: Any, name: str = "digits-mlp", *, project: str = "default",
                        formats: tuple[str, ...] = ("onnx",), signature: dict[str, Any] | None = SIGNATURE,
-                       content: bytes = b"model bytes", by: str = "admin") -> Any:
+                       content: bytes = b"model bytes", by: str = "admin", onnx: bytes | None = None) -> Any:
     """The next version of model ``name`` in ``project``, its files in ``store`` (an ArtifactStore): the
-    model file and one exported file per format, as ``model export`` leaves them."""
+    model file and one exported file per format, as ``model export`` leaves them (``onnx``: the real ONNX
+    file's bytes, for a version a real server can serve)."""
     import hashlib
     import uuid
 
@@ -225,6 +226,8 @@ def make_model_version(session: Session, store: Any, name: str = "digits-mlp", *
     prefix = f"models/{uuid.uuid4().hex}"
     files = {"model.pt": content, **{f"model.{'onnx' if f == 'onnx' else 'ts.pt'}": content + f.encode()
                                      for f in formats}}
+    if onnx is not None:
+        files["model.onnx"] = onnx
     for path, data in files.items():
         store.put_bytes(f"{prefix}/{path}", data)
     version = ModelVersion(

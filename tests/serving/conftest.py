@@ -41,10 +41,10 @@ def _save(graph, folder: Path, name: str, signature: dict) -> Path:  # type: ign
     return folder
 
 
-def make_mlp_bundle(folder: Path) -> MlpBundle:
+def make_mlp_bundle(folder: Path, seed: int = 0) -> MlpBundle:
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     w1 = rng.normal(0, 0.1, (FEATURES, HIDDEN)).astype(np.float32)
     b1 = rng.normal(0, 0.1, HIDDEN).astype(np.float32)
     w2 = rng.normal(0, 0.1, (HIDDEN, CLASSES)).astype(np.float32)

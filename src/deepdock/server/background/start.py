@@ -25,7 +25,7 @@ from deepdock.compute.base import (
     ImageDetails,
     VolumeMount,
 )
-from deepdock.compute.pool import NodeConnection
+from deepdock.compute.pool import NodeConnection, node_kind
 from deepdock.compute.workspace import ARTIFACTS_SUBDIR, workspace_archive
 from deepdock.errors import ConflictError, DeepdockError, EngineUnreachableError, ImageMissingError, NotFoundError
 from deepdock.server.background.observe import Observation, start_key
@@ -265,7 +265,8 @@ def _provide_image(ctx: AppContext, job: Job, spec: JobSpec, nodes: list[Node]) 
             try:
                 backend = ctx.backend(node)
                 present = backend.image_exists(spec.image)
-                if not present:
+                # Only an engine of the host's own kind can take the host's images (a fake node cannot).
+                if not present and node_kind(node.engine_url) == node_kind(ctx.settings.docker_host):
                     host = ctx.pool.get(NodeConnection(name=HOST_BUILDER, engine_url=ctx.settings.docker_host))
                     present = _has_image(host, spec.image) and (copy_image(host, backend, spec.image, node=node.name)
                                                                 or True)

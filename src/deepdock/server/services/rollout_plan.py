@@ -173,7 +173,7 @@ def _rolling(inp: RolloutInput, new: list[ReplicaView], old: list[ReplicaView], 
     # Surplus target replicas (scaled down): the unready and the newest go first.
     surplus = len(new) - desired
     if surplus > 0:
-        for r in sorted(new, key=lambda r: (r.ready, -r.age_s))[:surplus]:
+        for r in sorted(new, key=lambda r: (r.ready, r.age_s))[:surplus]:
             out.retire.append(r.job_id)
     ready_new = sum(r.ready for r in new if r.job_id not in out.retire)
     ready_old = sum(r.ready for r in old)
