@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from deepdock.errors import SpecError
 from deepdock.specs.common import parse_model
 from deepdock.specs.service import ServiceSpec, load_service_spec, revision_fields
