@@ -161,3 +161,10 @@ def error_from_wire(code: str, message: str, details: Any = None) -> DeepdockErr
         error.step = (details or {}).get("step")
         error.output = (details or {}).get("output", "")
     return error
+
+
+class GatewayError(DeepdockError):
+    """The services gateway (HAProxy) could not start, take a configuration or answer its runtime API."""
+
+    status_code = 503
+    code = "gateway_unavailable"

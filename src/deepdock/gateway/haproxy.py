@@ -1,0 +1,249 @@
+"""Run HAProxy for the gateway and keep it on the routes it is given, without dropping a connection.
+
+HAProxy runs in master-worker mode (``-W``) in its own process group, its master's pid in the workdir.
+``apply`` compares the new routes with the running ones:
+
+- equal: nothing happens (the rollout step calls it every second);
+- only weights differ: ``set weight`` over the worker's runtime API (admin.sock), microseconds, no reload;
+- anything else (a replica added or removed, a new service, changed tokens): the new configuration is
+  validated (``haproxy -c``) and only then swapped in by a reload. The master starts a new worker that
+  takes the listening sockets from the old one (``expose-fd listeners``), so no connection is refused,
+  and the old worker finishes the requests it carries. Server states (a replica already DOWN) are
+  saved first and loaded by the new worker, so a dead replica gets no traffic after a reload.
+
+A master left running by a server that was killed is found by its pid file and stopped on ``start``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from deepdock.errors import GatewayError
+from deepdock.gateway.config import backend_name, render
+from deepdock.gateway.routes import Route
+
+log = logging.getLogger("deepdock.gateway")
+
+START_TIMEOUT_S = 10.0
+RELOAD_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+SOCKET_TIMEOUT_S = 5.0
+
+
+class Gateway:
+    def __init__(self, workdir: Path, *, bind_host: str = "127.0.0.1", port: int, log_port: int,
+                 haproxy_bin: str = "haproxy") -> None:
+        self.workdir = Path(workdir)
+        # Debian puts haproxy in /usr/sbin, which a non-root PATH often lacks.
+        haproxy_bin = shutil.which(haproxy_bin) or shutil.which(haproxy_bin, path="/usr/sbin:/sbin") or haproxy_bin
+        self.bind_host, self.port, self.log_port, self.haproxy_bin = bind_host, port, log_port, haproxy_bin
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stderr: io.BufferedWriter | None = None
+        self._routes: dict[str, Route] = {}
+        self._config = self.workdir / "haproxy.cfg"
+        self._pidfile = self.workdir / "haproxy.pid"
+        self._master_socket = self.workdir / "master.sock"
+        self._admin_socket = self.workdir / "admin.sock"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.bind_host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start HAProxy with no routes (every path answers 404) and return once the port accepts."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "tokens").mkdir(exist_ok=True)
+        self._stop_leftover()
+        self._write([])
+        self._validate(self._config)
+        # HAProxy's own messages (a replica going DOWN, reloads) go to a file: a pipe nobody reads would
+        # block it once full.
+        self._stderr = (self.workdir / "haproxy.log").open("ab")
+        try:
+            self._process = subprocess.Popen(
+                [self.haproxy_bin, "-W", "-S", str(self._master_socket), "-f", str(self._config),
+                 "-p", str(self._pidfile)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr, start_new_session=True)
+        except OSError as exc:
+            raise GatewayError(f"cannot run {self.haproxy_bin}: {exc} (install Debian's haproxy: "
+                               "scripts/install.sh does)") from None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                err = (self.workdir / "haproxy.log").read_text(errors="replace")
+                self._process = None
+                self._stderr.close() if self._stderr else None
+                raise GatewayError(f"haproxy exited at start: {err.strip()[-800:]}")
+            if _accepts(self.bind_host, self.port) and self._admin_socket.exists():
+                self._routes = {}
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise GatewayError(f"haproxy did not listen on {self.bind_host}:{self.port} within {START_TIMEOUT_S:g}s")
+
+    def stop(self) -> None:
+        """Soft-stop (the workers finish their requests), then kill what is left; no process outlives it."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGUSR1)
+            process.wait(timeout=STOP_TIMEOUT_S)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+        if self._stderr is not None:
+            self._stderr.close()
+        self._pidfile.unlink(missing_ok=True)
+
+    def _stop_leftover(self) -> None:
+        try:
+            pid = int(self._pidfile.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            return
+        if str(self._config).encode() in cmdline:
+            log.warning("stopping the gateway's HAProxy (pid %d) left by an earlier server", pid)
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    # -- routes -------------------------------------------------------------------------------------------
+    def apply(self, routes: list[Route]) -> str:
+        """Make HAProxy serve ``routes``: "unchanged", "weights" (runtime API) or "reloaded"."""
+        if not self.running:
+            raise GatewayError("the gateway is not running")
+        wanted = {r.key: r for r in routes}
+        if wanted == self._routes:
+            return "unchanged"
+        same_shape = (wanted.keys() == self._routes.keys()
+                      and all(wanted[k].unweighted() == self._routes[k].unweighted() for k in wanted))
+        if same_shape:
+            commands = [f"set weight {backend_name(r)}/{b.name} {b.weight}"
+                        for k, r in wanted.items()
+                        for b, old in zip(r.backends, self._routes[k].backends, strict=True) if b.weight != old.weight]
+            reply = self._admin("; ".join(commands))
+            if reply.strip():
+                raise GatewayError(f"haproxy refused a weight change: {reply.strip()[:400]}")
+            # The file follows, so a later reload starts from these weights.
+            self._write(routes)
+            self._routes = wanted
+            return "weights"
+        self._reload(routes)
+        self._routes = wanted
+        return "reloaded"
+
+    def server_states(self) -> dict[tuple[str, str], dict[str, str]]:
+        """(route key, server) → HAProxy's view of it: ``status`` (UP, DOWN, MAINT...) and ``weight``."""
+        keys = {backend_name(r): r.key for r in self._routes.values()}
+        rows = csv.DictReader(io.StringIO(self._admin("show stat").lstrip("# ")))
+        return {(keys[row["pxname"]], row["svname"]): {"status": row["status"].split()[0], "weight": row["weight"]}
+                for row in rows if row.get("pxname") in keys and row["svname"] not in ("FRONTEND", "BACKEND")}
+
+    def _reload(self, routes: list[Route]) -> None:
+        candidate = self.workdir / "haproxy.cfg.new"
+        rendered = self._write(routes, config=candidate)
+        self._validate(candidate)
+        (self.workdir / "servers.state").write_text(self._admin("show servers state"))
+        candidate.replace(self._config)
+        before = self._reloads()
+        assert self._process is not None
+        os.kill(self._process.pid, signal.SIGUSR2)
+        deadline = time.monotonic() + RELOAD_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                if self._reloads() > before and self._admin_ready():
+                    return
+            except GatewayError:
+                pass  # the master re-executes itself: its socket is briefly gone
+            time.sleep(0.02)
+        raise GatewayError(f"haproxy did not finish a reload within {RELOAD_TIMEOUT_S:g}s "
+                           f"({len(rendered.text)} bytes of configuration)")
+
+    def _write(self, routes: list[Route], config: Path | None = None):  # type: ignore[no-untyped-def]
+        rendered = render(routes, workdir=self.workdir, bind_host=self.bind_host, port=self.port,
+                          log_port=self.log_port)
+        tokens = self.workdir / "tokens"
+        for name, content in rendered.token_files.items():
+            _atomic_write(tokens / name, content)
+        _atomic_write(config or self._config, rendered.text)
+        return rendered
+
+    def _validate(self, config: Path) -> None:
+        try:
+            check = subprocess.run([self.haproxy_bin, "-c", "-q", "-f", str(config)], capture_output=True,
+                                   text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise GatewayError(f"cannot run {self.haproxy_bin} -c: {exc}") from None
+        if check.returncode != 0:
+            raise GatewayError(f"haproxy rejected the gateway configuration: {(check.stderr or check.stdout)[-800:]}")
+
+    # -- sockets ------------------------------------------------------------------------------------------
+    def _reloads(self) -> int:
+        """The master's reload count (``show proc``'s master line: pid, "master", reloads)."""
+        for line in _ask(self._master_socket, "show proc").splitlines():
+            fields = line.split()
+            if len(fields) >= 3 and fields[1] == "master":
+                return int(fields[2])
+        return -1
+
+    def _admin_ready(self) -> bool:
+        try:
+            self._admin("show info")
+        except GatewayError:
+            return False
+        return True
+
+    def _admin(self, command: str) -> str:
+        return _ask(self._admin_socket, command)
+
+
+def _ask(path: Path, command: str) -> str:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(SOCKET_TIMEOUT_S)
+            sock.connect(str(path))
+            sock.sendall(command.encode() + b"\n")
+            sock.shutdown(socket.SHUT_WR)  # one command: the master's CLI answers once the input ends
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+    except OSError as exc:
+        raise GatewayError(f"haproxy's {path.name} did not answer {command.split()[0]!r}: {exc}") from None
+    return b"".join(chunks).decode(errors="replace")
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
