@@ -1,6 +1,7 @@
 """The whole second half of the lifecycle on a real server and a real Docker engine, in the demo's own
 PyTorch image: `deepdock demo` trains with its loss curve tracked, registers the model, exports
-TorchScript and ONNX with a parity check and points `production` at it; a re-run gives bit-identical
+TorchScript and ONNX with a parity check, points `production` at it and serves it (rolling a second
+version out and back); a re-run gives bit-identical
 weights; a preempted training resumes from its checkpoint to the same weights as an uninterrupted run."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from tests.integration.server_process import ServerProcess
+from tests.integration.server_process import ServerProcess, free_port
 from tests.integration.test_server_jobs import TERMINAL, wait_status
 
 from deepdock.specs.job import JobSpec, load_job_spec
@@ -30,7 +31,9 @@ def server(tmp_path_factory):
     from tests.conftest import TEST_LABEL
 
     labels = {TEST_LABEL: f"lifecycle-{os.getpid()}"}
-    srv = ServerProcess(tmp_path_factory.mktemp("lifecycle") / "home", labels, DEEPDOCK_STOP_GRACE_S="20").start()
+    # A gateway: the demo ends by serving its model behind it.
+    srv = ServerProcess(tmp_path_factory.mktemp("lifecycle") / "home", labels, DEEPDOCK_STOP_GRACE_S="20",
+                        DEEPDOCK_GATEWAY_PORT=str(free_port())).start()
     yield srv
     srv.stop()
     import docker
@@ -48,6 +51,12 @@ def demo_run(server):
     done = subprocess.run([sys.executable, "-m", "deepdock.cli.main", "demo"], env=env, capture_output=True, text=True,
                           timeout=DEMO_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    with server.client() as client:
+        # The demo leaves its service up; the trainings below need the CPUs its replicas hold.
+        replicas = [r.job for r in client.service("digits").replicas]
+        client.delete_service("digits")
+        for job in replicas:
+            wait_status(client, job, TERMINAL, timeout_s=120)
     return done.stdout
 
 
@@ -76,6 +85,15 @@ def test_demo_registers_exports_with_parity_and_promotes(server, demo_run):
         assert version.params["lr"] == 0.003 and 0.9 < version.metrics["test_accuracy"] <= 1.0
         loss = client.series(job.id, "loss")
         assert loss.total == loss.steps[-1] and loss.values[-1] < loss.values[0]
+
+
+def test_demo_serves_the_model_then_rolls_a_new_version_out_and_back(demo_run):
+    judged = re.findall(r"revision (\d+): accuracy ([0-9.]+) on (\d+) held-out digits through the endpoint", demo_run)
+    assert [rev for rev, _, _ in judged] == ["1", "2", "1"], demo_run[-3000:]
+    assert all(float(acc) > 0.9 and int(n) == 450 for _, acc, n in judged), judged
+    assert judged[0][1] == judged[2][1]  # the same model again after the rollback
+    assert "rolling update to digits-mlp:2 (revision 2)" in demo_run
+    assert "service rollback: back to revision 1" in demo_run
 
 
 def test_rerun_gives_bit_identical_weights(server, demo_run):

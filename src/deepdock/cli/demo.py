@@ -1,6 +1,8 @@
 """`deepdock demo`: build a PyTorch CPU environment, train on the digits data in a limited container with
 its loss curve tracked, register the model, export it to TorchScript and ONNX with a parity check, point
-``production`` at it, and print the version with its lineage."""
+``production`` at it, print the version with its lineage, then serve it (2 replicas behind the gateway),
+judge it on the held-out digits through the endpoint, and roll a second version out and back
+(``demo_serving``)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 import typer
 
 from deepdock.api.enums import JobStatus
+from deepdock.cli.demo_serving import clear_earlier_service, serve_and_roll
 from deepdock.cli.output import api_errors, client, console, stream_logs, wait_job
 from deepdock.client import Client, ServerUnreachableError
 from deepdock.settings import get_settings
@@ -24,7 +27,8 @@ MODEL_NAME = "digits-mlp"
 def demo(
     keep_server: bool = typer.Option(False, help="leave the embedded server running (foreground) afterwards"),
 ) -> None:
-    """The end-to-end demo: environment → tracked training job → registered model → TorchScript/ONNX → production."""
+    """The end-to-end demo: environment → tracked training job → registered model → TorchScript/ONNX → production
+    → a served, load-balanced service → a rolling update and a rollback."""
     settings = get_settings()
     embedded = None
     with api_errors():
@@ -45,6 +49,7 @@ def demo(
             spec = load_job_spec(demo_dir / "job.yaml")
             _prebuild(spec)
             with client() as c:
+                clear_earlier_service(c)
                 job = c.run(spec)
                 console.print(f"submitted job [bold]{job.id}[/bold]; following its logs")
                 status = stream_logs(c, job.id)
@@ -57,6 +62,7 @@ def demo(
                 console.print(f"[bold green]test accuracy: {float(match.group(1)):.4f}[/bold green]")
                 _tracked(c, job.id)
                 _lifecycle(c, job.id)
+                serve_and_roll(c, MODEL_NAME, job.id, spec)
     finally:
         if embedded is not None and not keep_server:
             embedded.stop()

@@ -269,6 +269,29 @@ def test_an_alias_move_rolls_out_and_its_rollback_rolls_back(served):
     assert revision(steps, 3).fields["version"] == 1
 
 
+def test_a_service_rollback_is_not_undone_by_the_alias_it_follows(served):
+    steps, _, _ = served
+    with steps.session() as session:
+        registry.set_alias(session, admin(session), "digits-mlp", "production", 1)
+        session.commit()
+    apply(steps, model="digits-mlp@production")
+    settle(steps, lambda s, rows: ready_on(s, rows, 1))
+    with steps.session() as session:
+        registry.set_alias(session, admin(session), "digits-mlp", "production", 2)
+        session.commit()
+    settle(steps, lambda s, rows: ready_on(s, rows, 2))
+    with steps.session() as session:
+        inference.rollback_service(session, admin(session), "digits")
+    settle(steps, lambda s, rows: ready_on(s, rows, 1))
+    for _ in range(5):
+        tick(steps)
+    service = state(steps)[0]
+    with steps.session() as session:
+        numbers = session.scalars(select(InferenceRevision.number).where(InferenceRevision.service_id == service.id))
+        assert sorted(numbers) == [1, 2]
+    assert service.target_revision == service.stable_revision == 1
+
+
 def test_a_served_version_cannot_be_deleted(served):
     steps, _, _ = served
     apply(steps)

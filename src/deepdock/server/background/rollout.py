@@ -312,17 +312,24 @@ class Rollouts:
 
 def _follow_alias(session: Session, service: InferenceService, spec: ServiceSpec, now: float) -> None:
     """A service of ``name@alias`` rolls out the alias' new version when it moves (and the old one again
-    when it is rolled back): a new revision, under the service's rollout policy."""
+    when it is rolled back): a new revision, under the service's rollout policy.
+
+    The alias is compared with the newest revision, not the serving one: a move makes exactly one
+    revision, so a canary of it that fails, or a `service rollback` away from it, is not undone by the
+    alias still pointing at it; the next move of the alias rolls out again (unless what serves is already
+    the alias' version)."""
     from deepdock.server.db.models import ModelAlias
 
     if spec.alias is None or not spec.follow_alias:
         return
     target = revision_of(session, service.id, service.target_revision)
-    if target is None or target.status == RevisionStatus.BUILDING:
+    newest = session.scalar(select(InferenceRevision).where(InferenceRevision.service_id == service.id)
+                            .order_by(InferenceRevision.number.desc()).limit(1))
+    if target is None or newest is None or RevisionStatus.BUILDING in (target.status, newest.status):
         return
     model = session.scalar(select(Model).where(Model.project_id == service.project_id, Model.name == spec.model_name))
     alias = session.get(ModelAlias, (model.id, spec.alias)) if model is not None else None
-    if model is None or alias is None or alias.version == target.fields["version"]:
+    if model is None or alias is None or alias.version in (newest.fields["version"], target.fields["version"]):
         return
     version = session.scalar(select(ModelVersion).where(ModelVersion.model_id == model.id,
                                                         ModelVersion.version == alias.version))

@@ -318,7 +318,10 @@ def _container_spec(ctx: AppContext, job: Job, spec: JobSpec, attempt: Attempt, 
                     resumed_from: str | None, gang: GangNetwork) -> ContainerSpec:
     workdir = spec.workdir
     env = dict(spec.env)
-    env["PYTHONPATH"] = python_path(workdir, spec.env.get("PYTHONPATH"))
+    if not spec.ports:
+        # Not for a serving replica: it runs its image's own server, whose deepdock package the SDK's
+        # (a `deepdock` of the SDK alone) would shadow; the image's PYTHONPATH stays.
+        env["PYTHONPATH"] = python_path(workdir, spec.env.get("PYTHONPATH"))
     # The SDK hashes the read-only ones for the lineage of the job's models (sdk/data.py).
     env["DEEPDOCK_DATA_MOUNTS"] = json.dumps([{"target": v.target, "source": v.source, "read_only": v.read_only,
                                                "kind": "bind" if v.is_bind else "volume"} for v in spec.volumes])
