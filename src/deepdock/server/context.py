@@ -26,6 +26,7 @@ log = logging.getLogger("deepdock.server")
 Clock = Callable[[], float]
 WAKE_SCHEDULER = "scheduler"
 WAKE_RECONCILER = "reconciler"
+WAKE_ROLLOUT = "rollout"
 
 
 @dataclass
@@ -40,12 +41,14 @@ class AppContext:
     # Set by anything that changes what the scheduler would decide (submit, finish, node change).
     wake_scheduler: threading.Event = field(default_factory=threading.Event)
     wake_reconciler: threading.Event = field(default_factory=threading.Event)
+    # Set when a service changes (apply, update, scale, rollback) or its image is built.
+    wake_rollout: threading.Event = field(default_factory=threading.Event)
     # In an API worker process the loops run elsewhere: wake-ups also go to the control process.
     wake_sender: WakeSender | None = None
 
     def wake(self, target: str) -> None:
-        """Tell the scheduler or the reconciler that there is work, wherever it runs."""
-        (self.wake_scheduler if target == WAKE_SCHEDULER else self.wake_reconciler).set()
+        """Tell the scheduler, the reconciler or the rollout step that there is work, wherever it runs."""
+        {WAKE_SCHEDULER: self.wake_scheduler, WAKE_ROLLOUT: self.wake_rollout}.get(target, self.wake_reconciler).set()
         if self.wake_sender is not None:
             self.wake_sender.send(target)
 

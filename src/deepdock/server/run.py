@@ -18,7 +18,7 @@ from deepdock.server.app import create_app, prepare_control_plane
 from deepdock.server.background.controller import Controller
 from deepdock.server.context import new_context
 from deepdock.server.metrics import MULTIPROC_ENV
-from deepdock.server.wake import RECONCILER, SCHEDULER, WakeListener, wake_socket_path
+from deepdock.server.wake import RECONCILER, ROLLOUT, SCHEDULER, WakeListener, wake_socket_path
 from deepdock.settings import Settings, get_settings
 
 SERVER_READY_TIMEOUT_S = 60.0
@@ -82,7 +82,8 @@ def serve_workers(settings: Settings, count: int) -> None:
                        "DEEPDOCK_HOST": settings.host, "DEEPDOCK_PORT": str(settings.port)})
     controller = Controller(ctx)
     listener = WakeListener(wake_socket_path(settings.home),
-                            {SCHEDULER: ctx.wake_scheduler, RECONCILER: ctx.wake_reconciler}).start()
+                            {SCHEDULER: ctx.wake_scheduler, RECONCILER: ctx.wake_reconciler,
+                             ROLLOUT: ctx.wake_rollout}).start()
     controller.start()
     try:
         uvicorn.run("deepdock.server.run:api_worker_app", factory=True, host=settings.host, port=settings.port,

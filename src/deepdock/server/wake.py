@@ -23,7 +23,8 @@ log = logging.getLogger("deepdock.server")
 
 SCHEDULER = b"s"
 RECONCILER = b"r"
-TARGETS = {"scheduler": SCHEDULER, "reconciler": RECONCILER}
+ROLLOUT = b"o"
+TARGETS = {"scheduler": SCHEDULER, "reconciler": RECONCILER, "rollout": ROLLOUT}
 
 
 def wake_socket_path(home: Path) -> Path:

@@ -10,7 +10,7 @@
               slo: {max_error_rate: 0.01, max_p99_ms: 250}}
 
 What makes a new *revision* (and so a rollout) is what a replica runs: the model version, runtime,
-resources and batching (``Revision.of``). Replica counts, autoscaling and the rollout policy apply to
+resources and batching (``revision_fields``). Replica counts, autoscaling and the rollout policy apply to
 the service as it is, without a rollout.
 """
 

@@ -292,6 +292,37 @@ def test_a_service_rollback_is_not_undone_by_the_alias_it_follows(served):
     assert service.target_revision == service.stable_revision == 1
 
 
+@dataclass
+class Gateway:
+    """The routes it was given; every server's health as ``health`` says (HAProxy's checks)."""
+
+    health: str = "DOWN"
+    routes: list = field(default_factory=list)
+
+    def apply(self, routes) -> str:
+        self.routes = routes
+        return "reloaded"
+
+    def server_states(self) -> dict[tuple[str, str], dict[str, str]]:
+        return {(r.key, b.name): {"status": self.health, "weight": str(b.weight)} for r in self.routes for b in r.backends}
+
+
+def test_a_replica_is_ready_only_once_the_gateway_checks_it_up(served):
+    steps, _, _ = served
+    gateway = Gateway()
+    steps.controller.rollouts.gateway = gateway
+    apply(steps)
+    for _ in range(6):
+        tick(steps)
+    service, rows = state(steps)
+    assert rows and not any(r.ready for r, _ in rows) and service.status != ServiceStatus.READY
+    (route,) = gateway.routes  # routed (at weight 0) before it is ready, so the gateway can check it
+    assert [b.weight for b in route.backends] == [0] and route.backends[0].name.startswith("r1-")
+    gateway.health = "UP"
+    settle(steps, lambda s, rows: ready_on(s, rows, 1))
+    assert [b.weight for b in gateway.routes[0].backends] == [100]  # all of the traffic
+
+
 def test_a_served_version_cannot_be_deleted(served):
     steps, _, _ = served
     apply(steps)

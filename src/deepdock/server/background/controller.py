@@ -85,7 +85,7 @@ class Controller:
             ("reconciler", self._gated(self.reconcile_once), self.ctx.wake_reconciler, settings.reconcile_interval_s),
             ("health", self._gated(self.health_once), None, settings.node_health_interval_s),
             ("tracking", self._gated(self.track_once), None, settings.tracking_interval_s),
-            ("rollout", self._gated(self.rollout_once), None, settings.rollout_interval_s),
+            ("rollout", self._gated(self.rollout_once), self.ctx.wake_rollout, settings.rollout_interval_s),
         ]
         self._start_gateway()
         for name, body, wake, period in loops:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -109,6 +110,7 @@ class Rollouts:
     def __init__(self, probe: Probe = http_ready, gateway: object | None = None, access_log: object | None = None) -> None:
         self.probe = probe
         self.gateway = gateway
+        self._wake: set[threading.Event] = set()
         self.access_log = access_log
 
     # -- one round ------------------------------------------------------------------------------------
@@ -137,8 +139,9 @@ class Rollouts:
     def _observe(self, ctx: AppContext) -> dict[str, _Seen]:
         with ctx.db.session() as session:
             rows = session.execute(
-                select(InferenceReplica, Replica.container_id, Node)
+                select(InferenceReplica, Replica.container_id, Node, InferenceService.name)
                 .join(Job, Job.id == InferenceReplica.job_id)
+                .join(InferenceService, InferenceService.id == InferenceReplica.service_id)
                 .join(Attempt, (Attempt.job_id == Job.id) & (Attempt.number == Job.attempt_count))
                 .join(Replica, (Replica.attempt_id == Attempt.id) & (Replica.rank == 0))
                 .join(Node, Node.name == Replica.node_name)
@@ -146,8 +149,13 @@ class Rollouts:
                        Replica.container_id.is_not(None))).all()
             session.expunge_all()
 
-        def look(row: tuple[InferenceReplica, str | None, Node]) -> _Seen:
-            replica, container_id, node = row
+        # Ready means callers reach it: the gateway's own health check must say UP too, so `serve`
+        # never reports ready while the endpoint still answers 503 (a new replica is checked from the
+        # reload that adds it, at weight 0, before it gets traffic).
+        at_gateway = self._gateway_states()
+
+        def look(row: tuple[InferenceReplica, str | None, Node, str]) -> _Seen:
+            replica, container_id, node, service_name = row
             address, port = replica.address, replica.port
             if container_id != replica.container_id or port is None:
                 address, port = node_address(node), None
@@ -155,13 +163,24 @@ class Rollouts:
                     port = ctx.backend(node).inspect(container_id or "").ports.get(SERVING_PORT)
                 except DeepdockError as exc:
                     log.info("replica %s: no port yet (%s)", replica.job_id, exc.message)
-            ready = port is not None and address is not None and self.probe(address, port)
+            ready = port is not None and address is not None and self.probe(address, port) and (
+                at_gateway is None
+                or at_gateway.get((service_name, server_name(replica)), {}).get("status") == "UP")
             return _Seen(replica.job_id, container_id, address, port, ready)
 
         if not rows:
             return {}
         with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_PROBES, len(rows)), thread_name_prefix="dd-probe") as pool:
             return {s.job_id: s for s in pool.map(look, rows)}
+
+    def _gateway_states(self) -> dict[tuple[str, str], dict[str, str]] | None:
+        if self.gateway is None:
+            return None
+        try:
+            return self.gateway.server_states()  # type: ignore[attr-defined, no-any-return]
+        except DeepdockError as exc:
+            log.warning("the gateway did not report its replicas' health (probes alone judge): %s", exc.message)
+            return None
 
     # -- 3. decide ------------------------------------------------------------------------------------
     def _decide(self, ctx: AppContext, session: Session, service_id: int, seen: dict[str, _Seen]) -> None:
@@ -185,7 +204,7 @@ class Rollouts:
             kept.append(replica)
             if replica.retiring_since is not None and now - replica.retiring_since >= DRAIN_S:
                 if stop_replica_job(session, job, f"retired from service {service.name}"):
-                    ctx.wake_reconciler.set()
+                    self._wake.add(ctx.wake_reconciler)
             views.append(ReplicaView(job_id=job.id, revision=replica.revision,
                                      alive=job.stop_requested != StopRequest.USER, ready=replica.ready,
                                      retiring=replica.retiring_since is not None,
@@ -203,6 +222,10 @@ class Rollouts:
         with lifecycle.fenced(f"service {service.name}"):
             session.flush()
         session.commit()
+        # Only now: a loop woken before the commit would find nothing new and sleep its whole period.
+        for event in self._wake:
+            event.set()
+        self._wake.clear()
 
     def _note_readiness(self, ctx: AppContext, session: Session, service: InferenceService, replica: InferenceReplica, job: Job,
                         found: _Seen | None, now: float) -> None:
@@ -219,7 +242,7 @@ class Rollouts:
                  and now - replica.unready_since >= UNHEALTHY_AFTER_S)
         if stuck and job.status == JobStatus.RUNNING and job.stop_requested is None and replica.retiring_since is None:
             job.stop_requested = StopRequest.UNHEALTHY
-            ctx.wake_reconciler.set()
+            self._wake.add(ctx.wake_reconciler)
             job.status_reason = f"{READY_PATH} failing for {now - (replica.unready_since or now):.0f}s"
             replica.ready_since = replica.unready_since = None
             record(session, service, ServiceEventKind.REPLICA, f"replica {job.id} restarted: {job.status_reason}",
@@ -239,7 +262,7 @@ class Rollouts:
             revision = revision_of(session, service.id, number)
             if revision is not None and revision.image is not None:
                 create_replica(session, service, spec, revision, now)
-                ctx.wake_scheduler.set()
+                self._wake.add(ctx.wake_scheduler)
         for replica in replicas:
             if replica.job_id in decision.retire and replica.retiring_since is None:
                 replica.retiring_since = now
@@ -297,7 +320,7 @@ class Rollouts:
         with ctx.db.session() as session:
             for service in session.scalars(select(InferenceService).order_by(InferenceService.name)):
                 backends = tuple(
-                    Backend(name=f"r{r.revision}-{r.job_id}", address=r.address, port=r.port, weight=r.weight,
+                    Backend(name=server_name(r), address=r.address, port=r.port, weight=r.weight,
                             revision=r.revision)
                     for r in session.scalars(select(InferenceReplica).where(InferenceReplica.service_id == service.id)
                                              .order_by(InferenceReplica.job_id))
@@ -308,6 +331,11 @@ class Rollouts:
             self.gateway.apply(routes)  # type: ignore[attr-defined]
         except DeepdockError as exc:
             log.warning("gateway update failed: %s", exc.message)
+
+
+def server_name(replica: InferenceReplica) -> str:
+    """The replica's name at the gateway: its revision first (the access log's per-revision windows)."""
+    return f"r{replica.revision}-{replica.job_id}"
 
 
 def _follow_alias(session: Session, service: InferenceService, spec: ServiceSpec, now: float) -> None:
@@ -477,6 +505,7 @@ def build_revision(ctx: AppContext, revision_id: int) -> None:
         record(session, service, ServiceEventKind.BUILT, f"revision {revision.number}: image {tag}",
                revision=revision.number, at=ctx.clock())
         session.commit()
+    ctx.wake_rollout.set()  # its replicas can be created now, not at the next period
 
 
 def _build_failed(ctx: AppContext, revision_id: int, reason: str) -> None:

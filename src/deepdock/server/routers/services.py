@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 from sqlalchemy.orm import Session
 
 from deepdock.api import ApplyServiceIn, ScaleServiceIn, ServiceDetail, ServiceOut, UpdateServiceIn
-from deepdock.server.context import WAKE_RECONCILER, AppContext
+from deepdock.server.context import WAKE_RECONCILER, WAKE_ROLLOUT, AppContext
 from deepdock.server.db.models import User
 from deepdock.server.deps import current_user, get_ctx, get_session
 from deepdock.server.services import inference
@@ -16,6 +16,7 @@ router = APIRouter(tags=["services"])
 
 def _detail(ctx: AppContext, session: Session, user: User, name: str) -> ServiceDetail:
     ctx.wake(WAKE_RECONCILER)
+    ctx.wake(WAKE_ROLLOUT)
     return inference.describe_service(session, user, name, ctx.settings.endpoint_url)
 
 
@@ -64,3 +65,4 @@ def delete(name: str, ctx: AppContext = Depends(get_ctx), session: Session = Dep
            user: User = Depends(current_user)) -> None:
     if inference.delete_service(session, user, name):
         ctx.wake(WAKE_RECONCILER)
+        ctx.wake(WAKE_ROLLOUT)
