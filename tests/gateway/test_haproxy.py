@@ -41,6 +41,7 @@ class Load:
     """One keep-alive client calling the endpoint until stopped (bounded by MAX_LOAD_REQUESTS)."""
 
     url: str
+    pause_s: float = 0.0
     statuses: Counter[int] = field(default_factory=Counter)
     replicas: Counter[str] = field(default_factory=Counter)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -66,6 +67,8 @@ class Load:
                         self.replicas[response.json()["replica"]] += 1
                 except httpx.HTTPError:
                     self.statuses[-1] += 1
+                if self.pause_s:
+                    self._stop.wait(self.pause_s)
 
     @property
     def failed(self) -> int:
@@ -104,7 +107,7 @@ def test_weights_split_traffic_and_change_without_a_reload(running: Running, rep
         seen = Counter(client.get(f"{running.gateway.url}/services/digits/", headers=AUTH).json()["replica"]
                        for _ in range(200))
     assert 170 <= seen["a"] <= 190 and seen["a"] + seen["b"] == 200, seen  # 230:26 ≈ 9:1
-    assert running.gateway.apply([route((a, 0, 1), (b, 256, 2))]) == "weights"
+    assert running.gateway.apply([route((a, 0, 1), (b, 256, 2))]) == "runtime"
     assert running.gateway.server_states()[("digits", "r1-a")]["weight"] == "0"
     with httpx.Client() as client:
         assert {client.get(f"{running.gateway.url}/services/digits/", headers=AUTH).json()["replica"]
@@ -114,15 +117,40 @@ def test_weights_split_traffic_and_change_without_a_reload(running: Running, rep
 def test_reloads_under_load_fail_no_request(running: Running, replicas) -> None:  # type: ignore[no-untyped-def]
     a, b, c = replicas("a"), replicas("b"), replicas("c")
     running.gateway.apply([route((a, 128, 1))])
-    with Load(f"{running.gateway.url}/services/digits/") as load:
+    with Load(f"{running.gateway.url}/services/digits/") as load, Load(f"{running.gateway.url}/services/digits/") as idle:
+        idle.pause_s = 0.9  # keep-alive connections idle across the reloads, then used again
         wait_for(lambda: load.statuses[200] > 20)
         for i in range(6):
-            # Replicas come and go (each a reload), a second service appears and goes.
+            # A second service appears and goes (each a reload) while the first one's replicas change.
             extra = [route((c, 128, 1), key="other")] if i % 2 else []
-            assert running.gateway.apply([route((a, 128, 1), (b, 128, 2) if i % 2 else (c, 64, 3)), *extra]) == "reloaded"
-            time.sleep(0.3)
+            running.gateway.apply([route((a, 128, 1), (b, 128, 2) if i % 2 else (c, 64, 3)), *extra])
+            time.sleep(0.4)
+    assert running.gateway.reloads() == 6
     assert load.failed == 0 and load.statuses[200] > 100, load.statuses
+    assert idle.failed == 0 and idle.statuses[200] >= 3, idle.statuses
     assert set(load.replicas) >= {"a", "b", "c"}
+
+
+def test_replicas_and_tokens_change_at_runtime_without_a_reload(running: Running, replicas) -> None:  # type: ignore[no-untyped-def]
+    a, b, c = replicas("a"), replicas("b"), replicas("c")
+    running.gateway.apply([route((a, 128, 1))])
+    with Load(f"{running.gateway.url}/services/digits/") as load:
+        wait_for(lambda: load.statuses[200] > 20)
+        for backends in ([(a, 128, 1), (b, 128, 2)], [(b, 256, 2)], [(b, 128, 2), (c, 128, 3)], [(c, 256, 3)]):
+            assert running.gateway.apply([route(*backends)]) == "runtime"
+            names = [f"r{rev}-{r.name}" for r, _, rev in backends]
+            wait_for(lambda names=names: all(  # type: ignore[misc]
+                running.gateway.server_states().get(("digits", n), {}).get("status") == "UP" for n in names))
+            time.sleep(0.3)
+    assert running.gateway.reloads() == 1  # only the first apply, which added the service
+    assert load.failed == 0 and set(load.replicas) == {"a", "b", "c"}, (load.statuses, load.replicas)
+    # the ones taken out are deleted from HAProxy once their connections are gone (retried at each apply)
+    wait_for(lambda: running.gateway.apply([route((c, 256, 3))]) == "unchanged"
+             and set(running.gateway.server_states()) == {("digits", "r3-c")})
+    assert running.gateway.apply([route((c, 256, 3), tokens=("new-token",))]) == "runtime"
+    assert httpx.get(f"{running.gateway.url}/services/digits/", headers=AUTH).status_code == 401
+    assert httpx.get(f"{running.gateway.url}/services/digits/",
+                     headers={"Authorization": "Bearer new-token"}).status_code == 200
 
 
 def test_a_replica_that_dies_costs_no_request(running: Running, replicas) -> None:  # type: ignore[no-untyped-def]

@@ -537,6 +537,8 @@ class ServiceReplicaOut(Response):
     retiring: bool
     weight: int
     restarts: int
+    # A replica not placed yet: the scheduler's "why pending" (the same as `deepdock describe JOB`).
+    pending: str | None = None
 
 
 class ServiceEventOut(Response):

@@ -127,7 +127,8 @@ def describe(name: str) -> None:
     console.print(revisions)
     replicas = Table("job", "revision", "status", "node", "address", "ready", "weight", "restarts")
     for p in s.replicas:
-        replicas.add_row(p.job, str(p.revision), str(p.status) + (" (retiring)" if p.retiring else ""), p.node or "",
+        status = str(p.status) + (" (retiring)" if p.retiring else "") + (f": {p.pending}" if p.pending else "")
+        replicas.add_row(p.job, str(p.revision), status, p.node or "",
                          f"{p.address}:{p.port}" if p.port else "", "yes" if p.ready else "no", str(p.weight),
                          str(p.restarts))
     console.print(replicas)

@@ -66,6 +66,9 @@ def render(routes: list[Route], *, workdir: Path, bind_host: str, port: int, log
         "    retries 2",
         "    retry-on conn-failure empty-response 503",
         "    option redispatch 1",
+        # On a reload the old worker answers an idle keep-alive connection's next request (with
+        # Connection: close) instead of closing it under a client that is about to send one.
+        "    option idle-close-on-response",
         "    load-server-state-from-file global",
         "    http-error status 503 content-type application/json string "
         "'{\"error\":\"no ready replica of this service\"}'",

@@ -4,12 +4,20 @@ HAProxy runs in master-worker mode (``-W``) in its own process group, its master
 ``apply`` compares the new routes with the running ones:
 
 - equal: nothing happens (the rollout step calls it every second);
-- only weights differ: ``set weight`` over the worker's runtime API (admin.sock), microseconds, no reload;
-- anything else (a replica added or removed, a new service, changed tokens): the new configuration is
-  validated (``haproxy -c``) and only then swapped in by a reload. The master starts a new worker that
-  takes the listening sockets from the old one (``expose-fd listeners``), so no connection is refused,
-  and the old worker finishes the requests it carries. Server states (a replica already DOWN) are
-  saved first and loaded by the new worker, so a dead replica gets no traffic after a reload.
+- the same services with other replicas, weights or tokens: the worker's runtime API (admin.sock) does
+  it, no reload: ``add server`` (in maintenance, then its health check and the server switched on),
+  ``set weight``, ``set server ... addr``, ``add acl``/``del acl`` on the token list, and for a replica
+  taken out ``disable server`` then ``del server``, which HAProxy refuses while the server still has
+  connections, so it is tried again at every apply until it succeeds;
+- a service added or removed, or its path or health check changed: the new configuration is validated
+  (``haproxy -c``) and only then swapped in by a reload. The master starts a new worker that takes the
+  listening sockets from the old one (``expose-fd listeners``), so no connection is refused; the old
+  worker finishes the requests it carries and answers its idle keep-alive connections' next request
+  with ``Connection: close`` rather than closing them under a client (``idle-close-on-response``).
+  Server states (a replica already DOWN) are saved first and loaded by the new worker.
+
+The configuration file is rewritten after every change, so a reload or a restart starts from the same
+state the runtime API left.
 
 A master left running by a server that was killed is found by its pid file and stopped on ``start``.
 """
@@ -28,7 +36,7 @@ import time
 from pathlib import Path
 
 from deepdock.errors import GatewayError
-from deepdock.gateway.config import backend_name, render
+from deepdock.gateway.config import CHECK, backend_name, render
 from deepdock.gateway.routes import Route
 
 log = logging.getLogger("deepdock.gateway")
@@ -49,6 +57,8 @@ class Gateway:
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: io.BufferedWriter | None = None
         self._routes: dict[str, Route] = {}
+        # (backend, server) taken out of a route, in maintenance until HAProxy lets it be deleted.
+        self._deleting: set[tuple[str, str]] = set()
         self._config = self.workdir / "haproxy.cfg"
         self._pidfile = self.workdir / "haproxy.pid"
         self._master_socket = self.workdir / "master.sock"
@@ -132,28 +142,69 @@ class Gateway:
 
     # -- routes -------------------------------------------------------------------------------------------
     def apply(self, routes: list[Route]) -> str:
-        """Make HAProxy serve ``routes``: "unchanged", "weights" (runtime API) or "reloaded"."""
+        """Make HAProxy serve ``routes``. Returns "unchanged"; "runtime" when the runtime API did it (weights,
+        replicas added or removed, tokens: no reload, no connection touched); or "reloaded" (a service
+        added or removed, or a changed path or health check)."""
         if not self.running:
             raise GatewayError("the gateway is not running")
+        self._finish_deletions()
         wanted = {r.key: r for r in routes}
         if wanted == self._routes:
             return "unchanged"
-        same_shape = (wanted.keys() == self._routes.keys()
-                      and all(wanted[k].unweighted() == self._routes[k].unweighted() for k in wanted))
-        if same_shape:
-            commands = [f"set weight {backend_name(r)}/{b.name} {b.weight}"
-                        for k, r in wanted.items()
-                        for b, old in zip(r.backends, self._routes[k].backends, strict=True) if b.weight != old.weight]
-            reply = self._admin("; ".join(commands))
-            if reply.strip():
-                raise GatewayError(f"haproxy refused a weight change: {reply.strip()[:400]}")
-            # The file follows, so a later reload starts from these weights.
-            self._write(routes)
-            self._routes = wanted
-            return "weights"
-        self._reload(routes)
+        if {k: _shape(r) for k, r in wanted.items()} != {k: _shape(r) for k, r in self._routes.items()}:
+            self._reload(routes)
+            self._routes, self._deleting = wanted, set()
+            return "reloaded"
+        for key, route in wanted.items():
+            self._change_at_runtime(self._routes[key], route)
+        self._write(routes)  # the file follows, so a later reload starts from this state
         self._routes = wanted
-        return "reloaded"
+        return "runtime"
+
+    def _change_at_runtime(self, old: Route, new: Route) -> None:
+        backend = backend_name(new)
+        tokens = self.workdir / "tokens" / f"{new.key}.lst"
+        for gone in sorted(old.token_hashes - new.token_hashes):
+            self._command(f"del acl {tokens} {gone}")
+        for added in sorted(new.token_hashes - old.token_hashes):
+            self._command(f"add acl {tokens} {added}")
+        before = {b.name: b for b in old.backends}
+        after = {b.name: b for b in new.backends}
+        for name, b in after.items():
+            was = before.get(name)
+            if was is None:
+                if (backend, name) in self._deleting:  # it came back before it could be deleted
+                    self._deleting.discard((backend, name))
+                    self._command(f"set server {backend}/{name} addr {b.address} port {b.port}")
+                    self._command(f"set weight {backend}/{name} {b.weight}")
+                    self._command(f"enable server {backend}/{name}")
+                    continue
+                # A new server starts in maintenance; its check is switched on, then the server.
+                self._command(f"add server {backend}/{name} {b.address}:{b.port} weight {b.weight} {CHECK}",
+                              expect="New server registered")
+                self._command(f"enable health {backend}/{name}")
+                self._command(f"enable server {backend}/{name}")
+                continue
+            if (was.address, was.port) != (b.address, b.port):
+                self._command(f"set server {backend}/{name} addr {b.address} port {b.port}")
+            if was.weight != b.weight:
+                self._command(f"set weight {backend}/{name} {b.weight}")
+        for name in before.keys() - after.keys():
+            # Maintenance first: no new request goes to it; deleted once its connections are gone.
+            self._command(f"disable server {backend}/{name}")
+            self._deleting.add((backend, name))
+        self._finish_deletions()
+
+    def _finish_deletions(self) -> None:
+        """``del server`` is refused while a server still has connections: tried again at every apply."""
+        for backend, name in sorted(self._deleting):
+            if "Server deleted" in self._admin(f"del server {backend}/{name}"):
+                self._deleting.discard((backend, name))
+
+    def _command(self, command: str, expect: str = "") -> None:
+        reply = self._admin(command).strip()
+        if (expect and expect not in reply) or (not expect and reply):
+            raise GatewayError(f"haproxy refused {command!r}: {reply[:400]}")
 
     def server_states(self) -> dict[tuple[str, str], dict[str, str]]:
         """(route key, server) → HAProxy's view of it: ``status`` (UP, DOWN, MAINT...) and ``weight``."""
@@ -168,13 +219,13 @@ class Gateway:
         self._validate(candidate)
         (self.workdir / "servers.state").write_text(self._admin("show servers state"))
         candidate.replace(self._config)
-        before = self._reloads()
+        before = self.reloads()
         assert self._process is not None
         os.kill(self._process.pid, signal.SIGUSR2)
         deadline = time.monotonic() + RELOAD_TIMEOUT_S
         while time.monotonic() < deadline:
             try:
-                if self._reloads() > before and self._admin_ready():
+                if self.reloads() > before and self._admin_ready():
                     return
             except GatewayError:
                 pass  # the master re-executes itself: its socket is briefly gone
@@ -201,7 +252,7 @@ class Gateway:
             raise GatewayError(f"haproxy rejected the gateway configuration: {(check.stderr or check.stdout)[-800:]}")
 
     # -- sockets ------------------------------------------------------------------------------------------
-    def _reloads(self) -> int:
+    def reloads(self) -> int:
         """The master's reload count (``show proc``'s master line: pid, "master", reloads)."""
         for line in _ask(self._master_socket, "show proc").splitlines():
             fields = line.split()
@@ -218,6 +269,11 @@ class Gateway:
 
     def _admin(self, command: str) -> str:
         return _ask(self._admin_socket, command)
+
+
+def _shape(route: Route) -> tuple[str, str]:
+    """What only a reload changes: the service's path and its health check (all else has a runtime command)."""
+    return route.path_name, route.health_path
 
 
 def _ask(path: Path, command: str) -> str:

@@ -323,6 +323,17 @@ def test_a_replica_is_ready_only_once_the_gateway_checks_it_up(served):
     assert [b.weight for b in gateway.routes[0].backends] == [100]  # all of the traffic
 
 
+def test_a_replica_that_does_not_fit_says_why_it_waits(served):
+    steps, _, _ = served
+    apply(steps, replicas=3, resources={"cpus": 8, "memory": "1g"})  # two nodes of 8 CPUs: one replica each
+    settle(steps, lambda s, rows: sum(r.ready for r, _ in rows) == 2)
+    with steps.session() as session:
+        detail = inference.describe_service(session, admin(session), "digits", "http://gw")
+    waiting = [r for r in detail.replicas if r.status == JobStatus.QUEUED]
+    assert len(waiting) == 1 and waiting[0].pending and "cpu" in waiting[0].pending.lower(), detail.replicas
+    assert (detail.status, detail.status_reason) == (ServiceStatus.DEGRADED, "2 of 3 replicas ready")
+
+
 def test_a_served_version_cannot_be_deleted(served):
     steps, _, _ = served
     apply(steps)

@@ -138,7 +138,9 @@ def describe_service(session: Session, user: User, name: str, endpoint_base: str
     nodes = _replica_nodes(session, [j.id for _, j in rows])
     replicas = [ServiceReplicaOut(job=j.id, revision=r.revision, status=JobStatus(j.status), node=nodes.get(j.id),
                                   address=r.address, port=r.port, ready=r.ready, retiring=r.retiring_since is not None,
-                                  weight=r.weight, restarts=failures.get(j.id, 0)) for r, j in rows]
+                                  weight=r.weight, restarts=failures.get(j.id, 0),
+                                  pending=(j.pending_reason or {}).get("message") if j.status == JobStatus.QUEUED
+                                  else None) for r, j in rows]
     events = list(session.scalars(select(InferenceEvent).where(InferenceEvent.service_id == service.id)
                                   .order_by(InferenceEvent.id.desc()).limit(EVENTS_SHOWN)))
     return ServiceDetail(
