@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     # The address users reach the gateway at, for `service ls` (default http://gateway_host:gateway_port).
     gateway_url: str = ""
     haproxy_bin: str = "haproxy"
+    # HAProxy threads (nbthread): 1 adds the least latency; more only for thousands of requests a second.
+    gateway_threads: int = Field(default=1, ge=1, le=64)
     # The rollout step (builds, readiness probes, traffic weights, canary judgement, autoscaling).
     rollout_interval_s: float = Field(default=1.0, gt=0)
 

@@ -227,3 +227,21 @@ def test_start_stops_a_gateway_left_by_a_killed_server(tmp_path, haproxy_bin) ->
 def test_a_missing_haproxy_is_a_named_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(GatewayError, match="cannot run"):
         Gateway(tmp_path, port=free_port(), log_port=free_port(), haproxy_bin=str(tmp_path / "nope")).start()
+
+
+def test_servers_added_at_runtime_become_configured_ones_once_routes_hold_still(  # type: ignore[no-untyped-def]
+        running: Running, replicas, monkeypatch) -> None:
+    import deepdock.gateway.haproxy as haproxy
+
+    monkeypatch.setattr(haproxy, "CONSOLIDATE_AFTER_S", 0.5)
+    a, b = replicas("a"), replicas("b")
+    running.gateway.apply([route((a, 128, 1))])
+    assert running.gateway.apply([route((a, 128, 1), (b, 128, 2))]) == "runtime"
+    assert running.gateway.apply([route((a, 128, 1), (b, 128, 2))]) == "unchanged"
+    time.sleep(0.6)
+    assert running.gateway.apply([route((a, 128, 1), (b, 128, 2))]) == "reloaded"
+    assert running.gateway.apply([route((a, 128, 1), (b, 128, 2))]) == "unchanged"
+    wait_for(lambda: {s["status"] for s in running.gateway.server_states().values()} == {"UP"})
+    with httpx.Client() as client:
+        assert {client.get(f"{running.gateway.url}/services/digits/", headers=AUTH).json()["replica"]
+                for _ in range(10)} == {"a", "b"}

@@ -116,7 +116,8 @@ class Controller:
         access_log = AccessLog()
         access_log.start()
         gateway = Gateway(settings.home / "gateway", bind_host=settings.gateway_host, port=settings.gateway_port,
-                          log_port=access_log.port, haproxy_bin=settings.haproxy_bin)
+                          log_port=access_log.port, haproxy_bin=settings.haproxy_bin,
+                          threads=settings.gateway_threads)
         try:
             gateway.start()
         except DeepdockError as exc:
