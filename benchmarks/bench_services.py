@@ -5,7 +5,8 @@
 Each figure against its baseline in the same run:
 
 - **ready**: `serve` → every replica ready (1 replica, its serving image present: the first deployment
-  builds it and is reported apart), three times, each after the last one is deleted.
+  builds it and is reported apart), three times, each after the last one is deleted; and the size of
+  that ONNX serving image.
 - **proxy**: the same v2 request, one client, keep-alive, sequentially: through the endpoint (HAProxy →
   replica) and straight to the replica's published port, 2,000 each in 4 alternating rounds; the added
   p50 (and p99) is the proxy's cost. Measured with batching's max wait at 0 and at its default 2 ms, once
@@ -106,8 +107,12 @@ def spec(name: str, model: str, **extra: Any) -> ServiceSpec:
 def bench_ready(c: Client) -> dict[str, Any]:
     started = time.monotonic()
     c.apply_service(spec("ready", "digits-mlp:1"))
-    wait(c, "ready", serving())
+    s = wait(c, "ready", serving())
     first = time.monotonic() - started
+    image = s.revisions[-1].image
+    engine = docker.from_env()
+    size_mb = engine.images.get(image).attrs["Size"] / 1e6
+    engine.close()
     delete(c, "ready")
     times = []
     for _ in range(3):
@@ -116,7 +121,8 @@ def bench_ready(c: Client) -> dict[str, Any]:
         wait(c, "ready", serving())
         times.append(time.monotonic() - started)
         delete(c, "ready")
-    return {"first_deploy_s": first, "image_present_s": times, "median_s": sorted(times)[1]}
+    return {"first_deploy_s": first, "image_present_s": times, "median_s": sorted(times)[1], "onnx_image": image,
+            "onnx_image_mb": size_mb}
 
 
 def _sequential(url: str, headers: dict[str, str], content: bytes, n: int) -> list[float]:
