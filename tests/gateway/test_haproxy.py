@@ -245,3 +245,15 @@ def test_servers_added_at_runtime_become_configured_ones_once_routes_hold_still(
     with httpx.Client() as client:
         assert {client.get(f"{running.gateway.url}/services/digits/", headers=AUTH).json()["replica"]
                 for _ in range(10)} == {"a", "b"}
+
+
+def test_a_port_already_taken_is_a_named_error(tmp_path, haproxy_bin) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        gateway = Gateway(tmp_path / "gw", port=taken.getsockname()[1], log_port=free_port(), haproxy_bin=haproxy_bin)
+        with pytest.raises(GatewayError, match=r"haproxy exited at start: .*cannot bind socket \(Address already in use\)"):
+            gateway.start()
+    assert not haproxy_processes(tmp_path / "gw")

@@ -87,6 +87,7 @@ class Gateway:
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "tokens").mkdir(exist_ok=True)
         self._stop_leftover()
+        (self.workdir / "servers.state").touch()
         self._write([])
         self._validate(self._config)
         # HAProxy's own messages (a replica going DOWN, reloads) go to a file: a pipe nobody reads would
@@ -103,7 +104,9 @@ class Gateway:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                err = (self.workdir / "haproxy.log").read_text(errors="replace")
+                lines = (self.workdir / "haproxy.log").read_text(errors="replace").splitlines()
+                err = "; ".join(line.split(":", 1)[-1].strip() for line in lines if "[ALERT]" in line) or \
+                    "\n".join(lines[-10:])
                 self._process = None
                 self._stderr.close() if self._stderr else None
                 raise GatewayError(f"haproxy exited at start: {err.strip()[-800:]}")
