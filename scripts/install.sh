@@ -29,6 +29,8 @@ fi
 # Debian starts the system's haproxy on install; deepdock runs its own, so the system one stays off.
 if command -v systemctl >/dev/null && systemctl is-active --quiet haproxy 2>/dev/null; then
   $SUDO systemctl disable --now haproxy >/dev/null 2>&1 || true
+elif [ -f /run/haproxy.pid ] && command -v service >/dev/null; then
+  $SUDO service haproxy stop >/dev/null 2>&1 || true  # no systemd (a container): its init script started it
 fi
 
 bash scripts/start_docker.sh
