@@ -47,7 +47,7 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def demo_run(server):
     """`deepdock demo` against the test server: the main job, end to end."""
-    env = {**os.environ, "DEEPDOCK_SERVER_URL": server.url, "DEEPDOCK_HOME": str(server.home)}
+    env = {**os.environ, "DEEPDOCK_SERVER_URL": server.url, "DEEPDOCK_HOME": str(server.home), "COLUMNS": "200"}
     done = subprocess.run([sys.executable, "-m", "deepdock.cli.main", "demo"], env=env, capture_output=True, text=True,
                           timeout=DEMO_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
