@@ -133,7 +133,8 @@ class Batcher:
                 break
             self._arrived.clear()
             try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                async with asyncio.timeout(remaining):  # no task per wait, unlike wait_for
+                    await self._arrived.wait()
             except TimeoutError:
                 rows = self._take_matching(batch, rows, first.key)
                 break
