@@ -20,6 +20,8 @@ command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need_pkgs+=(dnsmasq
 [ -d /usr/lib/postgresql ] || need_pkgs+=(postgresql)
 # haproxy: the services gateway (deepdock.gateway); the server runs its own instance, not the system's.
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_pkgs+=(haproxy)
+# prometheus (with promtool): the monitoring test scrapes a real server with the shipped config and rules.
+command -v prometheus >/dev/null || need_pkgs+=(prometheus)
 python3 -c "import venv, ensurepip" 2>/dev/null || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_pkgs[*]}"

@@ -12,6 +12,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 # A server a test starts runs no services gateway unless the test gives it a port of its own: many servers
 # run at once (pytest-xdist, subprocess servers) and would all claim the default one.
 os.environ.setdefault("DEEPDOCK_GATEWAY_PORT", "0")
+os.environ.setdefault("DEEPDOCK_GATEWAY_METRICS_PORT", "0")  # a test that wants it picks a free port
 # Every container, network, volume and image a test creates carries this label, so cleanup finds it.
 TEST_LABEL = "deepdock.test"
 

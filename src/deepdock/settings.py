@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     haproxy_bin: str = "haproxy"
     # HAProxy threads (nbthread): 1 adds the least latency; more only for thousands of requests a second.
     gateway_threads: int = Field(default=1, ge=1, le=64)
+    # HAProxy's Prometheus exporter (per-service and per-replica request metrics) on gateway_host:PORT/metrics;
+    # 0: none.
+    gateway_metrics_port: int = Field(default=8781, ge=0, le=65535)
     # The rollout step (builds, readiness probes, traffic weights, canary judgement, autoscaling).
     rollout_interval_s: float = Field(default=1.0, gt=0)
 

@@ -257,3 +257,21 @@ def test_a_port_already_taken_is_a_named_error(tmp_path, haproxy_bin) -> None:  
         with pytest.raises(GatewayError, match=r"haproxy exited at start: .*cannot bind socket \(Address already in use\)"):
             gateway.start()
     assert not haproxy_processes(tmp_path / "gw")
+
+
+def test_the_exporter_counts_each_service_and_replica(tmp_path, haproxy_bin, replicas) -> None:  # type: ignore[no-untyped-def]
+    metrics_port = free_port()
+    gateway = Gateway(tmp_path / "gw", port=free_port(), log_port=free_port(), haproxy_bin=haproxy_bin,
+                      metrics_port=metrics_port)
+    gateway.start()
+    try:
+        a = replicas("a")
+        gateway.apply([route((a, 128, 1))])
+        wait_for(lambda: gateway.server_states()[("digits", "r1-a")]["status"] == "UP")
+        for _ in range(3):
+            assert httpx.get(f"{gateway.url}/services/digits/", headers=AUTH).status_code == 200
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        assert 'haproxy_backend_http_responses_total{proxy="svc_digits",code="2xx"} 3' in text
+        assert 'haproxy_server_http_responses_total{proxy="svc_digits",server="r1-a",code="2xx"} 3' in text
+    finally:
+        gateway.stop()

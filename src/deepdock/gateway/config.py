@@ -37,7 +37,8 @@ def backend_name(route: Route) -> str:
     return BACKEND_PREFIX + route.key
 
 
-def render(routes: list[Route], *, workdir: Path, bind_host: str, port: int, log_port: int, threads: int = 1) -> Rendered:
+def render(routes: list[Route], *, workdir: Path, bind_host: str, port: int, log_port: int, threads: int = 1,
+           metrics_port: int = 0) -> Rendered:
     for route in routes:
         for name in (route.key, route.path_name, *(b.name for b in route.backends)):
             if not _SAFE.match(name):
@@ -88,7 +89,16 @@ def render(routes: list[Route], *, workdir: Path, bind_host: str, port: int, log
         lines += [f"    acl {acl} path /services/{route.path_name}",
                   f"    acl {acl} path_beg /services/{route.path_name}/",
                   f"    use_backend {backend_name(route)} if {acl}"]
-    lines += [f"    default_backend {UNKNOWN_BACKEND}", "",
+    lines += [f"    default_backend {UNKNOWN_BACKEND}", ""]
+    if metrics_port:
+        # HAProxy's own Prometheus exporter: requests, responses by code class and timings per service
+        # (backend) and per replica (server, its name carrying the revision).
+        lines += ["frontend gateway_metrics",
+                  f"    bind {bind_host}:{metrics_port}",
+                  "    no log",
+                  "    http-request use-service prometheus-exporter if { path /metrics }",
+                  "    http-request return status 404 content-type text/plain string 'see /metrics'", ""]
+    lines += [
               f"backend {UNKNOWN_BACKEND}",
               "    http-request return status 404 content-type application/json string '{\"error\":\"no such service\"}'",
               ""]

@@ -55,12 +55,12 @@ CONSOLIDATE_AFTER_S = 10.0
 
 class Gateway:
     def __init__(self, workdir: Path, *, bind_host: str = "127.0.0.1", port: int, log_port: int,
-                 haproxy_bin: str = "haproxy", threads: int = 1) -> None:
+                 haproxy_bin: str = "haproxy", threads: int = 1, metrics_port: int = 0) -> None:
         self.workdir = Path(workdir)
         # Debian puts haproxy in /usr/sbin, which a non-root PATH often lacks.
         haproxy_bin = shutil.which(haproxy_bin) or shutil.which(haproxy_bin, path="/usr/sbin:/sbin") or haproxy_bin
         self.bind_host, self.port, self.log_port, self.haproxy_bin = bind_host, port, log_port, haproxy_bin
-        self.threads = threads
+        self.threads, self.metrics_port = threads, metrics_port
         self._process: subprocess.Popen[bytes] | None = None
         self._stderr: io.BufferedWriter | None = None
         self._routes: dict[str, Route] = {}
@@ -253,7 +253,7 @@ class Gateway:
 
     def _write(self, routes: list[Route], config: Path | None = None):  # type: ignore[no-untyped-def]
         rendered = render(routes, workdir=self.workdir, bind_host=self.bind_host, port=self.port,
-                          log_port=self.log_port, threads=self.threads)
+                          log_port=self.log_port, threads=self.threads, metrics_port=self.metrics_port)
         tokens = self.workdir / "tokens"
         for name, content in rendered.token_files.items():
             _atomic_write(tokens / name, content)

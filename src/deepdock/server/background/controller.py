@@ -117,7 +117,7 @@ class Controller:
         access_log.start()
         gateway = Gateway(settings.home / "gateway", bind_host=settings.gateway_host, port=settings.gateway_port,
                           log_port=access_log.port, haproxy_bin=settings.haproxy_bin,
-                          threads=settings.gateway_threads)
+                          threads=settings.gateway_threads, metrics_port=settings.gateway_metrics_port)
         try:
             gateway.start()
         except DeepdockError as exc:
