@@ -79,7 +79,12 @@ def _version_body(version: int = 1, **extra: object) -> dict[str, object]:
 def test_demo_trains_tracks_registers_exports_and_promotes(api: FakeApi, cli: Invoke, monkeypatch: pytest.MonkeyPatch,
                                                            tmp_path: Path) -> None:
     built: list[str] = []
+    served: list[tuple[str, str]] = []
     monkeypatch.setattr(demo, "_prebuild", lambda spec: built.append(spec.name))
+    # The serving end calls the gateway's endpoint itself: tested for real in tests/integration
+    # (test_model_lifecycle runs the whole demo); here, that it runs after production is set.
+    monkeypatch.setattr(demo, "serve_and_roll", lambda c, model, job, spec: served.append((model, job)))
+    api.error("GET", "/services/digits", 404, "not_found", "no service digits")
     done = detail_body(id="j-d", status="SUCCEEDED", status_reason="exited with code 0", artifacts_dir=str(tmp_path))
     api.on("GET", "/me", {"name": "admin", "is_admin": True})
     api.on("POST", "/code", {"sha256": "ef" * 32, "size": 1}, status=201)
@@ -121,10 +126,12 @@ def test_demo_trains_tracks_registers_exports_and_promotes(api: FakeApi, cli: In
     assert "format     onnx: model.onnx (max abs diff 1e-07, 1008 inputs, onnx-dynamo)" in result.stdout
     exports = [json.loads(r.content) for r in api.requests if r.url.path.endswith("/export")]
     assert [e["format"] for e in exports] == ["torchscript", "onnx"]
+    assert served == [("digits-mlp", "j-d")]
 
 
 def test_demo_exits_1_when_the_job_fails(api: FakeApi, cli: Invoke, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demo, "_prebuild", lambda spec: None)
+    api.error("GET", "/services/digits", 404, "not_found", "no service digits")
     api.on("GET", "/me", {"name": "admin", "is_admin": True})
     api.on("POST", "/code", {"sha256": "ef" * 32, "size": 1}, status=201)
     api.on("POST", "/jobs", job_body(id="j-d", status="QUEUED"), status=201)
