@@ -88,13 +88,22 @@ class NodeStatusIn(Request):
     status: NodeStatus
 
 
+class GpuHolder(Response):
+    """A job holding (a share of) one GPU; ``job`` and ``project`` are empty for another project's job."""
+
+    job: str
+    project: str
+    share: float
+
+
 class GpuOut(Response):
-    """One GPU of a node; ``memory`` in bytes."""
+    """One GPU of a node; ``memory`` in bytes; ``holders``: the jobs placed on it (the dashboard's map)."""
 
     index: int
     uuid: str = ""
     model: str
     memory: int
+    holders: list[GpuHolder] = Field(default_factory=list)
 
 
 class NodeOut(Response):

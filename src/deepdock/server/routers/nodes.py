@@ -16,7 +16,7 @@ router = APIRouter(tags=["nodes"])
 
 @router.get("/nodes", response_model=list[NodeOut])
 def list_nodes(session: Session = Depends(get_session), user: User = Depends(current_user)) -> list[NodeOut]:
-    return node_service.list_nodes(session)
+    return node_service.list_nodes(session, user)
 
 
 @router.post("/nodes", response_model=NodeOut, status_code=201)

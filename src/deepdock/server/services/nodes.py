@@ -15,7 +15,7 @@ from deepdock.compute.pool import BackendPool, NodeConnection
 from deepdock.errors import ConflictError, DeepdockError, NodeEngineUnreachableError, NotFoundError, SpecError
 from deepdock.server.db.models import Node, Replica, User, now_s
 from deepdock.server.db.session import Database
-from deepdock.server.services.auth import require_admin
+from deepdock.server.services.auth import require_admin, visible_project_ids
 from deepdock.server.services.distributed import node_address, resolve_address
 
 _NODE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -34,12 +34,14 @@ def schedulable(node: Node) -> bool:
 def node_out(node: Node, used: dict[str, dict[str, object]]) -> NodeOut:
     u = used.get(node.name, {})
     gpu_used: dict[int, float] = u.get("gpu_used", {})  # type: ignore[assignment]
+    holders: dict[int, list[dict[str, object]]] = u.get("gpu_holders", {})  # type: ignore[assignment]
     health = NodeHealth(node.status)
     status = NodeStatus.DRAINING if node.draining and health == NodeHealth.READY else NodeStatus(health.value)
     return NodeOut(
         name=node.name, engine_url=node.engine_url, address=node_address(node), status=status, health=health,
         draining=node.draining,
-        cpus=node.cpus, memory=node.memory, gpus=list(node.gpus or []), labels=dict(node.labels or {}),
+        cpus=node.cpus, memory=node.memory, labels=dict(node.labels or {}),
+        gpus=[{**g, "holders": holders.get(int(g["index"]), [])} for g in node.gpus or []],
         engine_version=node.engine_version, allocated_cpus=float(u.get("cpus", 0.0)),  # type: ignore[arg-type]
         allocated_memory=int(u.get("memory", 0)),  # type: ignore[call-overload]
         allocated_gpus=sum(gpu_used.values()), last_seen_at=node.last_seen_at, last_error=node.last_error,
@@ -101,8 +103,9 @@ def add_node(
         return node_out(node, {})
 
 
-def list_nodes(session: Session) -> list[NodeOut]:
-    used = allocations(session)
+def list_nodes(session: Session, viewer: User | None = None) -> list[NodeOut]:
+    """Every node; a GPU's holders name only the jobs of projects ``viewer`` can see (all without one)."""
+    used = allocations(session, visible_project_ids(session, viewer) if viewer is not None else None)
     return [node_out(n, used) for n in session.scalars(select(Node).order_by(Node.name))]
 
 
@@ -141,24 +144,31 @@ def set_node_status(session: Session, actor: User, name: str, status: NodeStatus
     return out
 
 
-def allocations(session: Session) -> dict[str, dict[str, object]]:
-    """Per node: cpus, memory and GPU shares held by active replicas (the scheduler's 'used')."""
-    from deepdock.server.db.models import Job
+def allocations(session: Session, visible: list[int] | None = None) -> dict[str, dict[str, object]]:
+    """Per node: cpus, memory and GPU shares held by active replicas (the scheduler's 'used'), and each
+    GPU's holders (jobs outside ``visible`` project ids, when given, are left unnamed)."""
+    from deepdock.server.db.models import Job, Project
 
     rows = session.execute(
-        select(Replica.node_name, Replica.gpu_indices, Replica.gpu_share, Job.cpus, Job.memory, Job.gpus)
+        select(Replica.node_name, Replica.gpu_indices, Replica.gpu_share, Job.cpus, Job.memory, Job.gpus, Job.id,
+               Job.project_id, Project.name)
         .join(Job, Job.id == Replica.job_id)
+        .join(Project, Project.id == Job.project_id)
         .where(Replica.active.is_(True))
     )
     used: dict[str, dict[str, object]] = {}
-    for node_name, gpu_indices, gpu_share, cpus, memory, gpus in rows:
-        entry = used.setdefault(node_name, {"cpus": 0.0, "memory": 0, "gpu_used": {}})
+    for node_name, gpu_indices, gpu_share, cpus, memory, gpus, job_id, project_id, project in rows:
+        entry = used.setdefault(node_name, {"cpus": 0.0, "memory": 0, "gpu_used": {}, "gpu_holders": {}})
         entry["cpus"] = float(entry["cpus"]) + cpus  # type: ignore[arg-type]
         entry["memory"] = int(entry["memory"]) + memory  # type: ignore[call-overload]
         per_gpu: dict[int, float] = entry["gpu_used"]  # type: ignore[assignment]
+        holders: dict[int, list[dict[str, object]]] = entry["gpu_holders"]  # type: ignore[assignment]
         share = gpu_share if gpus < 1 else 1.0
+        shown = visible is None or project_id in visible
         for idx in gpu_indices or []:
             per_gpu[idx] = per_gpu.get(idx, 0.0) + share
+            holders.setdefault(idx, []).append({"job": job_id if shown else "", "project": project if shown else "",
+                                                "share": share})
     return used
 
 
