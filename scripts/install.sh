@@ -22,6 +22,9 @@ command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need_pkgs+=(dnsmasq
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_pkgs+=(haproxy)
 # prometheus (with promtool): the monitoring test scrapes a real server with the shipped config and rules.
 command -v prometheus >/dev/null || need_pkgs+=(prometheus)
+# chromium: the dashboard's tests drive Debian's browser with Playwright (its own browser download does not
+# work offline).
+command -v chromium >/dev/null || need_pkgs+=(chromium)
 python3 -c "import venv, ensurepip" 2>/dev/null || need_pkgs+=(python3-venv)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_pkgs[*]}"

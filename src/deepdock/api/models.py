@@ -580,3 +580,38 @@ class ServiceDetail(ServiceOut):
     revisions: list[RevisionOut]
     replicas: list[ServiceReplicaOut]
     events: list[ServiceEventOut]
+
+
+# -- the dashboard's overview --------------------------------------------------------------------------
+class ProjectUsageOut(Response):
+    """One project as the overview shows it: its jobs by status, its queue, what its running jobs hold
+    against its quota (above the quota: capacity it borrows from idle projects)."""
+
+    name: str
+    jobs: dict[str, int]
+    queued: int
+    oldest_wait_s: float | None
+    used_cpus: float
+    used_memory: int
+    used_gpus: float
+    quota_cpus: float | None
+    quota_memory: int | None
+    quota_gpus: float | None
+    # GPU-seconds (CPU-seconds for CPU jobs) its jobs attained: the fair-share standing the scheduler uses.
+    attained_service: float
+
+
+class CapacityOut(Response):
+    nodes: int
+    nodes_ready: int
+    cpus: float
+    memory: int
+    gpus: int
+    allocated_cpus: float
+    allocated_memory: int
+    allocated_gpus: float
+
+
+class OverviewOut(Response):
+    capacity: CapacityOut
+    projects: list[ProjectUsageOut]

@@ -11,7 +11,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -27,11 +28,12 @@ from deepdock.server.context import AppContext, new_context
 from deepdock.server.db.models import Node, User
 from deepdock.server.deps import TokenCache
 from deepdock.server.metrics import Metrics
-from deepdock.server.routers import admin, jobs, models, nodes, services, tracking, volumes
+from deepdock.server.routers import admin, jobs, live, models, nodes, overview, services, tracking, volumes
 from deepdock.server.services import nodes as node_service
 from deepdock.server.services.auth import bootstrap_admin
 from deepdock.server.wake import WakeSender, wake_socket_path
 from deepdock.settings import Settings
+from deepdock.ui import STATIC_DIR
 
 API_PREFIX = "/api/v1"
 LOCAL_NODE_NAME = "local"
@@ -235,11 +237,18 @@ def create_app(
                                          "database": database_reason(exc)})
         return JSONResponse({"status": "ok", "version": __version__, "database": "ok"})
 
+    # The dashboard (deepdock.ui): static files; every page reads the API with the user's token.
+    app.mount("/ui", StaticFiles(directory=STATIC_DIR, html=True), name="ui")
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
     @app.get("/metrics", include_in_schema=False)
     def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
     for router in (jobs.router, tracking.router, models.router, nodes.router, admin.router, volumes.router,
-                   services.router):
+                   services.router, live.router, overview.router):
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     return app

@@ -1,0 +1,169 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright) against a real server and
+Docker engine: log in, watch a running job's loss curve grow, read a pending job's reason, stop it, move
+and roll back a model alias, see a service's traffic split; every page is screenshotted into docs/ui/
+(docs/ui.md shows them). No page may log a JavaScript error."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import _missing
+from tests.integration.server_process import ServerProcess
+from tests.integration.service_kit import register_onnx_version
+from tests.integration.test_server_jobs import wait_status
+
+from deepdock.specs.job import JobSpec
+from deepdock.specs.service import ServiceSpec
+
+pytestmark = pytest.mark.docker
+
+SCREENSHOTS = Path(__file__).parents[2] / "docs" / "ui"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+# Logs a loss every 0.2 s for 2 minutes (the test stops it sooner): the SDK is in every job's image.
+TRAINING = ("import time\nfrom deepdock import sdk\nfor step in range(600):\n"
+            "    sdk.log_metrics(step, loss=1.0 / (step + 1))\n    time.sleep(0.2)\n")
+UI_TIMEOUT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    chromium = shutil.which("chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright (pip install -e '.[dev]')")
+    if chromium is None:
+        _missing("Chromium (apt-get install chromium; scripts/install.sh does)")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(str(profile), executable_path=chromium, headless=True,
+                                                       args=CHROMIUM_FLAGS, viewport={"width": 1360, "height": 900})
+        yield context
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, docker_client) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    from tests.serving.conftest import make_mlp_bundle
+
+    root = tmp_path_factory.mktemp("ui")
+    srv = ServerProcess(root / "home", {"deepdock.test": "ui"}, DEEPDOCK_TRACKING_INTERVAL_S="0.2").start()
+    try:
+        with srv.client() as c:
+            node = c.nodes()[0]
+            running = c.run(JobSpec.model_validate({
+                "name": "ui-train", "image": "python:3.11-slim-bookworm", "command": ["python", "-c", TRAINING],
+                "resources": {"cpus": 0.5, "memory": "256m"}}))
+            wait_status(c, running.id, {"RUNNING"}, timeout_s=120)
+            # The whole node while the training holds part of it: it waits, with the scheduler's reason.
+            pending = c.run(JobSpec.model_validate({
+                "name": "ui-wait", "image": "python:3.11-slim-bookworm", "command": ["sleep", "1"],
+                "resources": {"cpus": node.cpus, "memory": "128m"}}))
+            for seed in (1, 2):
+                register_onnx_version(srv.home, make_mlp_bundle(root / f"v{seed}", seed=seed).folder / "model.onnx")
+            c.set_alias("digits-mlp", "production", 1)
+            c.apply_service(ServiceSpec.model_validate({"name": "digits", "model": "digits-mlp:1", "replicas": 1,
+                                                        "resources": {"cpus": 0.25, "memory": "256m"}}))
+            yield {"server": srv, "token": c.token, "running": running.id, "pending": pending.id}
+            c.delete_service("digits")
+            for job in (running.id, pending.id):
+                c.stop(job)
+    finally:
+        srv.stop()
+        for container in docker_client.containers.list(all=True, filters={"label": "deepdock.test=ui"}):
+            container.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def page(browser, cluster) -> Iterator[Any]:  # type: ignore[no-untyped-def]
+    page = browser.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    page.goto(f"{cluster['server'].url}/")
+    page.wait_for_url("**/ui/#/login")
+    page.fill("#token", "not-a-token")
+    page.click("#login button")
+    page.wait_for_selector("#login-error:has-text('not accepted')")
+    page.fill("#token", cluster["token"])
+    page.click("#login button")
+    page.wait_for_selector("#nodes-ready")
+    # From here on (the refused token above logged its 401), any error on a page fails the module.
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    yield page
+    assert not errors, errors
+
+
+def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def test_overview_shows_capacity_jobs_and_services(page, cluster) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{cluster['server'].url}/ui/#/overview")
+    page.wait_for_selector("[data-status=RUNNING]")
+    assert page.inner_text("#nodes-ready") == "1 / 1"
+    shot(page, "overview")
+
+
+def test_jobs_page_lists_and_filters(page, cluster) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{cluster['server'].url}/ui/#/jobs")
+    page.wait_for_selector(f"tr[data-job='{cluster['running']}']")
+    assert page.locator(f"tr[data-job='{cluster['pending']}']").count() == 1
+    shot(page, "jobs")
+    page.goto(f"{cluster['server'].url}/ui/#/jobs?status=RUNNING")
+    page.wait_for_selector(f"tr[data-job='{cluster['running']}']")
+    assert page.locator(f"tr[data-job='{cluster['pending']}']").count() == 0
+
+
+def test_a_running_jobs_loss_curve_grows_live(page, cluster) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{cluster['server'].url}/ui/#/jobs/{cluster['running']}")
+    canvas = page.wait_for_selector("canvas[data-metric=loss]")
+    first = int(canvas.get_attribute("data-last-step"))
+    page.wait_for_function(f"Number(document.querySelector('canvas[data-metric=loss]').dataset.lastStep) > {first + 3}")
+    page.wait_for_selector("#logs")
+    shot(page, "job")
+
+
+def test_a_pending_job_says_why_and_can_be_stopped(page, cluster) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{cluster['server'].url}/ui/#/jobs/{cluster['pending']}")
+    reason = page.wait_for_selector("#pending-reason")
+    assert "queue position" in reason.inner_text()
+    shot(page, "job-pending")
+    page.click("#stop")
+    page.wait_for_selector("#job-status [data-status=STOPPED]")
+
+
+def test_nodes_and_projects(page, cluster) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{cluster['server'].url}/ui/#/nodes")
+    page.wait_for_selector("[data-node=local]")
+    shot(page, "nodes")
+    page.goto(f"{cluster['server'].url}/ui/#/projects")
+    page.wait_for_selector("td:has-text('default')")
+    shot(page, "projects")
+
+
+def test_move_and_roll_back_a_model_alias(page, cluster) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{cluster['server'].url}/ui/#/models/digits-mlp")
+    page.wait_for_selector("tr[data-alias=production] .alias-version:has-text('1')")
+    page.fill("#move input[name=version]", "2")
+    page.click("#move button")
+    page.wait_for_selector("tr[data-alias=production] .alias-version:has-text('2')")
+    page.click("button[data-rollback=production]")
+    page.wait_for_selector("tr[data-alias=production] .alias-version:has-text('1')")
+    assert "rollback 2 → 1" in page.inner_text("tr[data-alias=production]")
+    shot(page, "model")
+
+
+def test_a_services_traffic_split(page, cluster) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{cluster['server'].url}/ui/#/services/digits")
+    page.wait_for_selector("#traffic .split:has-text('r1 100%')", timeout=180_000)
+    shot(page, "service")
+    page.goto(f"{cluster['server'].url}/ui/#/services")
+    page.wait_for_selector("td a:has-text('digits')")
+    shot(page, "services")
