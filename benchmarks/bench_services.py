@@ -236,7 +236,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="deepdock-bench-services-") as tmp:
         home = Path(tmp) / "home"
         files = Path(tmp) / "models"
-        server = BenchServer(home, DEEPDOCK_GATEWAY_PORT=str(free_port()), DEEPDOCK_GATEWAY_METRICS_PORT="0", DEEPDOCK_ROLLOUT_INTERVAL_S="0.5",
+        server = BenchServer(home, DEEPDOCK_GATEWAY_PORT=str(free_port()), DEEPDOCK_GATEWAY_METRICS_PORT="0",
+                             DEEPDOCK_ROLLOUT_INTERVAL_S="0.5",
                              DEEPDOCK_CONTAINER_LABELS=json.dumps(LABEL))
         try:
             with server, Client(server.url, server.token) as c:

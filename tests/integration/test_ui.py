@@ -26,7 +26,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 # Logs a loss every 0.2 s for 2 minutes (the test stops it sooner): the SDK is in every job's image.
 TRAINING = ("import time\nfrom deepdock import sdk\nfor step in range(600):\n"
-            "    sdk.log_metrics(step, loss=1.0 / (step + 1))\n    time.sleep(0.2)\n")
+            "    sdk.log_metrics(step, loss=1.0 / (step + 1))\n    if sdk.should_stop():\n        break\n"
+            "    time.sleep(0.2)\n")
 UI_TIMEOUT_MS = 20_000
 
 

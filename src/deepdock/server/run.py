@@ -28,6 +28,10 @@ MAX_AUTO_WORKERS = 4
 PR_SET_PDEATHSIG = 1
 
 
+# Requests in flight get this long to finish on shutdown; streams that never end on their own (a
+# dashboard's live job page, a followed log) are cut after it, not waited for.
+GRACEFUL_SHUTDOWN_S = 5
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "alembic"):  # one line per request / migration step is noise at INFO
@@ -45,7 +49,7 @@ def _config(settings: Settings, host: str | None, port: int | None) -> uvicorn.C
     _apply_address(settings, host, port)
     _setup_logging()
     return uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                          access_log=False)
+                          access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
 
 def worker_count(settings: Settings) -> int:
@@ -87,7 +91,8 @@ def serve_workers(settings: Settings, count: int) -> None:
     controller.start()
     try:
         uvicorn.run("deepdock.server.run:api_worker_app", factory=True, host=settings.host, port=settings.port,
-                    workers=count, log_level="warning", access_log=False)
+                    workers=count, log_level="warning", access_log=False,
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     finally:
         listener.close()
         controller.stop()

@@ -53,6 +53,9 @@ class LogStore:
             if done:
                 return
             threading.Event().wait(FOLLOW_POLL_S)
+            # Nothing to send, but the reader's thread comes back: a reader that went away (a closed
+            # dashboard page) or a server shutting down ends the follow within a poll, not when the job does.
+            yield b""
 
 
 def without_events(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -61,15 +64,17 @@ def without_events(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
     pending = b""
     for chunk in chunks:
+        if not chunk:
+            yield chunk
+            continue
         data = pending + chunk
         end = data.rfind(b"\n")
         if end < 0:
             pending = data
             continue
         pending = data[end + 1:]
-        out = strip_events(data[: end + 1])
-        if out:
-            yield out
+        # Empty when the chunk held only the SDK's events: still yielded, for the reason in stream().
+        yield strip_events(data[: end + 1])
     if pending:
         yield strip_events(pending)
 

@@ -1,0 +1,151 @@
+"""The dashboard's figures (issue 15) in headless Chromium against a real server and Docker engine.
+
+    .venv/bin/python -m benchmarks.bench_ui [--jobs 10000] [--points 100000] [--repeats 5] [--json OUT]
+
+- **Jobs page, 10,000 jobs**: from navigation start until the jobs page is interactive (its first page of
+  rows rendered and its handlers bound: ``#app[data-ready=jobs]``), median of ``--repeats`` fresh loads;
+  baseline: the same page filtered to a project of 100 jobs, same server, same run. Goal ≤ 1 s.
+- **A 100,000-point series**: from navigation start until the job page's loss chart is drawn (its canvas
+  carries ``data-points``); baseline: a 1,000-point series. Goal ≤ 1 s.
+- **A metric on an open job page**: a job logs ``loss`` every 0.2 s through the SDK; the page records when
+  each new step appears; latency = that moment − the time the SDK stamped on the point. Goal ≤ 2 s.
+
+The jobs are written straight into the server's database (terminal, so the scheduler leaves them); the
+series are logged by real jobs (the SDK in the offline Python image), as bench_tracking's are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from benchmarks._server import BenchServer
+from benchmarks.bench_tracking import LOGGER, _logger_job, _wait
+from deepdock.api.enums import JobStatus
+from deepdock.client import Client
+from deepdock.envs.base import offline_image_name
+from deepdock.server.db.models import Job, Membership, Project, User
+from deepdock.server.db.session import Database
+from deepdock.settings import Settings
+from deepdock.specs.job import JobSpec
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+# Ends when asked to (the SDK's SIGTERM handler): a stopped job exits at once instead of at the grace.
+LIVE = ("import time\nfrom deepdock import sdk\nfor step in range(300):\n"
+        "    sdk.log_metrics(step, loss=1.0 / (step + 1))\n    if sdk.should_stop():\n        break\n    time.sleep(0.2)\n")
+LIVE_WATCH_S = 12.0
+TERMINAL = [JobStatus.SUCCEEDED] * 6 + [JobStatus.FAILED, JobStatus.STOPPED]
+
+
+def fill_jobs(home: Path, big: int, small: int) -> None:
+    db = Database(Settings(home=home).db_url)
+    rng = random.Random(0)
+    now = time.time()
+    with db.session() as session:
+        admin = session.query(User).filter(User.name == "admin").one()
+        for name, count in (("big", big), ("small", small)):
+            project = Project(name=name)
+            session.add(project)
+            session.flush()
+            session.add(Membership(user_id=admin.id, project_id=project.id))
+            for i in range(count):
+                submitted = now - rng.uniform(60, 30 * 86400)
+                session.add(Job(id=uuid.uuid4().hex[:12], name=f"{name}-{i}", project_id=project.id, user_id=admin.id,
+                                spec={}, status=rng.choice(TERMINAL), cpus=1, memory=1024**3, gpus=0,
+                                submitted_at=submitted, created_at=submitted, updated_at=submitted,
+                                started_at=submitted + 5, finished_at=submitted + 600))
+        session.commit()
+    db.dispose()
+
+
+def loaded_ms(context: Any, url: str, ready: str, repeats: int) -> dict[str, float]:
+    times = []
+    for _ in range(repeats + 1):  # the first load warms the server's and the browser's caches
+        page = context.new_page()
+        page.goto(url)
+        page.wait_for_selector(ready, timeout=30_000)
+        times.append(page.evaluate("performance.now()"))
+        page.close()
+    return {"median_ms": statistics.median(times[1:]), "max_ms": max(times[1:])}
+
+
+def live_latency(context: Any, client: Client, server_url: str, job_id: str) -> dict[str, float]:
+    page = context.new_page()
+    page.goto(f"{server_url}/ui/#/jobs/{job_id}")
+    page.wait_for_selector("canvas[data-metric=loss]", timeout=60_000)
+    page.evaluate("""() => { window.seenAt = {}; const c = () => document.querySelector('canvas[data-metric=loss]');
+        window.watch = setInterval(() => { const s = c() && c().dataset.lastStep;
+          if (s !== undefined && !(s in window.seenAt)) window.seenAt[s] = Date.now() / 1000; }, 20); }""")
+    page.wait_for_timeout(LIVE_WATCH_S * 1000)
+    seen: dict[str, float] = page.evaluate("window.seenAt")
+    page.close()
+    series = client.series(job_id, "loss")
+    logged = dict(zip((str(s) for s in series.steps), series.times, strict=True))
+    lags = sorted(at - logged[step] for step, at in seen.items() if step in logged)[1:]  # the first was already there
+    return {"points_seen": len(lags), "median_s": statistics.median(lags), "max_s": max(lags)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=10_000)
+    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    tmp = Path(tempfile.mkdtemp(prefix="deepdock-bench-ui-"))
+    code = tmp / "logger"
+    code.mkdir()
+    (code / "main.py").write_text(LOGGER)
+    image = offline_image_name("3.11")
+    results: dict[str, Any] = {}
+    try:
+        with BenchServer(tmp / "home", DEEPDOCK_TRACKING_INTERVAL_S="0.2") as server:
+            client = Client(server.url, server.token, settings=Settings(home=tmp / "home"))
+            fill_jobs(tmp / "home", args.jobs - 100, 100)
+            long_job = _logger_job(client, code, image, 1, args.points, "bench-ui-long")
+            short_job = _logger_job(client, code, image, 1, 1000, "bench-ui-short")
+            for job in (long_job, short_job):
+                _wait(client, job)
+            assert client.series(long_job, "m0").total == args.points
+            live = client.run(JobSpec.model_validate({"name": "bench-ui-live", "image": image,
+                                                      "command": ["python", "-c", LIVE],
+                                                      "resources": {"cpus": 0.5, "memory": "256m"}}))
+            with sync_playwright() as p:
+                context = p.chromium.launch_persistent_context(
+                    str(tmp / "profile"), executable_path=shutil.which("chromium"), headless=True, args=FLAGS,
+                    viewport={"width": 1360, "height": 900})
+                context.add_init_script(f"sessionStorage.setItem('deepdock-token', {json.dumps(server.token)})")
+                ui = f"{server.url}/ui/"
+                results["jobs_page"] = {
+                    f"{args.jobs} jobs": loaded_ms(context, f"{ui}#/jobs?project=big", "#app[data-ready=jobs]", args.repeats),
+                    "100 jobs (baseline)": loaded_ms(context, f"{ui}#/jobs?project=small", "#app[data-ready=jobs]", args.repeats)}
+                print("jobs_page", json.dumps(results["jobs_page"]), flush=True)
+                chart = "canvas[data-metric=m0][data-points]"
+                results["chart"] = {
+                    f"{args.points} points": loaded_ms(context, f"{ui}#/jobs/{long_job}", chart, args.repeats),
+                    "1000 points (baseline)": loaded_ms(context, f"{ui}#/jobs/{short_job}", chart, args.repeats)}
+                print("chart", json.dumps(results["chart"]), flush=True)
+                results["live"] = live_latency(context, client, server.url, live.id)
+                print("live", json.dumps(results["live"]), flush=True)
+                context.close()
+            client.stop(live.id)
+            _wait(client, live.id)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
