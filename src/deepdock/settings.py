@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # The track step (metrics from running jobs): a point is queryable within about this period plus the
     # log stream's own delay.
     tracking_interval_s: float = Field(default=0.25, gt=0)
+    # The usage step: a CPU/memory sample of every running container (an engine's stats call takes ~1 s).
+    usage_interval_s: float = Field(default=10.0, gt=0)
     # The Philly trace folder (philly.csv, vcs.csv) for `deepdock sim --trace philly` and the benchmarks;
     # unset: ../shared/traces/philly beside the repository.
     philly_dir: Path | None = None

@@ -6,6 +6,7 @@ and roll back a model alias, see a service's traffic split; every page is screen
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ TRAINING = ("import time\nfrom deepdock import sdk\nfor step in range(600):\n"
             "    sdk.log_metrics(step, loss=1.0 / (step + 1))\n    if sdk.should_stop():\n        break\n"
             "    time.sleep(0.2)\n")
 UI_TIMEOUT_MS = 20_000
+USAGE_TIMEOUT_S = 30
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +55,8 @@ def cluster(tmp_path_factory, docker_client) -> Iterator[dict[str, Any]]:  # typ
     from tests.serving.conftest import make_mlp_bundle
 
     root = tmp_path_factory.mktemp("ui")
-    srv = ServerProcess(root / "home", {"deepdock.test": "ui"}, DEEPDOCK_TRACKING_INTERVAL_S="0.2").start()
+    srv = ServerProcess(root / "home", {"deepdock.test": "ui"}, DEEPDOCK_TRACKING_INTERVAL_S="0.2",
+                        DEEPDOCK_USAGE_INTERVAL_S="1").start()
     try:
         with srv.client() as c:
             node = c.nodes()[0]
@@ -61,6 +64,10 @@ def cluster(tmp_path_factory, docker_client) -> Iterator[dict[str, Any]]:  # typ
                 "name": "ui-train", "image": "python:3.11-slim-bookworm", "command": ["python", "-c", TRAINING],
                 "resources": {"cpus": 0.5, "memory": "256m"}}))
             wait_status(c, running.id, {"RUNNING"}, timeout_s=120)
+            deadline = time.monotonic() + USAGE_TIMEOUT_S
+            while not c.job(running.id).usage:  # the usage step's first sample of its container
+                assert time.monotonic() < deadline, "no usage sample of the running job"
+                time.sleep(0.5)
             # The whole node while the training holds part of it: it waits, with the scheduler's reason.
             pending = c.run(JobSpec.model_validate({
                 "name": "ui-wait", "image": "python:3.11-slim-bookworm", "command": ["sleep", "1"],
@@ -128,6 +135,7 @@ def test_a_running_jobs_loss_curve_grows_live(page, cluster) -> None:  # type: i
     first = int(canvas.get_attribute("data-last-step"))
     page.wait_for_function(f"Number(document.querySelector('canvas[data-metric=loss]').dataset.lastStep) > {first + 3}")
     page.wait_for_selector("#logs")
+    assert "CPU" in page.inner_text("#usage [data-usage=local]")
     shot(page, "job")
 
 
@@ -142,7 +150,7 @@ def test_a_pending_job_says_why_and_can_be_stopped(page, cluster) -> None:  # ty
 
 def test_nodes_and_projects(page, cluster) -> None:  # type: ignore[no-untyped-def]
     page.goto(f"{cluster['server'].url}/ui/#/nodes")
-    page.wait_for_selector("[data-node=local]")
+    page.wait_for_selector("[data-node=local] [data-usage=local]")
     shot(page, "nodes")
     page.goto(f"{cluster['server'].url}/ui/#/projects")
     page.wait_for_selector("td:has-text('default')")

@@ -123,6 +123,8 @@ class NodeOut(Response):
     allocated_cpus: float = 0
     allocated_memory: int = 0
     allocated_gpus: float = 0
+    # The running containers' last usage samples (another project's job unnamed: ``job`` empty).
+    usage: list[UsageOut] = Field(default_factory=list)
     last_seen_at: float | None
     last_error: str
 
@@ -245,6 +247,17 @@ class JobStatusOut(Response):
     pending_reason: PendingReason | None
 
 
+class UsageOut(Response):
+    """The last CPU and memory sample of one running container (the usage step, every few seconds)."""
+
+    job: str
+    node: str
+    cpu_percent: float  # of one CPU: 200 is two full CPUs
+    memory_usage: int
+    memory_limit: int
+    at: float
+
+
 class JobDetail(JobOut):
     # The batch the scheduler groups it with (scheduler/cohort.py), and the GPU time it has attained.
     cohort: str | None
@@ -256,6 +269,8 @@ class JobDetail(JobOut):
     code_sha256: str | None = None
     # `job rerun`: the job this one repeats.
     rerun_of: str | None = None
+    # Its running containers' last usage samples, one per replica.
+    usage: list[UsageOut] = Field(default_factory=list)
 
 
 # -- tenancy -----------------------------------------------------------------------------------------------

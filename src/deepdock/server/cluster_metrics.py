@@ -2,7 +2,8 @@
 
 Jobs by status (and by project), jobs finished as a counter (for failure rates), the queue's length,
 oldest wait and a histogram of the waits jobs had before they started, by project; each node's health,
-capacity and what is allocated on it; each service's desired and ready replicas. A handful of grouped
+capacity and what is allocated on it; each service's desired and ready replicas; each running job's CPU
+and memory use (the usage step's last samples). A handful of grouped
 queries per scrape, whatever the number of jobs (docs/monitoring.md).
 
 The request metrics of services come from the gateway's own exporter (HAProxy's), not from here.
@@ -20,7 +21,7 @@ from prometheus_client.utils import floatToGoString
 from sqlalchemy import case, func, select
 
 from deepdock.api.enums import JobStatus, NodeHealth, NodeStatus
-from deepdock.server.db.models import InferenceReplica, InferenceService, Job, Node, Project, Replica
+from deepdock.server.db.models import InferenceReplica, InferenceService, Job, Node, Project, Replica, ReplicaUsage
 from deepdock.server.db.session import Database
 
 # Seconds a job waited between submit and start.
@@ -51,6 +52,11 @@ class ClusterCollector(Collector):
             allocated = {row[0]: row[1:] for row in session.execute(
                 select(Replica.node_name, func.sum(Job.cpus), func.sum(Job.memory), func.sum(Job.gpus * Replica.gpu_share))
                 .join(Job, Job.id == Replica.job_id).where(Replica.active.is_(True)).group_by(Replica.node_name))}
+            usage = session.execute(
+                select(ReplicaUsage.job_id, Project.name, ReplicaUsage.node_name, func.sum(ReplicaUsage.cpu_percent),
+                       func.sum(ReplicaUsage.memory_usage))
+                .join(Job, Job.id == ReplicaUsage.job_id).join(Project, Project.id == Job.project_id)
+                .group_by(ReplicaUsage.job_id, Project.name, ReplicaUsage.node_name)).all()
             services = session.execute(
                 select(InferenceService.name, InferenceService.desired_replicas,
                        func.count(InferenceReplica.job_id).filter(InferenceReplica.ready.is_(True)))
@@ -60,6 +66,7 @@ class ClusterCollector(Collector):
         yield from _queue(queued, waits)
         yield from _nodes(nodes, allocated)
         yield from _services(services)
+        yield from _usage(usage)
 
 
 def _jobs(by_project: Sequence[Any]) -> Iterator[Metric]:
@@ -131,3 +138,15 @@ def _services(services: Sequence[Any]) -> Iterator[Metric]:
         replicas.add_metric([name, "desired"], desired)
         replicas.add_metric([name, "ready"], ready)
     yield replicas
+
+
+def _usage(usage: Sequence[Any]) -> Iterator[Metric]:
+    cpu = GaugeMetricFamily("deepdock_job_cpu_percent", "CPU a running job's containers use on a node (100 = one CPU), "
+                            "from the last usage sample", labels=["job", "project", "node"])
+    memory = GaugeMetricFamily("deepdock_job_memory_bytes", "Memory a running job's containers use on a node",
+                               labels=["job", "project", "node"])
+    for job, project, node, cpu_percent, memory_bytes in usage:
+        cpu.add_metric([job, project, node], float(cpu_percent))
+        memory.add_metric([job, project, node], float(memory_bytes))
+    yield cpu
+    yield memory

@@ -9,10 +9,12 @@ Steps (one file each, each a plain function of the context that a test can call 
   node health  node_health.run          pings → health, lost nodes' attempts ended
   track        track.Tracker.run        running replicas' output → metrics, params, checkpoints copied out
   rollout      rollout.Rollouts.run     services → serving images, replica jobs, readiness, weights, gateway
+  usage        usage.run                running containers → CPU and memory samples (replica_usage)
 
 The schedule step runs when woken (submit, finish, node change) and at least every idle period; the
 reconcile tick (observe → stop → start → collect) every ``reconcile_interval_s`` or when woken; health
-every ``node_health_interval_s``; track every ``tracking_interval_s``; rollout every ``rollout_interval_s``.
+every ``node_health_interval_s``; track every ``tracking_interval_s``; rollout every ``rollout_interval_s``;
+usage every ``usage_interval_s``.
 The controller also runs the gateway (HAProxy) and its access log. Engine I/O happens only in tasks
 (background/tasks.py).
 """
@@ -25,7 +27,7 @@ import threading
 from collections.abc import Callable
 
 from deepdock.scheduler import get_policy
-from deepdock.server.background import collect, node_health, observe, start, stop
+from deepdock.server.background import collect, node_health, observe, start, stop, usage
 from deepdock.server.background.rollout import Rollouts
 from deepdock.server.background.schedule import FinishedJobs, run_cycle
 from deepdock.server.background.tasks import Work
@@ -76,6 +78,9 @@ class Controller:
     def rollout_once(self) -> None:
         self.rollouts.run(self.ctx, self.work)
 
+    def usage_once(self) -> int:
+        return usage.run(self.ctx, self.work)
+
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
         settings = self.ctx.settings
@@ -86,6 +91,7 @@ class Controller:
             ("health", self._gated(self.health_once), None, settings.node_health_interval_s),
             ("tracking", self._gated(self.track_once), None, settings.tracking_interval_s),
             ("rollout", self._gated(self.rollout_once), self.ctx.wake_rollout, settings.rollout_interval_s),
+            ("usage", self._gated(self.usage_once), None, settings.usage_interval_s),
         ]
         self._start_gateway()
         for name, body, wake, period in loops:

@@ -263,6 +263,22 @@ class Lease(Base):
 
 
 # -- tracking (server/services/tracking.py) ---------------------------------------------------------------
+class ReplicaUsage(Base):
+    """The last usage sample of a running replica's container (background/usage.py). A table of its own,
+    not columns of ``replicas``: the replica row carries an optimistic lock, and a sample every few
+    seconds would make the steps that change replicas retry on stale reads."""
+
+    __tablename__ = "replica_usage"
+    replica_id: Mapped[int] = mapped_column(ForeignKey("replicas.id", ondelete="CASCADE"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(32), index=True)
+    node_name: Mapped[str] = mapped_column(String(64))
+    # Of one CPU: 200.0 is two full CPUs.
+    cpu_percent: Mapped[float] = mapped_column(Float)
+    memory_usage: Mapped[int] = mapped_column(BigInteger)
+    memory_limit: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[float] = mapped_column(Float)
+
+
 class MetricChunk(Base):
     """Up to ``CHUNK_POINTS`` consecutive points of one series (job, name, attempt, rank), as packed arrays.
 

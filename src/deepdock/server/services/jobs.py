@@ -10,12 +10,24 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from deepdock.api import AttemptOut, EventOut, JobDetail, JobOut, PendingReason, ReplicaOut
+from deepdock.api import AttemptOut, EventOut, JobDetail, JobOut, PendingReason, ReplicaOut, UsageOut
 from deepdock.api.enums import AttemptNetwork, AttemptStatus, JobStatus, NodeHealth, ReplicaStatus, StopRequest
 from deepdock.errors import NotFoundError, PermissionDeniedError, SpecError, UnschedulableError
 from deepdock.scheduler.cohort import COHORT_GAP_S
 from deepdock.scheduler.types import GPU, NodeState, Resources
-from deepdock.server.db.models import Attempt, CodeBlob, Job, JobEvent, Membership, Node, Project, Replica, User, now_s
+from deepdock.server.db.models import (
+    Attempt,
+    CodeBlob,
+    Job,
+    JobEvent,
+    Membership,
+    Node,
+    Project,
+    Replica,
+    ReplicaUsage,
+    User,
+    now_s,
+)
 from deepdock.server.db.session import Database
 from deepdock.server.services import lifecycle
 from deepdock.server.services.auth import project_for_submit, visible_project_ids
@@ -191,10 +203,14 @@ def describe_job(session: Session, user: User, ref: str, artifacts_location: str
                  to_status=JobStatus(e.to_status), reason=e.reason)
         for e in session.scalars(select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id))
     ]
+    usage = [UsageOut(job=u.job_id, node=u.node_name, cpu_percent=u.cpu_percent, memory_usage=u.memory_usage,
+                      memory_limit=u.memory_limit, at=u.at)
+             for u in session.scalars(select(ReplicaUsage).where(ReplicaUsage.job_id == job.id)
+                                      .order_by(ReplicaUsage.replica_id))]
     return JobDetail(**job_out(job).model_dump(), cohort=job.cohort, attained_service=job.attained_gpu_s,
                      spec=job.spec, events=events, attempt_list=attempts,
                      artifacts_dir=f"{artifacts_location.rstrip('/')}/{job.id}", code_sha256=job.code_sha256,
-                     rerun_of=job.rerun_of)
+                     rerun_of=job.rerun_of, usage=usage)
 
 
 def _visible(session: Session, user: User, query: SelectT) -> SelectT:

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from deepdock.api import NodeOut
+from deepdock.api import NodeOut, UsageOut
 from deepdock.api.enums import NodeHealth, NodeStatus
 from deepdock.compute.base import NodeCapacity
 from deepdock.compute.pool import BackendPool, NodeConnection
@@ -44,7 +44,8 @@ def node_out(node: Node, used: dict[str, dict[str, object]]) -> NodeOut:
         gpus=[{**g, "holders": holders.get(int(g["index"]), [])} for g in node.gpus or []],
         engine_version=node.engine_version, allocated_cpus=float(u.get("cpus", 0.0)),  # type: ignore[arg-type]
         allocated_memory=int(u.get("memory", 0)),  # type: ignore[call-overload]
-        allocated_gpus=sum(gpu_used.values()), last_seen_at=node.last_seen_at, last_error=node.last_error,
+        allocated_gpus=sum(gpu_used.values()), usage=u.get("usage", []), last_seen_at=node.last_seen_at,
+        last_error=node.last_error,
     )
 
 
@@ -105,7 +106,10 @@ def add_node(
 
 def list_nodes(session: Session, viewer: User | None = None) -> list[NodeOut]:
     """Every node; a GPU's holders name only the jobs of projects ``viewer`` can see (all without one)."""
-    used = allocations(session, visible_project_ids(session, viewer) if viewer is not None else None)
+    visible = visible_project_ids(session, viewer) if viewer is not None else None
+    used = allocations(session, visible)
+    for node_name, sample in _usage(session, visible):
+        used.setdefault(node_name, {}).setdefault("usage", []).append(sample)  # type: ignore[attr-defined]
     return [node_out(n, used) for n in session.scalars(select(Node).order_by(Node.name))]
 
 
@@ -142,6 +146,16 @@ def set_node_status(session: Session, actor: User, name: str, status: NodeStatus
     out = node_out(node, allocations(session))
     session.commit()
     return out
+
+
+def _usage(session: Session, visible: list[int] | None) -> list[tuple[str, UsageOut]]:
+    from deepdock.server.db.models import Job, ReplicaUsage
+
+    rows = session.execute(select(ReplicaUsage, Job.project_id).join(Job, Job.id == ReplicaUsage.job_id)
+                           .order_by(ReplicaUsage.node_name, ReplicaUsage.job_id))
+    return [(u.node_name, UsageOut(job=u.job_id if visible is None or project_id in visible else "", node=u.node_name,
+                                   cpu_percent=u.cpu_percent, memory_usage=u.memory_usage,
+                                   memory_limit=u.memory_limit, at=u.at)) for u, project_id in rows]
 
 
 def allocations(session: Session, visible: list[int] | None = None) -> dict[str, dict[str, object]]:

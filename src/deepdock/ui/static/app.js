@@ -182,6 +182,7 @@ async function jobPage(id) {
         <div class="muted">Image</div><div>${esc(job.image || "—")}</div></div>
       <div class="card"><div class="muted">Submitted</div><div>${when(job.submitted_at)}</div>
         <div class="muted">Started / finished</div><div>${when(job.started_at)} / ${when(job.finished_at)}</div></div>
+      <div class="card" id="usage"><div class="muted">Container use (last sample)</div>${usage(job.usage)}</div>
     </div>
     <h2>Metrics</h2><form class="filters" id="overlay"><input name="other" placeholder="overlay another job's id"><button>Compare</button></form>
     <div id="charts"><p class="muted">no metrics yet</p></div>
@@ -254,6 +255,12 @@ async function jobPage(id) {
   app.dataset.ready = "job";
 }
 
+function usage(samples) {
+  if (!samples || !samples.length) return '<div class="muted">no sample (not running, or not sampled yet)</div>';
+  return samples.map((u) => `<div data-usage="${esc(u.node)}">${esc(u.job ? u.job + " on " : "")}${esc(u.node)}: CPU ${u.cpu_percent.toFixed(0)}%,
+    memory ${(u.memory_usage / 1024 ** 2).toFixed(0)} MiB${u.memory_limit ? ` of ${(u.memory_limit / 1024 ** 2).toFixed(0)} MiB` : ""}</div>`).join("");
+}
+
 function showPending(reason) {
   const el = document.getElementById("job-pending");
   el.innerHTML = reason ? `<div id="pending-reason"><b>Why pending:</b> ${esc(reason.message)} <span class="muted">(${esc(reason.code)}, queue position ${reason.position})</span></div>` : "";
@@ -281,6 +288,7 @@ async function nodesPage() {
         return `<div class="gpu" title="GPU ${g.index} ${esc(g.model)}: ${esc(who || "free")}" data-gpu="${g.index}" data-used="${used}">
           <div class="fill" style="height:${Math.min(100, used * 100)}%"></div><div class="label">${g.index}<br>${esc(g.model)}</div></div>`;
       }).join("") || '<span class="muted">no GPUs</span>'}</div>
+      <div class="muted" style="margin-top:6px">Jobs' container use</div>${usage(n.usage.map((u) => ({ ...u, job: u.job || "another project's job" })))}
       ${n.last_error ? `<div class="error">${esc(n.last_error)}</div>` : ""}</div>`).join("")}</div>`;
   });
 }
