@@ -43,8 +43,13 @@ def _event(kind: str, data: Any) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n\n"
 
 
+# One server-sent event as a client parses it: its kind and its JSON payload.
+EVENT_SCHEMA = {"type": "object", "required": ["event", "data"], "properties": {
+    "event": {"type": "string", "enum": ["status", "metrics", "end"]}, "data": {"type": "string"}}}
+
+
 @router.get("/jobs/{ref}/live", responses={200: {"description": "server-sent events: status, metrics, end",
-                                                 "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+                                                 "content": {"text/event-stream": {"schema": EVENT_SCHEMA}}}})
 async def live(ref: str, max_points: int = DEFAULT_MAX_POINTS, ctx: AppContext = Depends(get_ctx),
                user: User = Depends(current_user)) -> StreamingResponse:
     if not 2 <= max_points <= MAX_POINTS_CAP:
