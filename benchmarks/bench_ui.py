@@ -7,6 +7,9 @@
   baseline: the same page filtered to a project of 100 jobs, same server, same run. Goal ≤ 1 s.
 - **A 100,000-point series**: from navigation start until the job page's loss chart is drawn (its canvas
   carries ``data-points``); baseline: a 1,000-point series. Goal ≤ 1 s.
+- **The nodes page with 50 nodes** of 8 GPUs each (400 squares in the GPU map): from navigation start
+  until drawn; baseline: the one real node. The 50 are rows in the database whose engines do not answer
+  (they show as unreachable), so no job holds their GPUs. Goal (issue 15): interactive with 50 nodes.
 - **A metric on an open job page**: a job logs ``loss`` every 0.2 s through the SDK; the page records when
   each new step appears; latency = that moment − the time the SDK stamped on the point. Goal ≤ 2 s.
 
@@ -32,7 +35,7 @@ from benchmarks.bench_tracking import LOGGER, _logger_job, _wait
 from deepdock.api.enums import JobStatus
 from deepdock.client import Client
 from deepdock.envs.base import offline_image_name
-from deepdock.server.db.models import Job, Membership, Project, User
+from deepdock.server.db.models import Job, Membership, Node, Project, User
 from deepdock.server.db.session import Database
 from deepdock.settings import Settings
 from deepdock.specs.job import JobSpec
@@ -63,6 +66,18 @@ def fill_jobs(home: Path, big: int, small: int) -> None:
                                 spec={}, status=rng.choice(TERMINAL), cpus=1, memory=1024**3, gpus=0,
                                 submitted_at=submitted, created_at=submitted, updated_at=submitted,
                                 started_at=submitted + 5, finished_at=submitted + 600))
+        session.commit()
+    db.dispose()
+
+
+def fill_nodes(home: Path, count: int) -> None:
+    db = Database(Settings(home=home).db_url)
+    with db.session() as session:
+        for i in range(count):
+            session.add(Node(name=f"gpu-{i:02d}", engine_url=f"tcp://192.0.2.{i + 1}:2375", cpus=64, memory=512 * 1024**3,
+                             gpus=[{"index": g, "uuid": f"GPU-{i}-{g}", "model": "H100", "memory": 80 * 1024**3}
+                                   for g in range(8)], labels={}, engine_version="24.0", status="ready",
+                             last_seen_at=time.time()))
         session.commit()
     db.dispose()
 
@@ -136,6 +151,12 @@ def main() -> None:
                     f"{args.points} points": loaded_ms(context, f"{ui}#/jobs/{long_job}", chart, args.repeats),
                     "1000 points (baseline)": loaded_ms(context, f"{ui}#/jobs/{short_job}", chart, args.repeats)}
                 print("chart", json.dumps(results["chart"]), flush=True)
+                nodes = "[data-node=local]"
+                results["nodes_page"] = {"1 node (baseline)": loaded_ms(context, f"{ui}#/nodes", nodes, args.repeats)}
+                fill_nodes(tmp / "home", 50)
+                results["nodes_page"]["51 nodes, 400 GPUs"] = loaded_ms(context, f"{ui}#/nodes",
+                                                                         "[data-node=gpu-49] [data-gpu='7']", args.repeats)
+                print("nodes_page", json.dumps(results["nodes_page"]), flush=True)
                 results["live"] = live_latency(context, client, server.url, live.id)
                 print("live", json.dumps(results["live"]), flush=True)
                 context.close()
