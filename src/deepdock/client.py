@@ -49,6 +49,7 @@ from deepdock.api.models import (
     SeriesOut,
     ServiceDetail,
     ServiceOut,
+    ServiceSampleOut,
     SubmitJob,
     TokenOut,
     UpdateServiceIn,
@@ -333,6 +334,11 @@ class Client:
         body = ScaleServiceIn(**scaling)
         return self._call(ServiceDetail, "POST", f"/services/{name}/scale", json=body.model_dump(exclude_none=True))
 
+    def service_samples(self, name: str, since: float | None = None) -> list[ServiceSampleOut]:
+        """The service's traffic as the gateway measured it, every few seconds (``revision`` None: all)."""
+        params = {} if since is None else {"since": since}
+        return self._get_list(_SERVICE_SAMPLES, f"/services/{name}/samples", params=params)
+
     def rollback_service(self, name: str) -> ServiceDetail:
         return self._call(ServiceDetail, "POST", f"/services/{name}/rollback")
 
@@ -434,6 +440,7 @@ _ARTIFACTS = TypeAdapter(list[ArtifactOut])
 _MODELS = TypeAdapter(list[ModelOut])
 _ALIAS_EVENTS = TypeAdapter(list[AliasEventOut])
 _SERVICES = TypeAdapter(list[ServiceOut])
+_SERVICE_SAMPLES = TypeAdapter(list[ServiceSampleOut])
 
 
 def _project(project: str | None) -> dict[str, str]:

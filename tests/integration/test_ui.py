@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import numpy as np
 import pytest
 from tests.conftest import _missing
-from tests.integration.server_process import ServerProcess
-from tests.integration.service_kit import register_onnx_version
+from tests.integration.server_process import ServerProcess, free_port
+from tests.integration.service_kit import FEATURES, infer_body, register_onnx_version
 from tests.integration.test_server_jobs import wait_status
 
 from deepdock.specs.job import JobSpec
@@ -56,7 +58,7 @@ def cluster(tmp_path_factory, docker_client) -> Iterator[dict[str, Any]]:  # typ
 
     root = tmp_path_factory.mktemp("ui")
     srv = ServerProcess(root / "home", {"deepdock.test": "ui"}, DEEPDOCK_TRACKING_INTERVAL_S="0.2",
-                        DEEPDOCK_USAGE_INTERVAL_S="1").start()
+                        DEEPDOCK_USAGE_INTERVAL_S="1", DEEPDOCK_GATEWAY_PORT=str(free_port())).start()
     try:
         with srv.client() as c:
             node = c.nodes()[0]
@@ -172,6 +174,19 @@ def test_move_and_roll_back_a_model_alias(page, cluster) -> None:  # type: ignor
 def test_a_services_traffic_split(page, cluster) -> None:  # type: ignore[no-untyped-def]
     page.goto(f"{cluster['server'].url}/ui/#/services/digits")
     page.wait_for_selector("#traffic .split:has-text('r1 100%')", timeout=180_000)
+    with cluster["server"].client() as c:
+        url = f"{c.service('digits').endpoint}/v2/models/digits-mlp/infer"
+    body = infer_body(np.zeros((1, FEATURES), np.float32))
+    with httpx.Client(headers={"Authorization": f"Bearer {cluster['token']}"}) as http, \
+            cluster["server"].client() as c:
+        deadline = time.monotonic() + 60
+        # Through the gateway (what its log measures and the charts show) until a sample counted them.
+        while not any(s.requests for s in c.service_samples("digits")):
+            assert time.monotonic() < deadline, "no traffic sample"
+            assert http.post(url, json=body).status_code == 200
+            time.sleep(0.05)
+    page.wait_for_function("Number(document.querySelector('canvas[data-metric=rps]')?.dataset.points) > 1",
+                           timeout=30_000)
     shot(page, "service")
     page.goto(f"{cluster['server'].url}/ui/#/services")
     page.wait_for_selector("td a:has-text('digits')")

@@ -589,6 +589,18 @@ class ServiceOut(Response):
     created_at: float
 
 
+class ServiceSampleOut(Response):
+    """``revision`` None: the service as a whole."""
+
+    at: float
+    revision: int | None
+    requests: int
+    errors: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
 class ServiceDetail(ServiceOut):
     spec: dict[str, Any]
     canary_step: int | None

@@ -51,6 +51,9 @@ class AccessLog:
     def window(self, route_key: str, seconds: float, *, revision: int | None = None, now: float | None = None) -> Window:
         return self.overall if revision is None else self.by_revision.get(revision, Window())
 
+    def revisions_seen(self, route_key: str) -> set[int]:
+        return set(self.by_revision)
+
 
 @pytest.fixture
 def served(steps):
@@ -405,3 +408,18 @@ def test_deleting_stops_every_replica(served):
     for _ in range(5):
         tick(steps)
     assert all(steps.job(j.id).status == JobStatus.STOPPED for _, j in rows)
+
+
+def test_traffic_is_sampled_for_the_dashboard_per_revision(served):
+    steps, _, access_log = served
+    apply(steps)
+    settle(steps, lambda s, rows: ready_on(s, rows, 1))
+    access_log.overall = Window(requests=50, errors=1, rps=10.0, p99_ms=7.5)
+    access_log.by_revision[1] = Window(requests=50, errors=1, rps=10.0, p99_ms=7.5)
+    for _ in range(3):
+        tick(steps, 6)
+    with steps.session() as session:
+        samples = inference.service_samples(session, admin(session), "digits", since=0)
+    assert len([s for s in samples if s.revision is None]) >= 2
+    latest = [s for s in samples if s.revision == 1][-1]
+    assert (latest.requests, latest.errors, latest.rps, latest.p99_ms) == (50, 1, 10.0, 7.5)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from deepdock.api.enums import AttemptStatus, JobStatus, RevisionStatus, ServiceEventKind, ServiceStatus, StopRequest
@@ -52,6 +52,7 @@ from deepdock.server.db.models import (
     ModelVersion,
     Node,
     Replica,
+    ServiceSample,
     User,
 )
 from deepdock.server.services import lifecycle
@@ -78,6 +79,10 @@ UNHEALTHY_AFTER_S = 15.0
 # A retired replica gets no new requests (weight 0) this long before its job is stopped, so the requests
 # it holds finish (the model server drains what is left on SIGTERM too).
 DRAIN_S = 2.0
+# Every this long, each service's traffic over that window (all revisions, then each one) is stored for
+# the dashboard's charts, and kept a day.
+SAMPLE_EVERY_S = 5.0
+SAMPLES_KEPT_S = 86400.0
 # A replica's job restarts this many times (with backoff) before the rollout gives it up.
 REPLICA_RETRIES = 100
 # HAProxy's weights are 0-256; a replica's share of traffic becomes its weight on this scale.
@@ -111,6 +116,7 @@ class Rollouts:
         self.probe = probe
         self.gateway = gateway
         self._wake: set[threading.Event] = set()
+        self._sampled_at: float | None = None
         self.access_log = access_log
 
     # -- one round ------------------------------------------------------------------------------------
@@ -126,6 +132,7 @@ class Rollouts:
             except lifecycle.StaleStateError as exc:
                 log.info("service %s: %s (next round)", service_id, exc.message)
         self._route(ctx)
+        self._sample(ctx)
 
     # -- 1. builds ------------------------------------------------------------------------------------
     def _submit_builds(self, ctx: AppContext, work: Work) -> None:
@@ -310,6 +317,18 @@ class Rollouts:
                    f"autoscaled {current} → {wanted}: {what} {load:.1f} over {scaling.window:g}s, target {target:g} "
                    "per replica", at=now)
 
+    # -- 6. traffic samples (the dashboard's charts) ------------------------------------------------------
+    def _sample(self, ctx: AppContext) -> None:
+        now = ctx.clock()
+        if self.access_log is None or (self._sampled_at is not None and now - self._sampled_at < SAMPLE_EVERY_S):
+            return
+        self._sampled_at = now
+        with ctx.db.session() as session:
+            for service in session.scalars(select(InferenceService)):
+                session.add_all(_sample_rows(self.access_log, service, now))
+            session.execute(delete(ServiceSample).where(ServiceSample.at < now - SAMPLES_KEPT_S))
+            session.commit()
+
     # -- 5. routes --------------------------------------------------------------------------------------
     def _route(self, ctx: AppContext) -> None:
         if self.gateway is None:
@@ -331,6 +350,19 @@ class Rollouts:
             self.gateway.apply(routes)  # type: ignore[attr-defined]
         except DeepdockError as exc:
             log.warning("gateway update failed: %s", exc.message)
+
+
+def _sample_rows(access_log: object, service: InferenceService, now: float) -> list[ServiceSample]:
+    window = access_log.window  # type: ignore[attr-defined]
+    rows = []
+    revisions = sorted(access_log.revisions_seen(service.name))  # type: ignore[attr-defined]
+    for revision in [None, *revisions]:
+        stats = window(service.name, SAMPLE_EVERY_S, revision=revision, now=now)
+        if revision is not None and not stats.requests:
+            continue
+        rows.append(ServiceSample(service_id=service.id, revision=revision, at=now, requests=stats.requests,
+                                  errors=stats.errors, rps=stats.rps, p50_ms=stats.p50_ms, p99_ms=stats.p99_ms))
+    return rows
 
 
 def server_name(replica: InferenceReplica) -> str:

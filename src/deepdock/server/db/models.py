@@ -512,6 +512,23 @@ class InferenceReplica(Base):
     created_at: Mapped[float] = mapped_column(Float, default=now_s)
 
 
+class ServiceSample(Base):
+    """A service's traffic over ``SAMPLE_EVERY_S``, measured at the gateway (all revisions when
+    ``revision`` is None): what the dashboard charts. Kept ``SAMPLES_KEPT_S``."""
+
+    __tablename__ = "service_samples"
+    __table_args__ = (Index("ix_service_samples_service_at", "service_id", "at"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("inference_services.id", ondelete="CASCADE"))
+    revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    at: Mapped[float] = mapped_column(Float)
+    requests: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[int] = mapped_column(Integer)
+    rps: Mapped[float] = mapped_column(Float)
+    p50_ms: Mapped[float] = mapped_column(Float)
+    p99_ms: Mapped[float] = mapped_column(Float)
+
+
 class InferenceEvent(Base):
     """Append-only: what the rollout did and why (applied, canary steps with their measurements, promoted,
     rolled back with the breach that caused it)."""

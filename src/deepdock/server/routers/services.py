@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from sqlalchemy.orm import Session
 
-from deepdock.api import ApplyServiceIn, ScaleServiceIn, ServiceDetail, ServiceOut, UpdateServiceIn
+from deepdock.api import ApplyServiceIn, ScaleServiceIn, ServiceDetail, ServiceOut, ServiceSampleOut, UpdateServiceIn
 from deepdock.server.context import WAKE_RECONCILER, WAKE_ROLLOUT, AppContext
 from deepdock.server.db.models import User
 from deepdock.server.deps import current_user, get_ctx, get_session
@@ -37,6 +37,13 @@ def apply(body: ApplyServiceIn, ctx: AppContext = Depends(get_ctx), session: Ses
 def describe(name: str, ctx: AppContext = Depends(get_ctx), session: Session = Depends(get_session),
              user: User = Depends(current_user)) -> ServiceDetail:
     return inference.describe_service(session, user, name, ctx.settings.endpoint_url)
+
+
+@router.get("/services/{name}/samples", response_model=list[ServiceSampleOut])
+def samples(name: str, since: float | None = None, session: Session = Depends(get_session),
+            user: User = Depends(current_user)) -> list[ServiceSampleOut]:
+    """The traffic the gateway measured, every few seconds, for the service and each revision."""
+    return inference.service_samples(session, user, name, since)
 
 
 @router.patch("/services/{name}", response_model=ServiceDetail)

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from deepdock.api import RevisionOut, ServiceDetail, ServiceEventOut, ServiceOut, ServiceReplicaOut
+from deepdock.api import RevisionOut, ServiceDetail, ServiceEventOut, ServiceOut, ServiceReplicaOut, ServiceSampleOut
 from deepdock.api.enums import AttemptStatus, JobStatus, RevisionStatus, ServiceEventKind, ServiceStatus, StopRequest
 from deepdock.errors import ConflictError, NotFoundError, SpecError, UnschedulableError
 from deepdock.server.db.models import (
@@ -37,6 +37,7 @@ from deepdock.server.db.models import (
     Membership,
     ModelVersion,
     Node,
+    ServiceSample,
     User,
     now_s,
 )
@@ -395,3 +396,13 @@ def caller_token_hashes(session: Session, project_id: int) -> frozenset[str]:
     rows = session.scalars(select(ApiToken.token_hash).join(User, User.id == ApiToken.user_id)
                            .where((User.is_admin.is_(True)) | (User.id.in_(members))))
     return frozenset(rows)
+
+
+def service_samples(session: Session, user: User, name: str, since: float | None = None) -> list[ServiceSampleOut]:
+    """The service's traffic samples (oldest first), since ``since`` or over the last hour."""
+    service = get_service(session, user, name)
+    start = since if since is not None else now_s() - 3600
+    rows = session.scalars(select(ServiceSample).where(ServiceSample.service_id == service.id,
+                                                       ServiceSample.at > start).order_by(ServiceSample.at))
+    return [ServiceSampleOut(at=r.at, revision=r.revision, requests=r.requests, errors=r.errors, rps=r.rps,
+                             p50_ms=r.p50_ms, p99_ms=r.p99_ms) for r in rows]

@@ -361,19 +361,44 @@ async function servicesPage() {
   });
 }
 
+// A service's traffic charts: one line for the whole service and one per revision that had requests.
+function drawServiceCharts(samples) {
+  const lines = (field, scale = 1) => {
+    const by = {};
+    for (const x of samples) {
+      const key = x.revision == null ? "all" : `r${x.revision}`;
+      (by[key] ||= { label: key, steps: [], values: [] });
+      by[key].steps.push(Math.round(x.at - samples[0].at)); by[key].values.push(field(x) * scale);
+    }
+    return Object.values(by);
+  };
+  for (const [metric, field] of [["rps", (x) => x.rps], ["p99", (x) => x.p99_ms], ["errors", (x) => (x.requests ? (100 * x.errors) / x.requests : 0)]]) {
+    const canvas = document.querySelector(`canvas[data-metric=${metric}]`);
+    if (!canvas) continue;
+    drawChart(canvas, lines(field));
+    canvas.dataset.points = samples.length;
+  }
+}
+
 async function servicePage(name) {
   every(2000, async () => {
-    const s = await api(`/services/${encodeURIComponent(name)}`);
+    const [s, samples] = await Promise.all([api(`/services/${encodeURIComponent(name)}`),
+      api(`/services/${encodeURIComponent(name)}/samples`)]);
     app.innerHTML = `<h1>Service ${esc(s.name)} ${status(s.status)}</h1><p class="muted">${esc(s.status_reason)}</p>
       <p>Endpoint <code>${esc(s.endpoint)}/v2/models/…/infer</code></p>
       <h2>Traffic split</h2><div id="traffic">${traffic(s.traffic)}</div>
       <p><button class="danger" id="rollback">Roll back</button> <span id="service-error" class="error"></span></p>
+      <h2>Traffic at the gateway (every 5 s; x: seconds)</h2>
+      <h3>Requests per second</h3><canvas class="chart" data-metric="rps"></canvas>
+      <h3>p99 latency (ms)</h3><canvas class="chart" data-metric="p99"></canvas>
+      <h3>Errors (% of requests)</h3><canvas class="chart" data-metric="errors"></canvas>
       <h2>Revisions</h2><table><tr><th>revision</th><th>model</th><th>runtime</th><th>status</th><th>reason</th></tr>
       ${s.revisions.slice().reverse().map((r) => `<tr><td>${r.number}</td><td>${esc(r.model)}:${r.version}</td><td>${esc(r.runtime)}</td><td>${status(r.status)}</td><td>${esc(r.reason)}</td></tr>`).join("")}</table>
       <h2>Replicas</h2><table><tr><th>job</th><th>revision</th><th>status</th><th>node</th><th>ready</th><th>weight</th><th>restarts</th></tr>
       ${s.replicas.map((r) => `<tr><td><a href="#/jobs/${esc(r.job)}">${esc(r.job)}</a></td><td>${r.revision}</td><td>${status(r.status)}${r.pending ? ` ${esc(r.pending)}` : ""}</td>
         <td>${esc(r.node || "")}</td><td>${r.ready ? "yes" : "no"}</td><td>${r.weight}</td><td>${r.restarts}</td></tr>`).join("")}</table>
       <h2>Events</h2><table>${s.events.slice().reverse().map((e) => `<tr><td>${when(e.at)}</td><td>${esc(e.kind)}</td><td>${esc(e.message)}</td></tr>`).join("")}</table>`;
+    drawServiceCharts(samples);
     document.getElementById("rollback").onclick = () => api(`/services/${encodeURIComponent(name)}/rollback`, { method: "POST" })
       .catch((err) => { document.getElementById("service-error").textContent = err.message; });
     app.dataset.ready = "service";
