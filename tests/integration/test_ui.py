@@ -191,3 +191,5 @@ def test_a_services_traffic_split(page, cluster) -> None:  # type: ignore[no-unt
     page.goto(f"{cluster['server'].url}/ui/#/services")
     page.wait_for_selector("td a:has-text('digits')")
     shot(page, "services")
+    page.goto(f"{cluster['server'].url}/ui/#/overview")  # the overview's request rate, from the same samples
+    page.wait_for_function("(document.querySelector('[data-rps=digits]')?.textContent || '—') !== '—'")

@@ -587,6 +587,9 @@ class ServiceOut(Response):
     traffic: dict[int, float]
     endpoint: str
     created_at: float
+    # The last traffic sample at the gateway (every 5 s; None before the first or without a gateway).
+    rps: float | None = None
+    p99_ms: float | None = None
 
 
 class ServiceSampleOut(Response):

@@ -107,11 +107,13 @@ def ls() -> None:
     """Services you can see."""
     with api_errors(), client() as c:
         services = c.services()
-    table = Table("name", "project", "model", "status", "ready", "revision", "traffic", "endpoint")
+    table = Table("name", "project", "model", "status", "ready", "revision", "traffic", "req/s", "p99", "endpoint")
     for s in services:
         traffic = " ".join(f"r{rev}:{share:g}%" for rev, share in s.traffic.items())
         table.add_row(s.name, s.project, s.model, str(s.status), f"{s.ready_replicas}/{s.desired_replicas}",
-                      f"{s.stable_revision or '-'}→{s.target_revision or '-'}", traffic, s.endpoint)
+                      f"{s.stable_revision or '-'}→{s.target_revision or '-'}", traffic,
+                      "-" if s.rps is None else f"{s.rps:.1f}", "-" if s.p99_ms is None else f"{s.p99_ms:.1f} ms",
+                      s.endpoint)
     console.print(table)
 
 

@@ -423,3 +423,6 @@ def test_traffic_is_sampled_for_the_dashboard_per_revision(served):
     assert len([s for s in samples if s.revision is None]) >= 2
     latest = [s for s in samples if s.revision == 1][-1]
     assert (latest.requests, latest.errors, latest.rps, latest.p99_ms) == (50, 1, 10.0, 7.5)
+    with steps.session() as session:
+        (listed,) = inference.list_services(session, admin(session), "http://gw")
+    assert (listed.rps, listed.p99_ms) == (10.0, 7.5)  # the overview's and `service ls`' numbers

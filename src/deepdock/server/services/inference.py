@@ -99,6 +99,9 @@ def traffic(replicas: list[InferenceReplica]) -> dict[int, float]:
 
 def service_out(session: Session, service: InferenceService, endpoint_base: str) -> ServiceOut:
     replicas = list(session.scalars(select(InferenceReplica).where(InferenceReplica.service_id == service.id)))
+    latest = session.scalar(select(ServiceSample).where(ServiceSample.service_id == service.id,
+                                                        ServiceSample.revision.is_(None))
+                            .order_by(ServiceSample.at.desc()).limit(1))
     return ServiceOut(
         name=service.name, project=service.project.name, model=service_spec(service).model,
         status=ServiceStatus(service.status), status_reason=service.status_reason,
@@ -106,7 +109,8 @@ def service_out(session: Session, service: InferenceService, endpoint_base: str)
         ready_replicas=sum(1 for r in replicas if r.ready and r.retiring_since is None),
         stable_revision=service.stable_revision, target_revision=service.target_revision,
         traffic=traffic(replicas), endpoint=f"{endpoint_base.rstrip('/')}/services/{service.name}",
-        created_at=service.created_at,
+        created_at=service.created_at, rps=latest.rps if latest is not None else None,
+        p99_ms=latest.p99_ms if latest is not None else None,
     )
 
 

@@ -109,9 +109,11 @@ async function overviewPage() {
       <h2>Queue by project</h2><table><tr><th>project</th><th>queued</th><th>longest wait</th><th>running CPUs / GPUs</th></tr>
       ${o.projects.map((p) => `<tr><td>${esc(p.name)}</td><td>${p.queued}</td><td>${ago(p.oldest_wait_s)}</td>
         <td>${p.used_cpus} / ${p.used_gpus}</td></tr>`).join("")}</table>
-      <h2>Services</h2><table><tr><th>service</th><th>model</th><th>status</th><th>ready</th><th>traffic</th></tr>
+      <h2>Services</h2><table><tr><th>service</th><th>model</th><th>status</th><th>ready</th><th>requests/s</th><th>p99</th><th>traffic</th></tr>
       ${services.map((s) => `<tr><td><a href="#/services/${esc(s.name)}">${esc(s.name)}</a></td><td>${esc(s.model)}</td>
-        <td>${status(s.status)}</td><td>${s.ready_replicas} / ${s.desired_replicas}</td><td>${traffic(s.traffic)}</td></tr>`).join("")}</table>`;
+        <td>${status(s.status)}</td><td>${s.ready_replicas} / ${s.desired_replicas}</td>
+        <td data-rps="${esc(s.name)}">${s.rps == null ? "—" : s.rps.toFixed(1)}</td><td>${s.p99_ms == null ? "—" : s.p99_ms.toFixed(1) + " ms"}</td>
+        <td>${traffic(s.traffic)}</td></tr>`).join("")}</table>`;
   });
 }
 
