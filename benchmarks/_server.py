@@ -64,3 +64,17 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[k]
+
+
+def remove_containers(label: dict[str, str]) -> None:
+    """Every container (running or not) on this host's engine carrying ``label``: what a benchmark's
+    server started, left behind when the server stops (deepdock adopts containers, it does not kill them)."""
+    import docker
+
+    (key, value), = label.items()
+    engine = docker.from_env()
+    try:
+        for container in engine.containers.list(all=True, filters={"label": f"{key}={value}"}):
+            container.remove(force=True)
+    finally:
+        engine.close()

@@ -36,7 +36,7 @@ import numpy as np
 import orjson
 from tests.integration.service_kit import FEATURES, Load, infer_body, register_onnx_version
 
-from benchmarks._server import BenchServer, free_port, percentile
+from benchmarks._server import BenchServer, free_port, percentile, remove_containers
 from deepdock.api.enums import RevisionStatus, ServiceStatus
 from deepdock.api.models import ServiceDetail
 from deepdock.client import Client
@@ -253,10 +253,7 @@ def main() -> None:
                         results[name] = step()
                         print(name, json.dumps(results[name], default=float), flush=True)
         finally:
-            engine = docker.from_env()
-            for container in engine.containers.list(all=True, filters={"label": "deepdock.bench=services"}):
-                container.remove(force=True)
-            engine.close()
+            remove_containers(LABEL)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=float))
 

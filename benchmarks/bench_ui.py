@@ -30,7 +30,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks._server import BenchServer
+from benchmarks._server import BenchServer, remove_containers
 from benchmarks.bench_tracking import LOGGER, _logger_job, _wait
 from deepdock.api.enums import JobStatus
 from deepdock.client import Client
@@ -46,6 +46,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--dis
 LIVE = ("import time\nfrom deepdock import sdk\nfor step in range(300):\n"
         "    sdk.log_metrics(step, loss=1.0 / (step + 1))\n    if sdk.should_stop():\n        break\n    time.sleep(0.2)\n")
 LIVE_WATCH_S = 12.0
+LABEL = {"deepdock.bench": "ui"}
 TERMINAL = [JobStatus.SUCCEEDED] * 6 + [JobStatus.FAILED, JobStatus.STOPPED]
 
 
@@ -125,7 +126,8 @@ def main() -> None:
     image = offline_image_name("3.11")
     results: dict[str, Any] = {}
     try:
-        with BenchServer(tmp / "home", DEEPDOCK_TRACKING_INTERVAL_S="0.2") as server:
+        with BenchServer(tmp / "home", DEEPDOCK_TRACKING_INTERVAL_S="0.2",
+                         DEEPDOCK_CONTAINER_LABELS=json.dumps(LABEL)) as server:
             client = Client(server.url, server.token, settings=Settings(home=tmp / "home"))
             fill_jobs(tmp / "home", args.jobs - 100, 100)
             long_job = _logger_job(client, code, image, 1, args.points, "bench-ui-long")
@@ -163,6 +165,7 @@ def main() -> None:
             client.stop(live.id)
             _wait(client, live.id)
     finally:
+        remove_containers(LABEL)
         shutil.rmtree(tmp, ignore_errors=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -254,8 +254,8 @@ def test_autoscaling_follows_load_with_a_cooldown(served):
     settle(steps, lambda s, rows: s.desired_replicas == 1 and len(rows) == 1)
 
 
-def test_an_alias_move_rolls_out_and_its_rollback_rolls_back(served):
-    steps, _, _ = served
+def follow_production_from_1_to_2(steps) -> None:
+    """A service of digits-mlp@production serving version 1, then rolled out to 2 by the alias' move."""
     with steps.session() as session:
         registry.set_alias(session, admin(session), "digits-mlp", "production", 1)
         session.commit()
@@ -265,6 +265,11 @@ def test_an_alias_move_rolls_out_and_its_rollback_rolls_back(served):
         registry.set_alias(session, admin(session), "digits-mlp", "production", 2)
         session.commit()
     settle(steps, lambda s, rows: ready_on(s, rows, 2))
+
+
+def test_an_alias_move_rolls_out_and_its_rollback_rolls_back(served):
+    steps, _, _ = served
+    follow_production_from_1_to_2(steps)
     with steps.session() as session:
         registry.rollback_alias(session, admin(session), "digits-mlp", "production")
         session.commit()
@@ -274,15 +279,7 @@ def test_an_alias_move_rolls_out_and_its_rollback_rolls_back(served):
 
 def test_a_service_rollback_is_not_undone_by_the_alias_it_follows(served):
     steps, _, _ = served
-    with steps.session() as session:
-        registry.set_alias(session, admin(session), "digits-mlp", "production", 1)
-        session.commit()
-    apply(steps, model="digits-mlp@production")
-    settle(steps, lambda s, rows: ready_on(s, rows, 1))
-    with steps.session() as session:
-        registry.set_alias(session, admin(session), "digits-mlp", "production", 2)
-        session.commit()
-    settle(steps, lambda s, rows: ready_on(s, rows, 2))
+    follow_production_from_1_to_2(steps)
     with steps.session() as session:
         inference.rollback_service(session, admin(session), "digits")
     settle(steps, lambda s, rows: ready_on(s, rows, 1))

@@ -15,6 +15,7 @@ from deepdock.server.services.jobs import describe_job
 from deepdock.server.services.nodes import list_nodes
 
 MIB = 1024**2
+GIB = 1024**3
 
 
 def samples(steps) -> dict[str, tuple[float, int]]:  # type: ignore[no-untyped-def]
@@ -56,5 +57,3 @@ def test_a_failing_engine_costs_only_its_own_sample_and_ended_replicas_are_dropp
     assert steps.controller.usage_once() == 0
     assert samples(steps) == {}
 
-
-GIB = 1024**3

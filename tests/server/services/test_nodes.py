@@ -9,7 +9,14 @@ from deepdock.api.enums import JobStatus, NodeHealth, NodeStatus
 from deepdock.errors import ConflictError, EngineError, NotFoundError, PermissionDeniedError, SpecError
 from deepdock.server.db.models import Node
 from deepdock.server.services import nodes as node_service
-from deepdock.server.services.nodes import allocations, mark_unreachable, node_out, schedulable, set_node_status
+from deepdock.server.services.nodes import (
+    allocations,
+    gpu_holders,
+    mark_unreachable,
+    node_out,
+    schedulable,
+    set_node_status,
+)
 from tests.server.factories import GIB, make_attempt, make_job, make_node, make_user
 
 
@@ -99,15 +106,16 @@ def test_allocations_count_active_replicas_only(steps):
         attempt = make_attempt(session, done, ["a"], container_ids=["c3"])
         attempt.replicas[0].active = False
         used = allocations(session)
-        assert used == {"a": {"cpus": 3.0, "memory": 5 * GIB, "gpu_used": {0: 1.0, 1: 0.25}, "gpu_holders": {
-            0: [{"job": whole.id, "project": "default", "share": 1.0}],
-            1: [{"job": share.id, "project": "default", "share": 0.25}]}}}
-        out = node_out(session.query(Node).one(), used)
+        assert used == {"a": {"cpus": 3.0, "memory": 5 * GIB, "gpu_used": {0: 1.0, 1: 0.25}}}
+        holders = gpu_holders(session)
+        assert holders == {"a": {0: [{"job": whole.id, "project": "default", "share": 1.0}],
+                                 1: [{"job": share.id, "project": "default", "share": 0.25}]}}
+        out = node_out(session.query(Node).one(), {"a": {**used["a"], "gpu_holders": holders["a"]}})
         assert (out.allocated_cpus, out.allocated_memory, out.allocated_gpus) == (3.0, 5 * GIB, 1.25)
         assert [[h.job for h in g.holders] for g in out.gpus] == [[whole.id], [share.id]]
         # another project's viewer sees the shares, not whose they are
-        hidden = allocations(session, visible=[])
-        assert hidden["a"]["gpu_holders"][1] == [{"job": "", "project": "", "share": 0.25}]  # type: ignore[index]
+        hidden = gpu_holders(session, visible=[])
+        assert hidden["a"][1] == [{"job": "", "project": "", "share": 0.25}]
 
 
 def test_a_busy_node_is_removed_only_by_force(steps):

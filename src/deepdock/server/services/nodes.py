@@ -107,7 +107,9 @@ def add_node(
 def list_nodes(session: Session, viewer: User | None = None) -> list[NodeOut]:
     """Every node; a GPU's holders name only the jobs of projects ``viewer`` can see (all without one)."""
     visible = visible_project_ids(session, viewer) if viewer is not None else None
-    used = allocations(session, visible)
+    used = allocations(session)
+    for node_name, by_gpu in gpu_holders(session, visible).items():
+        used.setdefault(node_name, {})["gpu_holders"] = by_gpu
     for node_name, sample in _usage(session, visible):
         used.setdefault(node_name, {}).setdefault("usage", []).append(sample)  # type: ignore[attr-defined]
     return [node_out(n, used) for n in session.scalars(select(Node).order_by(Node.name))]
@@ -158,32 +160,50 @@ def _usage(session: Session, visible: list[int] | None) -> list[tuple[str, Usage
                                    memory_limit=u.memory_limit, at=u.at)) for u, project_id in rows]
 
 
-def allocations(session: Session, visible: list[int] | None = None) -> dict[str, dict[str, object]]:
-    """Per node: cpus, memory and GPU shares held by active replicas (the scheduler's 'used'), and each
-    GPU's holders (jobs outside ``visible`` project ids, when given, are left unnamed)."""
-    from deepdock.server.db.models import Job, Project
+def allocations(session: Session) -> dict[str, dict[str, object]]:
+    """Per node: cpus, memory and GPU shares held by active replicas (the scheduler's 'used')."""
+    from deepdock.server.db.models import Job
 
     rows = session.execute(
-        select(Replica.node_name, Replica.gpu_indices, Replica.gpu_share, Job.cpus, Job.memory, Job.gpus, Job.id,
-               Job.project_id, Project.name)
+        select(Replica.node_name, Replica.gpu_indices, Replica.gpu_share, Job.cpus, Job.memory, Job.gpus)
         .join(Job, Job.id == Replica.job_id)
-        .join(Project, Project.id == Job.project_id)
         .where(Replica.active.is_(True))
     )
     used: dict[str, dict[str, object]] = {}
-    for node_name, gpu_indices, gpu_share, cpus, memory, gpus, job_id, project_id, project in rows:
-        entry = used.setdefault(node_name, {"cpus": 0.0, "memory": 0, "gpu_used": {}, "gpu_holders": {}})
+    for node_name, gpu_indices, gpu_share, cpus, memory, gpus in rows:
+        entry = used.setdefault(node_name, {"cpus": 0.0, "memory": 0, "gpu_used": {}})
         entry["cpus"] = float(entry["cpus"]) + cpus  # type: ignore[arg-type]
         entry["memory"] = int(entry["memory"]) + memory  # type: ignore[call-overload]
         per_gpu: dict[int, float] = entry["gpu_used"]  # type: ignore[assignment]
-        holders: dict[int, list[dict[str, object]]] = entry["gpu_holders"]  # type: ignore[assignment]
-        share = gpu_share if gpus < 1 else 1.0
+        for idx in gpu_indices or []:
+            per_gpu[idx] = per_gpu.get(idx, 0.0) + _gpu_share(gpus, gpu_share)
+    return used
+
+
+def _gpu_share(gpus: float, gpu_share: float) -> float:
+    return gpu_share if gpus < 1 else 1.0
+
+
+def gpu_holders(session: Session, visible: list[int] | None = None) -> dict[str, dict[int, list[dict[str, object]]]]:
+    """Per node and GPU index: the jobs placed on it with their share (the dashboard's GPU map). A job
+    outside ``visible`` project ids, when given, is left unnamed. Not part of ``allocations``: the
+    scheduler reads that every cycle and needs no names."""
+    from deepdock.server.db.models import Job, Project
+
+    rows = session.execute(
+        select(Replica.node_name, Replica.gpu_indices, Replica.gpu_share, Job.gpus, Job.id, Job.project_id,
+               Project.name)
+        .join(Job, Job.id == Replica.job_id).join(Project, Project.id == Job.project_id)
+        .where(Replica.active.is_(True), Job.gpus > 0)
+    )
+    holders: dict[str, dict[int, list[dict[str, object]]]] = {}
+    for node_name, gpu_indices, gpu_share, gpus, job_id, project_id, project in rows:
         shown = visible is None or project_id in visible
         for idx in gpu_indices or []:
-            per_gpu[idx] = per_gpu.get(idx, 0.0) + share
-            holders.setdefault(idx, []).append({"job": job_id if shown else "", "project": project if shown else "",
-                                                "share": share})
-    return used
+            holders.setdefault(node_name, {}).setdefault(idx, []).append(
+                {"job": job_id if shown else "", "project": project if shown else "",
+                 "share": _gpu_share(gpus, gpu_share)})
+    return holders
 
 
 def mark_unreachable(db: Database, name: str, error: str, now: float) -> None:

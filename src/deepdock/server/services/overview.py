@@ -53,7 +53,7 @@ def cluster_overview(session: Session, user: User) -> OverviewOut:
 def _capacity(session: Session) -> CapacityOut:
     nodes = list(session.scalars(select(Node)))
     cpus = memory = gpus = 0.0
-    for held in allocations(session, visible=[]).values():
+    for held in allocations(session).values():
         cpus += float(held["cpus"])  # type: ignore[arg-type]
         memory += int(held["memory"])  # type: ignore[call-overload]
         gpus += sum(held["gpu_used"].values())  # type: ignore[attr-defined]
