@@ -65,10 +65,11 @@ x, y = torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y)
 model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(128, 10))
 opt, loss_fn = torch.optim.Adam(model.parameters(), lr=3e-3), torch.nn.CrossEntropyLoss()
 times = {True: [], False: []}
+cpu = {True: [], False: []}
 step = 0
 for epoch in range(int(os.environ["EPOCHS"])):
     logging = epoch % 2 == 0
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.thread_time()
     order = torch.randperm(len(x))
     for i in range(0, len(order), 64):
         idx = order[i:i + 64]
@@ -82,10 +83,16 @@ for epoch in range(int(os.environ["EPOCHS"])):
         if logging:
             sdk.log_metrics(step, **values)
     times[logging].append(time.perf_counter() - started)
+    cpu[logging].append(time.thread_time() - started_cpu)
+def paired(series):
+    # each logging epoch against the plain epoch right after it: drift slower than two epochs cancels
+    return statistics.median(a / b - 1 for a, b in zip(series[True][2:], series[False][2:]))
 with_sdk, without = statistics.median(times[True][2:]), statistics.median(times[False][2:])
 print("RESULT " + json.dumps({"epochs_each": len(times[True]), "steps_per_epoch": -(-len(x) // 64),
       "epoch_ms_with_sdk": round(with_sdk * 1000, 3), "epoch_ms_without_sdk": round(without * 1000, 3),
-      "overhead_pct": round((with_sdk - without) / without * 100, 2)}), flush=True)
+      "overhead_pct": round((with_sdk - without) / without * 100, 2),
+      "paired_overhead_pct": round(paired(times) * 100, 2),
+      "cpu_overhead_pct": round(paired(cpu) * 100, 2)}), flush=True)
 """
 POLL_S = 0.02
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}

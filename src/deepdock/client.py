@@ -40,6 +40,7 @@ from deepdock.api.models import (
     ModelVersionOut,
     NodeIn,
     NodeOut,
+    NodeUsageSampleOut,
     ParamsOut,
     ProjectOut,
     QuotaIn,
@@ -54,6 +55,7 @@ from deepdock.api.models import (
     TokenOut,
     UpdateServiceIn,
     UserIn,
+    UsageSampleOut,
     UserOut,
     VolumesOut,
 )
@@ -339,6 +341,14 @@ class Client:
         params = {} if since is None else {"since": since}
         return self._get_list(_SERVICE_SAMPLES, f"/services/{name}/samples", params=params)
 
+    def job_usage(self, ref: str, since: float | None = None) -> list[UsageSampleOut]:
+        """The CPU and memory samples of the job's containers, oldest first (the last hour by default)."""
+        return self._get_list(_USAGE_SAMPLES, f"/jobs/{ref}/usage", params={} if since is None else {"since": since})
+
+    def node_usage(self, since: float | None = None) -> list[NodeUsageSampleOut]:
+        """Each node's job containers summed per usage round, oldest first (the last hour by default)."""
+        return self._get_list(_NODE_USAGE, "/nodes/usage", params={} if since is None else {"since": since})
+
     def rollback_service(self, name: str) -> ServiceDetail:
         return self._call(ServiceDetail, "POST", f"/services/{name}/rollback")
 
@@ -441,6 +451,8 @@ _MODELS = TypeAdapter(list[ModelOut])
 _ALIAS_EVENTS = TypeAdapter(list[AliasEventOut])
 _SERVICES = TypeAdapter(list[ServiceOut])
 _SERVICE_SAMPLES = TypeAdapter(list[ServiceSampleOut])
+_USAGE_SAMPLES = TypeAdapter(list[UsageSampleOut])
+_NODE_USAGE = TypeAdapter(list[NodeUsageSampleOut])
 
 
 def _project(project: str | None) -> dict[str, str]:

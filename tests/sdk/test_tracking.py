@@ -14,8 +14,8 @@ from deepdock.sdk.protocol import TrackingError
 
 def unbatched(data: bytes):
     for event in filter(None, map(protocol.decode_line, data.split(b"\n"))):
-        if event["k"] == protocol.BATCH:
-            yield from ({**item, "k": "m"} for item in event["e"])
+        if event["k"] == protocol.COLUMNS:
+            yield from ({**item, "k": "m"} for item in protocol.decode_columns(event))
         else:
             yield event
 
@@ -34,7 +34,8 @@ def channel(tmp_path, monkeypatch):
         tracking.flush()
         return list(unbatched(out.read_bytes()))
 
-    return events
+    yield events
+    tracking.flush()  # so its flusher thread has nothing left to write into the next test's output
 
 
 def test_metrics_and_params_are_one_line_each(channel):
@@ -79,6 +80,23 @@ def test_steps_of_a_series_must_increase(channel):
     tracking.log_metrics(5, acc=0.5)  # another series has its own steps
 
 
+
+def test_each_metric_keeps_its_own_step_order_on_the_fast_path_and_off_it(channel):
+    tracking.log_metrics(5, loss=1.0)
+    tracking.log_metrics(3, val_loss=2.0)  # below the highest step so far, but val_loss's first: allowed
+    with pytest.raises(TrackingError, match="'loss': step 3 is not after step 5"):
+        tracking.log_metrics(3, loss=1.0)
+    tracking.log_metrics(4, val_loss=1.5)
+    tracking.log_metrics(6, loss=0.5, val_loss=1.0)  # above every step: the hot path
+    with pytest.raises(TrackingError, match="'val_loss': step 6 is not after step 6"):
+        tracking.log_metrics(6, val_loss=0.9)
+    given = {"loss": 0.25}
+    tracking.log_metrics(7, **given, epoch=2)  # an int value takes the checked path, and is sent as a float
+    given["loss"] = 99.0  # the caller's dict afterwards changes nothing logged
+    assert [(e["s"], e["v"]) for e in channel() if e["k"] == "m"] == [
+        (5, {"loss": 1.0}), (3, {"val_loss": 2.0}), (4, {"val_loss": 1.5}), (6, {"loss": 0.5, "val_loss": 1.0}),
+        (7, {"loss": 0.25, "epoch": 2.0})]
+
 def test_numpy_scalars_are_numbers(channel):
     np = pytest.importorskip("numpy")
     tracking.log_metrics(np.int64(3), loss=np.float32(0.5))
@@ -104,10 +122,13 @@ def test_metrics_are_flushed_by_time_and_before_any_other_event(channel, tmp_pat
     assert kinds == ["m", "p"]
     monkeypatch.setattr(tracking, "FLUSH_INTERVAL_S", 0.05)
     tracking.log_metrics(1, loss=0.5)
+    def steps_written() -> list[int]:
+        return [e["s"] for e in unbatched((tmp_path / "stdout").read_bytes()) if e["k"] == "m"]
+
     deadline = time.monotonic() + 5
-    while b'"s":1' not in (tmp_path / "stdout").read_bytes() and time.monotonic() < deadline:
+    while 1 not in steps_written() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert b'"s":1' in (tmp_path / "stdout").read_bytes()  # the flusher wrote it while the job was quiet
+    assert steps_written() == [0, 1]  # the flusher wrote it while the job was quiet
 
 
 def test_outside_a_job_calls_are_checked_and_kept_locally(monkeypatch):

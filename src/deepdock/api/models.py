@@ -258,6 +258,27 @@ class UsageOut(Response):
     at: float
 
 
+
+class UsageSampleOut(Response):
+    """One sample of a job's container (rank ``rank`` on ``node``), in the history the usage step keeps."""
+
+    at: float
+    rank: int
+    node: str
+    cpu_percent: float  # of one CPU: 200 is two full CPUs
+    memory_usage: int
+    memory_limit: int
+
+
+class NodeUsageSampleOut(Response):
+    """A node's containers summed at one usage round: what deepdock's jobs use of it, whoever's they are."""
+
+    at: float
+    node: str
+    containers: int
+    cpu_percent: float
+    memory_usage: int
+
 class JobDetail(JobOut):
     # The batch the scheduler groups it with (scheduler/cohort.py), and the GPU time it has attained.
     cohort: str | None

@@ -15,9 +15,13 @@ Standard library only: this module is copied into every job container (see ``dee
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
+import sys
+from array import array
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 MARKER = "\x1e@deepdock "
@@ -28,12 +32,14 @@ PROTOCOL_VERSION = 1
 
 # Kinds of event.
 METRICS = "m"      # {"k": "m", "s": step, "t": epoch_s, "v": {name: value}}
-BATCH = "b"        # {"k": "b", "e": [metrics event without "k", ...]}: many steps in one line
+BATCH = "b"        # {"k": "b", "e": [metrics event without "k", ...]}: many steps in one line (read, no longer written)
+COLUMNS = "a"      # {"k": "a", "g": [{"n": [names], "s": steps, "t": times, "v": [values per name]}]}: many steps
+                   # in one line, each column little-endian int64 or float64, base64 (encode_columns)
 PARAMS = "p"       # {"k": "p", "v": {name: json value}}
 CHECKPOINT = "c"   # {"k": "c", "name": file name, "s": step, "sha256": hex, "size": bytes}
 MODEL = "r"        # {"k": "r", "name": model name, "dir": folder under the artifacts dir, "signature": {...}}
 DATA = "d"         # {"k": "d", "target": mount, "sha256": tree hash, "files", "bytes", "hashed_bytes", "complete"}
-KINDS = frozenset({METRICS, BATCH, PARAMS, CHECKPOINT, MODEL, DATA})
+KINDS = frozenset({METRICS, BATCH, COLUMNS, PARAMS, CHECKPOINT, MODEL, DATA})
 
 # MLflow's metric-name alphabet without spaces: letters, digits, '_', '-', '.', '/'.
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-/]{0,127}$")
@@ -92,6 +98,58 @@ def check_param(name: str, value: object) -> Any:
     if len(json.dumps(out)) > MAX_PARAM_VALUE_CHARS:
         raise TrackingError(f"param {name!r}: value longer than {MAX_PARAM_VALUE_CHARS} characters")
     return out
+
+
+_SWAP = sys.byteorder != "little"
+
+
+def _column(values: array) -> str:  # type: ignore[type-arg]
+    if _SWAP:
+        values = array(values.typecode, values)
+        values.byteswap()
+    return base64.b64encode(values).decode("ascii")
+
+
+def _uncolumn(typecode: str, text: object) -> array:  # type: ignore[type-arg]
+    if not isinstance(text, str):
+        raise ValueError("a column is not text")
+    values = array(typecode, base64.b64decode(text, validate=True))
+    if _SWAP:
+        values.byteswap()
+    return values
+
+
+def encode_columns(batch: Iterable[tuple[int, float, dict[str, float]]]) -> dict[str, Any]:
+    """Metrics items (step, time, {name: float}) as one COLUMNS event: the items with the same names form a
+    group whose steps, times and each metric's values are packed arrays. Why not a JSON object per item:
+    ``repr`` of every float made the encoding the SDK's largest cost inside a training step (~1.9 µs an
+    item against ~0.9 here) and its lines a third longer."""
+    groups: dict[tuple[str, ...], tuple[array, array, list[array]]] = {}  # type: ignore[type-arg]
+    for step, at, values in batch:
+        key = tuple(values)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = (array("q"), array("d"), [array("d") for _ in key])
+        group[0].append(step)
+        group[1].append(at)
+        for column, value in zip(group[2], values.values()):
+            column.append(value)
+    return {"k": COLUMNS, "g": [{"n": list(key), "s": _column(steps), "t": _column(times),
+                                 "v": [_column(c) for c in columns]}
+                                for key, (steps, times, columns) in groups.items()]}
+
+
+def decode_columns(event: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The metrics events (without "k") of a COLUMNS event; ``ValueError`` (or ``TypeError``) if malformed."""
+    for group in event["g"]:
+        names = group["n"]
+        steps, times = _uncolumn("q", group["s"]), _uncolumn("d", group["t"])
+        columns = [_uncolumn("d", c) for c in group["v"]]
+        if not isinstance(names, list) or len(columns) != len(names) or len(times) != len(steps) \
+                or any(len(c) != len(steps) for c in columns):
+            raise ValueError("the columns of a group disagree")
+        for i, step in enumerate(steps):
+            yield {"s": step, "t": times[i], "v": {name: column[i] for name, column in zip(names, columns)}}
 
 
 def encode(event: dict[str, Any]) -> bytes:

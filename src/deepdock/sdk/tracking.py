@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import threading
 import time
@@ -32,21 +33,30 @@ CONTAINER_STDOUT = "/proc/1/fd/1"
 # How long logged metrics may wait before they are written (DEEPDOCK_METRICS_FLUSH_S): what a point's
 # latency to the server pays for fewer output lines.
 FLUSH_INTERVAL_S = float(os.environ.get("DEEPDOCK_METRICS_FLUSH_S", "") or 0.2)
-# What one batch line may hold: below PIPE_BUF with the marker and the envelope around it.
-BATCH_BYTES = protocol.MAX_LINE_BYTES - 64
+# What one batch line may hold: below PIPE_BUF with the marker, the envelope and the groups' names (a
+# line that still comes out longer is split in two, _write_batch).
+BATCH_BYTES = protocol.MAX_LINE_BYTES - 384
 
 
 class _Channel:
+    """The job's event output. ``log_metrics``' hot path reads and writes ``batch``, ``room``, ``deadline``
+    and ``max_step`` itself, under ``lock``: one Python frame per call (see log_metrics)."""
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._fd: int | None = None
-        self._in_job = current().in_job
+        self.in_job = current().in_job
         self.local: list[dict[str, Any]] = []
         # Logged but not yet written: (step, time, values), encoded at flush, once for the whole batch.
-        self._batch: list[tuple[int, float, dict[str, float]]] = []
-        self._batch_bytes = 0
-        self._batch_since = 0.0
-        self._flusher: threading.Thread | None = None
+        self.batch: list[tuple[int, float, dict[str, float]]] = []
+        self.room = BATCH_BYTES  # what the batch's line can still take
+        self.deadline = math.inf  # when the batch must be written (its first item's time + FLUSH_INTERVAL_S)
+        # The highest step any metric was logged at: a step above it is after each metric's own last
+        # step, so the hot path needs no per-metric check. Those per-metric steps (_last_step) are brought
+        # up to date from the batch only when the checked path needs them (settle_locked).
+        self.max_step = -1
+        self._settled = 0  # items of the batch already counted in _last_step
+        self.flusher: threading.Thread | None = None
         self._registered = False
 
     def _open(self) -> int:
@@ -62,15 +72,21 @@ class _Channel:
         while view:
             view = view[os.write(self._fd, view):]
 
-    def _flush_locked(self) -> None:
-        if not self._batch:
+    def settle_locked(self) -> None:
+        for step, _, values in self.batch[self._settled:]:
+            _last_step.update(dict.fromkeys(values, step))
+        self._settled = len(self.batch)
+
+    def flush_locked(self) -> None:
+        if not self.batch:
             return
-        batch, self._batch, self._batch_bytes = self._batch, [], 0
+        self.settle_locked()
+        batch = self.batch
+        self.batch, self.room, self.deadline, self._settled = [], BATCH_BYTES, math.inf, 0
         self._write_batch(batch)
 
     def _write_batch(self, batch: list[tuple[int, float, dict[str, float]]]) -> None:
-        line = (protocol.MARKER + json.dumps({"k": protocol.BATCH, "e": [{"s": s, "t": t, "v": v} for s, t, v in batch]},
-                                             separators=(",", ":"), allow_nan=False) + "\n").encode()
+        line = (protocol.MARKER + json.dumps(protocol.encode_columns(batch), separators=(",", ":")) + "\n").encode()
         if len(line) > protocol.MAX_LINE_BYTES and len(batch) > 1:  # the size estimate was short: halve
             half = len(batch) // 2
             self._write_batch(batch[:half])
@@ -79,66 +95,96 @@ class _Channel:
         self._write(line)
 
     def flush(self) -> None:
-        with self._lock:
-            self._flush_locked()
+        with self.lock:
+            self.flush_locked()
 
     def emit(self, event: dict[str, Any]) -> None:
-        if not self._in_job:
+        if not self.in_job:
             self.local.append(event)
             return
-        with self._lock:
-            self._flush_locked()  # keep the order: what was logged before this event goes first
+        with self.lock:
+            self.flush_locked()  # keep the order: what was logged before this event goes first
             self._write(protocol.encode(event))
 
-    def emit_metrics(self, step: int, at: float, values: dict[str, float], size: int) -> None:
+    def append_locked(self, step: int, at: float, values: dict[str, float], size: int) -> None:
         """``size``: the caller's estimate of the encoded item's bytes (what decides when a line is full)."""
-        if not self._in_job:
+        if not self.in_job:
             self.local.append({"k": protocol.METRICS, "s": step, "t": at, "v": values})
             return
-        with self._lock:
-            if self._batch and self._batch_bytes + size > BATCH_BYTES:
-                self._flush_locked()
-            if not self._batch:
-                self._batch_since = at
-                if self._flusher is None:
-                    self._start_flusher()
-            self._batch.append((step, at, values))
-            self._batch_bytes += size
-            if at - self._batch_since >= FLUSH_INTERVAL_S:
-                self._flush_locked()
+        if self.batch and size > self.room:
+            self.flush_locked()
+        if not self.batch:
+            self.first_item_locked(at)
+        self.batch.append((step, at, values))
+        self.room -= size
+        if at >= self.deadline:
+            self.flush_locked()
 
-    def _start_flusher(self) -> None:
-        if not self._registered:
-            atexit.register(self.flush)
-            self._registered = True
-        if self._flusher is None or not self._flusher.is_alive():
-            self._flusher = threading.Thread(target=self._flush_loop, name="deepdock-sdk-flush", daemon=True)
-            self._flusher.start()
+    def first_item_locked(self, at: float) -> None:
+        self.deadline = at + FLUSH_INTERVAL_S
+        if self.flusher is None or not self.flusher.is_alive():
+            if not self._registered:
+                atexit.register(self.flush)
+                self._registered = True
+            self.flusher = threading.Thread(target=self._flush_loop, name="deepdock-sdk-flush", daemon=True)
+            self.flusher.start()
 
     def _flush_loop(self) -> None:
         """Flush a batch a quiet job left (it logged, then went on with something long)."""
         while True:
             time.sleep(FLUSH_INTERVAL_S)
-            with self._lock:
-                if self._batch and time.time() - self._batch_since >= FLUSH_INTERVAL_S:
-                    self._flush_locked()
+            with self.lock:
+                if self.batch and time.time() >= self.deadline:
+                    self.flush_locked()
 
 
-_channel = _Channel()
 _last_step: dict[str, int] = {}
-_step_lock = threading.Lock()
 # Names already checked, with what each adds to an encoded item: the hot path skips the regex.
 _name_cost: dict[str, int] = {}
-# An item's bytes besides its names and values: {"s":...,"t":...,"v":{}} and separators.
-ITEM_OVERHEAD_BYTES = 48
-VALUE_BYTES = 26  # a float's repr, its quotes-free key separator and comma
+# An item's bytes in a columns line (protocol.encode_columns): its step and time, 8 bytes each in base64.
+ITEM_OVERHEAD_BYTES = 22
+VALUE_BYTES = 11  # a float64 in base64
+# A name is written once per group, not per item; counted per item all the same, so that one call with
+# many long names still gets split into lines below PIPE_BUF (_chunks) before it is batched.
+NAME_BYTES = 3
+_channel = _Channel()
+_now = time.time
 
 
 def log_metrics(step: int, **metrics: Any) -> None:
     """Record ``metrics`` (name=value) at ``step``. Steps of one metric must increase.
 
-    The hot path (a known name, a Python float or int, an int step) is a few microseconds: names are
-    checked once, values by type, and the encoding waits for the batch's flush."""
+    The hot path (names seen before, Python floats, a step above every step logged so far, room in the
+    batch's line: a training loop's every call) is this one frame: a type test and a subtraction per
+    value, the kwargs dict kept as the batch's item, the per-metric step bookkeeping and the encoding
+    left for later. Why it matters: between a training step's tensor ops the call runs with cold caches,
+    where it measured several times its warm cost (docs/benchmarks.md). Anything else takes the
+    checked path, which validates and converts each value and each metric's own step order, raises
+    ``TrackingError``, and writes a full line."""
+    size = ITEM_OVERHEAD_BYTES
+    for name, value in metrics.items():
+        cost = _name_cost.get(name)
+        if cost is None or type(value) is not float or value - value != 0.0:  # NaN and infinities give NaN
+            break
+        size += cost
+    else:
+        channel = _channel
+        if type(step) is int and step > channel.max_step and size <= channel.room and channel.in_job and metrics:
+            with channel.lock:
+                if step > channel.max_step and size <= channel.room:
+                    now = _now()
+                    channel.max_step = step
+                    if not channel.batch:
+                        channel.first_item_locked(now)
+                    channel.batch.append((step, now, metrics))
+                    channel.room -= size
+                    if now >= channel.deadline:
+                        channel.flush_locked()
+                    return
+    _log_checked(step, metrics)
+
+
+def _log_checked(step: Any, metrics: dict[str, Any]) -> None:
     if type(step) is not int or step < 0:
         step = check_step(step)
     if not metrics:
@@ -149,28 +195,32 @@ def log_metrics(step: int, **metrics: Any) -> None:
         cost = _name_cost.get(name)
         if cost is None:
             check_name(name)
-            cost = _name_cost[name] = len(name) + VALUE_BYTES
+            cost = _name_cost[name] = len(name) + NAME_BYTES + VALUE_BYTES
         kind = type(value)
-        if kind is float and value - value == 0.0:  # finite (NaN and infinities give NaN here)
+        if kind is float and value - value == 0.0:
             values[name] = value
         elif kind is int:
             values[name] = float(value)
         else:
             values[name] = check_value(name, value)
         size += cost
-    with _step_lock:
+    channel = _channel
+    with channel.lock:
+        channel.settle_locked()
         for name in values:
             last = _last_step.get(name)
             if last is not None and step <= last:
                 raise TrackingError(f"metric {name!r}: step {step} is not after step {last}, the last one logged")
         for name in values:
             _last_step[name] = step
-    now = time.time()
-    if size <= BATCH_BYTES:
-        _channel.emit_metrics(step, now, values, size)
-        return
-    for chunk in _chunks(values):  # more values than one line holds: several items of the same step
-        _channel.emit_metrics(step, now, chunk, ITEM_OVERHEAD_BYTES + sum(_name_cost[n] for n in chunk))
+        if step > channel.max_step:
+            channel.max_step = step
+        now = _now()
+        if size <= BATCH_BYTES:
+            channel.append_locked(step, now, values, size)
+        else:  # more values than one line holds: several items of the same step
+            for chunk in _chunks(values):
+                channel.append_locked(step, now, chunk, ITEM_OVERHEAD_BYTES + sum(_name_cost[n] for n in chunk))
 
 
 def log_metric(name: str, value: Any, step: int) -> None:

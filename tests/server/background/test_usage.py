@@ -4,11 +4,12 @@ samples are dropped. The job's detail, the nodes list and /metrics show them."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from deepdock.api.enums import ReplicaStatus
 from deepdock.compute.base import ContainerStats
-from deepdock.errors import EngineUnreachableError
+from deepdock.errors import EngineUnreachableError, NotFoundError
 from deepdock.server.cluster_metrics import ClusterCollector
 from deepdock.server.db.models import Replica, ReplicaUsage, User
 from deepdock.server.services.jobs import describe_job
@@ -57,3 +58,39 @@ def test_a_failing_engine_costs_only_its_own_sample_and_ended_replicas_are_dropp
     assert steps.controller.usage_once() == 0
     assert samples(steps) == {}
 
+
+
+def test_every_round_is_kept_as_history_per_rank_and_per_node_and_a_day_old_one_is_dropped(steps):
+    from deepdock.server.background.usage import USAGE_KEPT_S
+    from deepdock.server.services.jobs import job_usage
+    from deepdock.server.services.nodes import node_usage
+    from tests.server.factories import make_project, make_user
+
+    steps.node("a")
+    steps.node("b")
+    job, _, (ca, cb) = steps.running_job(["a", "b"])
+    first = steps.clock()
+    for cpu in (100.0, 80.0, 60.0):
+        steps.engine("a").set_stats(ca, ContainerStats(cpu_percent=cpu, memory_usage=200 * MIB, memory_limit=GIB, pids=1))
+        steps.engine("b").set_stats(cb, ContainerStats(cpu_percent=cpu / 2, memory_usage=100 * MIB, memory_limit=GIB,
+                                                       pids=1))
+        assert steps.controller.usage_once() == 2
+        steps.clock.advance(10)
+    with steps.session() as session:
+        admin = make_user(session)
+        history = job_usage(session, admin, job, since=first - 1)
+        assert [(u.rank, u.node, u.cpu_percent) for u in history] == [
+            (0, "a", 100.0), (1, "b", 50.0), (0, "a", 80.0), (1, "b", 40.0), (0, "a", 60.0), (1, "b", 30.0)]
+        assert [u.at for u in history[::2]] == [first, first + 10, first + 20]
+        assert [u.cpu_percent for u in job_usage(session, admin, job, since=first + 5) if u.rank == 0] == [80.0, 60.0]
+        by_node = [(n.node, n.containers, n.cpu_percent, n.memory_usage) for n in node_usage(session, since=first - 1)]
+        assert by_node == [("a", 1, 100.0, 200 * MIB), ("a", 1, 80.0, 200 * MIB), ("a", 1, 60.0, 200 * MIB),
+                           ("b", 1, 50.0, 100 * MIB), ("b", 1, 40.0, 100 * MIB), ("b", 1, 30.0, 100 * MIB)]
+        outsider = make_user(session, "mallory", is_admin=False)
+        make_project(session, "elsewhere", members=[outsider])
+        with pytest.raises(NotFoundError):  # another project's job: as if it did not exist
+            job_usage(session, outsider, job)
+    steps.clock.advance(USAGE_KEPT_S)
+    assert steps.controller.usage_once() == 2
+    with steps.session() as session:
+        assert {u.at for u in job_usage(session, make_user(session), job, since=0)} == {steps.clock()}

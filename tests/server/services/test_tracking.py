@@ -180,6 +180,22 @@ def test_a_batch_line_of_many_steps_is_ingested_like_single_lines(steps, job_id,
     assert result.points == 50 and _count(steps, job_id) == 50
 
 
+
+def test_a_columns_line_of_many_steps_and_two_groups_is_ingested_and_a_forged_one_skipped(steps, job_id, tmp_path):
+    log = tmp_path / "rank-0.log"
+    items = [(s, 1.0 + s, {"loss": s / 10, "acc": s / 100}) for s in range(40)] + [(40, 41.0, {"val_loss": 0.5})]
+    good = protocol.encode(protocol.encode_columns(items))
+    forged = [{"k": "a", "g": [{"n": ["loss"], "s": "AAAAAAAAAAA=", "t": "AAAAAAAAAAA=", "v": []}]},  # no column
+              {"k": "a", "g": [{"n": ["loss"], "s": "not base64!", "t": "", "v": [""]}]},
+              {"k": "a", "g": "junk"}]
+    log.write_bytes(good + b"".join(protocol.encode(f) for f in forged))
+    result, _ = ingest_log(steps.db, log, job_id, 1, 0)
+    assert result.points == 81 and _count(steps, job_id) == 81
+    with steps.session() as session:
+        loss = read_columns(session, job_id, "loss")
+        assert loss.steps.tolist() == list(range(40)) and loss.values.tolist()[-1] == 3.9
+        assert read_columns(session, job_id, "val_loss").values.tolist() == [0.5]
+
 def test_forged_events_touch_nothing_but_the_jobs_own_series(steps, job_id, tmp_path):
     log = tmp_path / "rank-0.log"
     log.write_bytes(protocol.MARKER_BYTES + b'{"k":"m","s":1,"t":1.0,"v":{"loss":"nan","bad name":1.0,"ok":2.0}}\n'

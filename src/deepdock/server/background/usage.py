@@ -4,7 +4,8 @@
 An engine's stats call waits for two samples (about a second on Docker), so calls run in a lane of
 their own per node (never behind that node's starts and stops) and the step waits at most
 ``USAGE_DEADLINE_S`` for them: a sample that comes later is written by the next round. Rows of replicas
-no longer running are deleted, so a finished job stops being reported.
+no longer running are deleted, so a finished job stops being reported. Every sample is also appended to
+``usage_samples`` (the charts' history), kept ``USAGE_KEPT_S``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from deepdock.compute.base import ContainerStats
 from deepdock.errors import DeepdockError
 from deepdock.server.background.tasks import Work
 from deepdock.server.context import AppContext, log
-from deepdock.server.db.models import Node, Replica, ReplicaUsage
+from deepdock.server.db.models import Node, Replica, ReplicaUsage, UsageSample
 
 USAGE_DEADLINE_S = 5.0
+# How long the history of samples is kept: a day, as the services' traffic samples.
+USAGE_KEPT_S = 86400.0
 
 
 def usage_lane(node: str) -> str:
@@ -32,29 +35,32 @@ def run(ctx: AppContext, work: Work) -> int:
     """One round; returns how many samples it wrote."""
     with ctx.db.session() as session:
         rows = session.execute(
-            select(Replica.id, Replica.job_id, Replica.container_id, Node)
+            select(Replica.id, Replica.job_id, Replica.rank, Replica.container_id, Node)
             .join(Node, Node.name == Replica.node_name)
             .where(Replica.status == ReplicaStatus.RUNNING, Replica.container_id.is_not(None))).all()
         session.expunge_all()
-    futures: dict[int, tuple[str, str, Future[ContainerStats | None]]] = {}
-    for replica_id, job_id, container_id, node in rows:
+    futures: dict[int, tuple[str, int, str, Future[ContainerStats | None]]] = {}
+    for replica_id, job_id, rank, container_id, node in rows:
         future = work.engine.submit(f"usage:{replica_id}", _sample, ctx, node, container_id, lane=usage_lane(node.name))
         if future is not None:
-            futures[replica_id] = (job_id, node.name, future)
-    work.engine.wait([f for _, _, f in futures.values()], USAGE_DEADLINE_S)
+            futures[replica_id] = (job_id, rank, node.name, future)
+    work.engine.wait([f for *_, f in futures.values()], USAGE_DEADLINE_S)
     now = ctx.clock()
     written = 0
     with ctx.db.session() as session:
         running = {replica_id for replica_id, *_ in rows}
         session.execute(delete(ReplicaUsage).where(ReplicaUsage.replica_id.not_in(running)) if running
                         else delete(ReplicaUsage))
-        for replica_id, (job_id, node_name, future) in futures.items():
+        session.execute(delete(UsageSample).where(UsageSample.at < now - USAGE_KEPT_S))
+        for replica_id, (job_id, rank, node_name, future) in futures.items():
             stats = future.result() if future.done() else None
             if stats is None:
                 continue
             session.merge(ReplicaUsage(replica_id=replica_id, job_id=job_id, node_name=node_name,
                                        cpu_percent=stats.cpu_percent, memory_usage=stats.memory_usage,
                                        memory_limit=stats.memory_limit, at=now))
+            session.add(UsageSample(job_id=job_id, rank=rank, node_name=node_name, at=now, cpu_percent=stats.cpu_percent,
+                                    memory_usage=stats.memory_usage, memory_limit=stats.memory_limit))
             written += 1
         session.commit()
     return written

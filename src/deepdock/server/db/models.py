@@ -279,6 +279,23 @@ class ReplicaUsage(Base):
     at: Mapped[float] = mapped_column(Float)
 
 
+
+class UsageSample(Base):
+    """One usage sample of a job's container, kept ``USAGE_KEPT_S`` (background/usage.py): the history the
+    dashboard's job and node pages chart. ``replica_usage`` keeps only the last sample (what /metrics
+    exports); this keeps them all, rank by rank."""
+
+    __tablename__ = "usage_samples"
+    __table_args__ = (Index("ix_usage_samples_job_at", "job_id", "at"), Index("ix_usage_samples_node_at", "node_name", "at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    rank: Mapped[int] = mapped_column(Integer)
+    node_name: Mapped[str] = mapped_column(String(64))
+    at: Mapped[float] = mapped_column(Float)
+    cpu_percent: Mapped[float] = mapped_column(Float)
+    memory_usage: Mapped[int] = mapped_column(BigInteger)
+    memory_limit: Mapped[int] = mapped_column(BigInteger)
+
 class MetricChunk(Base):
     """Up to ``CHUNK_POINTS`` consecutive points of one series (job, name, attempt, rank), as packed arrays.
 

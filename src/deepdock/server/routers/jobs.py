@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
-from deepdock.api import CodeOut, JobDetail, JobOut, JobStatusOut, SubmitJob
+from deepdock.api import CodeOut, JobDetail, JobOut, JobStatusOut, SubmitJob, UsageSampleOut
 from deepdock.server.context import WAKE_RECONCILER, WAKE_SCHEDULER, AppContext
 from deepdock.server.db.models import User
 from deepdock.server.deps import current_user, get_ctx, get_session
@@ -72,6 +72,13 @@ async def list_jobs(
 def describe(ref: str, ctx: AppContext = Depends(get_ctx), session: Session = Depends(get_session),
              user: User = Depends(current_user)) -> JobDetail:
     return job_service.describe_job(session, user, ref, artifacts_location(ctx.artifacts))
+
+
+@router.get("/jobs/{ref}/usage", response_model=list[UsageSampleOut])
+def usage(ref: str, since: float | None = None, session: Session = Depends(get_session),
+          user: User = Depends(current_user)) -> list[UsageSampleOut]:
+    """The CPU and memory samples of the job's containers (every rank), oldest first."""
+    return job_service.job_usage(session, user, ref, since)
 
 
 @router.get("/jobs/{ref}/status", response_model=JobStatusOut)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from sqlalchemy.orm import Session
 
-from deepdock.api import NodeIn, NodeOut, NodeStatusIn
+from deepdock.api import NodeIn, NodeOut, NodeStatusIn, NodeUsageSampleOut
 from deepdock.server.context import WAKE_SCHEDULER, AppContext
 from deepdock.server.db.models import User
 from deepdock.server.deps import current_user, get_ctx, get_session
@@ -17,6 +17,13 @@ router = APIRouter(tags=["nodes"])
 @router.get("/nodes", response_model=list[NodeOut])
 def list_nodes(session: Session = Depends(get_session), user: User = Depends(current_user)) -> list[NodeOut]:
     return node_service.list_nodes(session, user)
+
+
+@router.get("/nodes/usage", response_model=list[NodeUsageSampleOut])
+def node_usage(since: float | None = None, session: Session = Depends(get_session),
+               user: User = Depends(current_user)) -> list[NodeUsageSampleOut]:
+    """Each node's job containers summed per usage round (the dashboard's node charts)."""
+    return node_service.node_usage(session, since)
 
 
 @router.post("/nodes", response_model=NodeOut, status_code=201)

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from deepdock.api import AttemptOut, EventOut, JobDetail, JobOut, PendingReason, ReplicaOut, UsageOut
+from deepdock.api import AttemptOut, EventOut, JobDetail, JobOut, PendingReason, ReplicaOut, UsageOut, UsageSampleOut
 from deepdock.api.enums import AttemptNetwork, AttemptStatus, JobStatus, NodeHealth, ReplicaStatus, StopRequest
 from deepdock.errors import NotFoundError, PermissionDeniedError, SpecError, UnschedulableError
 from deepdock.scheduler.cohort import COHORT_GAP_S
@@ -25,6 +25,7 @@ from deepdock.server.db.models import (
     Project,
     Replica,
     ReplicaUsage,
+    UsageSample,
     User,
     now_s,
 )
@@ -178,6 +179,19 @@ def _rank_address(attempt: Attempt, replica: Replica, nodes: dict[str, Node]) ->
         return node_address(node) if node is not None else ""
     return replica.container_name if attempt.network == AttemptNetwork.PRIVATE else ""
 
+
+# A usage history read without ``since`` covers this much (the charts' default window).
+USAGE_WINDOW_S = 3600.0
+
+
+def job_usage(session: Session, user: User, ref: str, since: float | None = None) -> list[UsageSampleOut]:
+    """The job's container samples (oldest first, every rank), since ``since`` or over the last hour."""
+    job = get_job(session, user, ref)
+    start = since if since is not None else now_s() - USAGE_WINDOW_S
+    rows = session.scalars(select(UsageSample).where(UsageSample.job_id == job.id, UsageSample.at > start)
+                           .order_by(UsageSample.at, UsageSample.rank))
+    return [UsageSampleOut(at=r.at, rank=r.rank, node=r.node_name, cpu_percent=r.cpu_percent,
+                           memory_usage=r.memory_usage, memory_limit=r.memory_limit) for r in rows]
 
 def describe_job(session: Session, user: User, ref: str, artifacts_location: str) -> JobDetail:
     job = get_job(session, user, ref)

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from deepdock.api import NodeOut, UsageOut
+from deepdock.api import NodeOut, NodeUsageSampleOut, UsageOut
 from deepdock.api.enums import NodeHealth, NodeStatus
 from deepdock.compute.base import NodeCapacity
 from deepdock.compute.pool import BackendPool, NodeConnection
@@ -114,6 +114,21 @@ def list_nodes(session: Session, viewer: User | None = None) -> list[NodeOut]:
         used.setdefault(node_name, {}).setdefault("usage", []).append(sample)  # type: ignore[attr-defined]
     return [node_out(n, used) for n in session.scalars(select(Node).order_by(Node.name))]
 
+
+def node_usage(session: Session, since: float | None = None) -> list[NodeUsageSampleOut]:
+    """Per node and usage round, its job containers summed (oldest first), since ``since`` or over the last
+    hour. Sums name no job, so every user may read them, as they read the nodes' allocations."""
+    from deepdock.server.db.models import UsageSample
+    from deepdock.server.services.jobs import USAGE_WINDOW_S
+
+    start = since if since is not None else now_s() - USAGE_WINDOW_S
+    rows = session.execute(
+        select(UsageSample.node_name, UsageSample.at, func.count(), func.sum(UsageSample.cpu_percent),
+               func.sum(UsageSample.memory_usage))
+        .where(UsageSample.at > start).group_by(UsageSample.node_name, UsageSample.at)
+        .order_by(UsageSample.node_name, UsageSample.at))
+    return [NodeUsageSampleOut(node=node, at=at, containers=count, cpu_percent=float(cpu), memory_usage=int(memory))
+            for node, at, count, cpu, memory in rows]
 
 def get_node(session: Session, name: str) -> Node:
     node = session.scalar(select(Node).where(Node.name == name))

@@ -166,6 +166,14 @@ def _unbatched(events: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
             for item in items if isinstance(items, list) else []:
                 if isinstance(item, dict):
                     yield {**item, "k": protocol.METRICS}
+        elif event["k"] == protocol.COLUMNS:
+            try:
+                decoded = list(protocol.decode_columns(event))
+            except (KeyError, TypeError, ValueError):
+                continue  # a line the job forged by hand; the SDK never writes one
+            for item in decoded:
+                item["k"] = protocol.METRICS
+                yield item
         else:
             yield event
 
