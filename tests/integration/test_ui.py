@@ -138,8 +138,27 @@ def test_a_running_jobs_loss_curve_grows_live(page, cluster) -> None:  # type: i
     page.wait_for_function(f"Number(document.querySelector('canvas[data-metric=loss]').dataset.lastStep) > {first + 3}")
     page.wait_for_selector("#logs")
     assert "CPU" in page.inner_text("#usage [data-usage=local]")
+    # The container's use over time, from the usage history (a sample a second here): the chart grows.
+    page.wait_for_function("Number(document.querySelector('canvas[data-usage-chart=cpu]').dataset.points) >= 2",
+                           timeout=30_000)
+    assert int(page.get_attribute("canvas[data-usage-chart=memory]", "data-points")) >= 2
     shot(page, "job")
 
+
+
+def test_the_usage_history_is_read_through_the_client(cluster) -> None:  # type: ignore[no-untyped-def]
+    with cluster["server"].client() as c:
+        deadline = time.monotonic() + USAGE_TIMEOUT_S
+        while len(c.job_usage(cluster["running"])) < 2:
+            assert time.monotonic() < deadline, "the usage history of the running job did not grow"
+            time.sleep(0.5)
+        history = c.job_usage(cluster["running"])
+        assert {(u.rank, u.node) for u in history} == {(0, "local")}
+        assert all(u.memory_usage > 0 and u.memory_limit == 256 * 1024**2 for u in history)
+        assert history == sorted(history, key=lambda u: u.at)
+        assert c.job_usage(cluster["running"], since=history[-1].at) == []
+        node = [n for n in c.node_usage() if n.node == "local"]
+        assert len(node) >= 2 and all(n.containers >= 1 for n in node)
 
 def test_a_pending_job_says_why_and_can_be_stopped(page, cluster) -> None:  # type: ignore[no-untyped-def]
     page.goto(f"{cluster['server'].url}/ui/#/jobs/{cluster['pending']}")
@@ -153,6 +172,8 @@ def test_a_pending_job_says_why_and_can_be_stopped(page, cluster) -> None:  # ty
 def test_nodes_and_projects(page, cluster) -> None:  # type: ignore[no-untyped-def]
     page.goto(f"{cluster['server'].url}/ui/#/nodes")
     page.wait_for_selector("[data-node=local] [data-usage=local]")
+    page.wait_for_function("Number(document.querySelector('canvas[data-node-usage=local]').dataset.points) >= 2",
+                           timeout=30_000)
     shot(page, "nodes")
     page.goto(f"{cluster['server'].url}/ui/#/projects")
     page.wait_for_selector("td:has-text('default')")

@@ -186,6 +186,9 @@ async function jobPage(id) {
         <div class="muted">Started / finished</div><div>${when(job.started_at)} / ${when(job.finished_at)}</div></div>
       <div class="card" id="usage"><div class="muted">Container use (last sample)</div>${usage(job.usage)}</div>
     </div>
+    <h2>Container use <span class="muted">(every usage round; x: seconds)</span></h2>
+    <div class="pair"><div><h3>CPU (% of one CPU)</h3><canvas class="chart" data-usage-chart="cpu"></canvas></div>
+      <div><h3>Memory (MiB)</h3><canvas class="chart" data-usage-chart="memory"></canvas></div></div>
     <h2>Metrics</h2><form class="filters" id="overlay"><input name="other" placeholder="overlay another job's id"><button>Compare</button></form>
     <div id="charts"><p class="muted">no metrics yet</p></div>
     <h2>Timeline</h2><table id="timeline"><tr><th>at</th><th>from</th><th>to</th><th>attempt</th><th>reason</th></tr>
@@ -243,6 +246,11 @@ async function jobPage(id) {
       redraw();
     }
   }, controller.signal).catch(() => {});
+  // Its own timer, not every(): a failed read leaves the page as it is (the next round retries).
+  const drawUsage = () => api(`/jobs/${job.id}/usage`).then(drawUsageCharts).catch(() => {});
+  drawUsage();
+  const usageTimer = setInterval(drawUsage, 5000);
+  cleanup.push(() => clearInterval(usageTimer));
   document.getElementById("overlay").onsubmit = async (e) => {
     e.preventDefault();
     const other = new FormData(e.target).get("other").trim();
@@ -255,6 +263,25 @@ async function jobPage(id) {
     redraw();
   };
   app.dataset.ready = "job";
+}
+
+// A job's container use over time: one line per rank, CPU and memory.
+function drawUsageCharts(samples) {
+  const start = samples.length ? samples[0].at : 0;
+  const lines = (field) => {
+    const by = {};
+    for (const x of samples) {
+      (by[x.rank] ||= { label: `rank ${x.rank}`, steps: [], values: [] });
+      by[x.rank].steps.push(Math.round(x.at - start)); by[x.rank].values.push(field(x));
+    }
+    return Object.values(by);
+  };
+  for (const [name, field] of [["cpu", (x) => x.cpu_percent], ["memory", (x) => x.memory_usage / 1024 ** 2]]) {
+    const canvas = document.querySelector(`canvas[data-usage-chart=${name}]`);
+    if (!canvas) continue;
+    drawChart(canvas, lines(field));
+    canvas.dataset.points = samples.length;
+  }
 }
 
 function usage(samples) {
@@ -278,7 +305,7 @@ async function download(jobId, path) {
 
 async function nodesPage() {
   every(2000, async () => {
-    const nodes = await api("/nodes");
+    const [nodes, history] = await Promise.all([api("/nodes"), api("/nodes/usage")]);
     app.innerHTML = `<h1>Nodes</h1><div class="cards">${nodes.map((n) => `<div class="card" data-node="${esc(n.name)}">
       <b>${esc(n.name)}</b> ${status(n.status)} <div class="muted">${esc(n.address)} · Docker ${esc(n.engine_version)}</div>
       <div>CPUs ${n.allocated_cpus.toFixed(1)} / ${n.cpus}</div>${bar(n.allocated_cpus, n.cpus)}
@@ -291,8 +318,23 @@ async function nodesPage() {
           <div class="fill" style="height:${Math.min(100, used * 100)}%"></div><div class="label">${g.index}<br>${esc(g.model)}</div></div>`;
       }).join("") || '<span class="muted">no GPUs</span>'}</div>
       <div class="muted" style="margin-top:6px">Jobs' container use</div>${usage(n.usage.map((u) => ({ ...u, job: u.job || "another project's job" })))}
+      <canvas class="chart small" data-node-usage="${esc(n.name)}" title="CPU (% of one CPU) of the node's job containers"></canvas>
       ${n.last_error ? `<div class="error">${esc(n.last_error)}</div>` : ""}</div>`).join("")}</div>`;
+    drawNodeUsage(history);
   });
+}
+
+// Each node's job containers over the last hour: their CPU (% of one CPU) summed per usage round.
+function drawNodeUsage(history) {
+  const by = {};
+  for (const x of history) (by[x.node] ||= []).push(x);
+  for (const canvas of document.querySelectorAll("canvas[data-node-usage]")) {
+    const samples = by[canvas.dataset.nodeUsage] || [];
+    const start = samples.length ? samples[0].at : 0;
+    const steps = samples.map((x) => Math.round(x.at - start));
+    drawChart(canvas, [{ label: "CPU %", steps, values: samples.map((x) => x.cpu_percent) }]);
+    canvas.dataset.points = samples.length;
+  }
 }
 
 async function projectsPage() {
