@@ -97,6 +97,22 @@ def test_each_metric_keeps_its_own_step_order_on_the_fast_path_and_off_it(channe
         (5, {"loss": 1.0}), (3, {"val_loss": 2.0}), (4, {"val_loss": 1.5}), (6, {"loss": 0.5, "val_loss": 1.0}),
         (7, {"loss": 0.25, "epoch": 2.0})]
 
+
+def test_known_names_logged_together_still_make_lines_below_pipe_buf(channel, tmp_path):
+    names = [f"layer{i:03d}/" + "g" * 100 for i in range(60)]
+    for i, name in enumerate(names):  # each checked alone, then all of them in one hot-path call per step
+        tracking.log_metrics(i, **{name: 1.0})
+    for step in range(100, 103):
+        tracking.log_metrics(step, **dict.fromkeys(names, 0.5))
+    events = channel()
+    raw = (tmp_path / "stdout").read_bytes().splitlines()
+    assert max(len(line) for line in raw) < protocol.MAX_LINE_BYTES
+    logged = {}
+    for e in events:
+        if e["k"] == "m":
+            logged.setdefault(e["s"], {}).update(e["v"])
+    assert [len(logged[s]) for s in (100, 101, 102)] == [60, 60, 60] and logged[0] == {names[0]: 1.0}
+
 def test_numpy_scalars_are_numbers(channel):
     np = pytest.importorskip("numpy")
     tracking.log_metrics(np.int64(3), loss=np.float32(0.5))

@@ -124,6 +124,15 @@ def encode_columns(batch: Iterable[tuple[int, float, dict[str, float]]]) -> dict
     group whose steps, times and each metric's values are packed arrays. Why not a JSON object per item:
     ``repr`` of every float made the encoding the SDK's largest cost inside a training step (~1.9 µs an
     item against ~0.9 here) and its lines a third longer."""
+    batch = list(batch)
+    if not batch:
+        return {"k": COLUMNS, "g": []}
+    steps_, times_, dicts = zip(*batch)
+    names = set(map(tuple, dicts))
+    if len(names) == 1:  # a training loop's usual batch: every step the same names, columns in C (zip, map)
+        (key,) = names
+        return {"k": COLUMNS, "g": [{"n": list(key), "s": _column(array("q", steps_)), "t": _column(array("d", times_)),
+                                     "v": [_column(array("d", c)) for c in zip(*map(dict.values, dicts))]}]}
     groups: dict[tuple[str, ...], tuple[array, array, list[array]]] = {}  # type: ignore[type-arg]
     for step, at, values in batch:
         key = tuple(values)

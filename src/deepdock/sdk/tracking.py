@@ -87,11 +87,18 @@ class _Channel:
 
     def _write_batch(self, batch: list[tuple[int, float, dict[str, float]]]) -> None:
         line = (protocol.MARKER + json.dumps(protocol.encode_columns(batch), separators=(",", ":")) + "\n").encode()
-        if len(line) > protocol.MAX_LINE_BYTES and len(batch) > 1:  # the size estimate was short: halve
-            half = len(batch) // 2
-            self._write_batch(batch[:half])
-            self._write_batch(batch[half:])
-            return
+        if len(line) > protocol.MAX_LINE_BYTES:  # the size estimate was short (many names): split
+            if len(batch) > 1:
+                half = len(batch) // 2
+                self._write_batch(batch[:half])
+                self._write_batch(batch[half:])
+                return
+            step, at, values = batch[0]
+            chunks = _chunks(values)
+            if len(chunks) > 1:  # one step of many long names: several items of that step
+                for chunk in chunks:
+                    self._write_batch([(step, at, chunk)])
+                return
         self._write(line)
 
     def flush(self) -> None:
@@ -144,8 +151,8 @@ _name_cost: dict[str, int] = {}
 # An item's bytes in a columns line (protocol.encode_columns): its step and time, 8 bytes each in base64.
 ITEM_OVERHEAD_BYTES = 22
 VALUE_BYTES = 11  # a float64 in base64
-# A name is written once per group, not per item; counted per item all the same, so that one call with
-# many long names still gets split into lines below PIPE_BUF (_chunks) before it is batched.
+# A name is written once per group of a line, not per item: lines keep BATCH_BYTES' reserve for them, and
+# a call whose names alone would not fit is split (_log_checked, _chunks). Around each name: quotes, comma.
 NAME_BYTES = 3
 _channel = _Channel()
 _now = time.time
@@ -195,7 +202,7 @@ def _log_checked(step: Any, metrics: dict[str, Any]) -> None:
         cost = _name_cost.get(name)
         if cost is None:
             check_name(name)
-            cost = _name_cost[name] = len(name) + NAME_BYTES + VALUE_BYTES
+            cost = _name_cost[name] = VALUE_BYTES
         kind = type(value)
         if kind is float and value - value == 0.0:
             values[name] = value
@@ -216,7 +223,7 @@ def _log_checked(step: Any, metrics: dict[str, Any]) -> None:
         if step > channel.max_step:
             channel.max_step = step
         now = _now()
-        if size <= BATCH_BYTES:
+        if size + sum(len(name) + NAME_BYTES for name in values) <= BATCH_BYTES:
             channel.append_locked(step, now, values, size)
         else:  # more values than one line holds: several items of the same step
             for chunk in _chunks(values):
@@ -254,7 +261,8 @@ def _chunks(values: dict[str, Any]) -> list[dict[str, Any]]:
     chunks: list[dict[str, Any]] = [{}]
     size = 0
     for name, value in values.items():
-        cost = len(name) + len(repr(value)) + 8
+        # a value as JSON (a param) or as a base64 float64 in a columns line (16 with its quotes and comma)
+        cost = len(name) + max(len(repr(value)), 16) + 8
         if chunks[-1] and size + cost > protocol.MAX_LINE_BYTES - 200:
             chunks.append({})
             size = 0
