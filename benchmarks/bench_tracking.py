@@ -19,7 +19,9 @@
 - **SDK overhead** (``--sdk-overhead``; builds the demo's PyTorch environment through the server when it
   is not built yet): one job trains the digits MLP for ``--epochs`` epochs, every other epoch calling
   ``log_metrics`` at each step (loss and accuracy, computed either way), each epoch timed; the figure is
-  the median epoch with the calls against the median epoch without. Once per ``--overhead-cpus`` value
+  the median epoch with the calls against the median epoch without (also: the median of each logging
+  epoch against the plain epoch after it, and the same in the main thread's CPU time, which leaves out
+  time the job was preempted). Once per ``--overhead-cpus`` value
   (default 1 and 2): the job's CPUs and torch threads. With 2 on a 2-core machine the job shares its
   cores with the platform's own work for its output (the engine's log pipeline, the server's ingest),
   which is what the extra percent measures; with 1 the job has a core to itself, as on a real node.

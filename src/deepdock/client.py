@@ -162,7 +162,8 @@ class Client:
         return self.submit(spec, sha)
 
     def jobs(self, *, status: Sequence[JobStatus | str] | None = None, project: str | None = None,
-             name: str | None = None, limit: int = 100, before: float | None = None) -> list[JobOut]:
+             name: str | None = None, limit: int = 100, before: float | None = None,
+             user: str | None = None) -> list[JobOut]:
         """One page, newest first: at most ``limit`` jobs (the server caps it at ``JOB_PAGE_SIZE``),
         submitted strictly before ``before`` when given. ``iter_jobs`` reads them all."""
         params: dict[str, Any] = {"limit": limit}
@@ -172,13 +173,15 @@ class Client:
             params["project"] = project
         if name:
             params["name"] = name
+        if user:
+            params["user"] = user
         if before is not None:
             params["before"] = repr(before)
         return self._get_list(_JOBS, "/jobs", params=params)
 
     def iter_jobs(self, *, status: Sequence[JobStatus | str] | None = None, project: str | None = None,
                   name: str | None = None, before: float | None = None,
-                  page_size: int | None = None) -> Iterator[JobOut]:
+                  page_size: int | None = None, user: str | None = None) -> Iterator[JobOut]:
         """Every matching job, newest first, one page (``page_size``, default ``JOB_PAGE_SIZE``) per request.
 
         Pages follow the ``before`` cursor (a submission time). The next page starts just after the last
@@ -189,7 +192,7 @@ class Client:
         seen: set[str] = set()
         cursor = before
         while True:
-            page = self.jobs(status=status, project=project, name=name, limit=size, before=cursor)
+            page = self.jobs(status=status, project=project, name=name, limit=size, before=cursor, user=user)
             for job in page:
                 if job.id not in seen:
                     seen.add(job.id)

@@ -129,6 +129,12 @@ def test_jobs_page_lists_and_filters(page, cluster) -> None:  # type: ignore[no-
     page.goto(f"{cluster['server'].url}/ui/#/jobs?status=RUNNING")
     page.wait_for_selector(f"tr[data-job='{cluster['running']}']")
     assert page.locator(f"tr[data-job='{cluster['pending']}']").count() == 0
+    page.goto(f"{cluster['server'].url}/ui/#/jobs?user=admin")
+    page.wait_for_selector(f"tr[data-job='{cluster['pending']}']")
+    page.goto(f"{cluster['server'].url}/ui/#/jobs?user=nobody")
+    page.wait_for_function("document.querySelector('input[name=user]')?.value === 'nobody'"
+                           " && document.getElementById('app').dataset.ready === 'jobs'")
+    assert page.locator("tr[data-job]").count() == 0
 
 
 def test_a_running_jobs_loss_curve_grows_live(page, cluster) -> None:  # type: ignore[no-untyped-def]

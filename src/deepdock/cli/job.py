@@ -92,6 +92,7 @@ def ps(
     all_: Annotated[bool, typer.Option("--all", "-a", help="include finished jobs")] = False,
     status: Annotated[list[str] | None, typer.Option(help="filter by status, repeatable")] = None,
     project: Annotated[str | None, typer.Option(help="filter by project")] = None,
+    user: Annotated[str | None, typer.Option(help="filter by the user who submitted them")] = None,
     limit: Annotated[int, typer.Option(min=0, help="show at most this many, newest first (0: all of them, "
                                                    "read page by page)")] = 50,
 ) -> None:
@@ -102,7 +103,7 @@ def ps(
         # One more than asked for tells whether there are more; 0 reads every page.
         wanted = None if limit == 0 else limit + 1
         page_size = PS_PAGE_SIZE if wanted is None else min(wanted, PS_PAGE_SIZE)
-        jobs = list(islice(c.iter_jobs(status=statuses, project=project, page_size=page_size), wanted))
+        jobs = list(islice(c.iter_jobs(status=statuses, project=project, page_size=page_size, user=user), wanted))
     truncated = wanted is not None and len(jobs) > limit
     jobs = jobs[:limit] if truncated else jobs
     table = Table("ID", "NAME", "PROJECT", "STATUS", "RESOURCES", "SUBMITTED", "REASON")

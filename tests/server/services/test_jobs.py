@@ -119,6 +119,11 @@ def test_list_jobs_filters_and_rejects_unknown_statuses(steps):
         assert [r["id"] for r in rows] == [queued.id, running.id]
         assert [r["id"] for r in job_service.list_jobs(session, admin, name="r")] == [running.id]
         assert [r["id"] for r in job_service.list_jobs(session, admin, before=2.0)] == [running.id]
+        carol = make_user(session, "carol", is_admin=False)
+        hers = make_job(session, carol, name="c", submitted_at=3.0)
+        assert [r["id"] for r in job_service.list_jobs(session, admin, owner="carol")] == [hers.id]
+        assert [r["id"] for r in job_service.list_jobs(session, admin, owner="admin")] == [queued.id, running.id]
+        assert job_service.list_jobs(session, admin, owner="nobody") == []
         with pytest.raises(SpecError, match="SLEEPING"):
             job_service.list_jobs(session, admin, status=["SLEEPING"])
 

@@ -55,6 +55,7 @@ async def list_jobs(
     status: Annotated[list[str] | None, Query()] = None,
     project: str | None = None,
     name: str | None = None,
+    owner: Annotated[str | None, Query(alias="user", description="the user who submitted them")] = None,
     limit: int = job_service.DEFAULT_LIST_LIMIT,
     before: float | None = None,
 ) -> JSONResponse:
@@ -62,7 +63,7 @@ async def list_jobs(
     out as built (they are JobOut's fields already)."""
     def read() -> list[dict[str, object]]:
         with ctx.db.session() as session:
-            return job_service.list_jobs(session, user, status=status, project=project, name=name, limit=limit,
+            return job_service.list_jobs(session, user, status=status, project=project, name=name, owner=owner, limit=limit,
                                          before=before)
 
     return JSONResponse(await run_in_threadpool(read))

@@ -287,6 +287,7 @@ def list_jobs(
     status: list[str] | None = None,
     project: str | None = None,
     name: str | None = None,
+    owner: str | None = None,
     limit: int = DEFAULT_LIST_LIMIT,
     before: float | None = None,
 ) -> list[dict[str, Any]]:
@@ -302,6 +303,8 @@ def list_jobs(
         keys = keys.where(Job.project_id == select(Project.id).where(Project.name == project).scalar_subquery())
     if name:
         keys = keys.where(Job.name == name)
+    if owner:  # the user who submitted them
+        keys = keys.where(Job.user_id == select(User.id).where(User.name == owner).scalar_subquery())
     if before is not None:
         keys = keys.where(Job.created_at < before)
     # One index range scan per status, each already in created_at order, merged here: a single

@@ -119,11 +119,13 @@ async function overviewPage() {
 
 const PAGE = 100;
 async function jobsPage(query) {
-  const f = { status: query.get("status") || "", project: query.get("project") || "", name: query.get("name") || "" };
+  const f = { status: query.get("status") || "", project: query.get("project") || "", user: query.get("user") || "",
+    name: query.get("name") || "" };
   app.innerHTML = `<h1>Jobs</h1><form class="filters" id="filters">
       <select name="status"><option value="">any status</option>${["QUEUED", "SCHEDULED", "RUNNING", "SUCCEEDED", "FAILED", "STOPPED"].map((s) =>
         `<option ${s === f.status ? "selected" : ""}>${s}</option>`).join("")}</select>
-      <input name="project" placeholder="project" value="${esc(f.project)}"><input name="name" placeholder="name" value="${esc(f.name)}">
+      <input name="project" placeholder="project" value="${esc(f.project)}"><input name="user" placeholder="user" value="${esc(f.user)}">
+      <input name="name" placeholder="name" value="${esc(f.name)}">
       <button>Filter</button></form>
     <table id="jobs"><thead><tr><th>id</th><th>name</th><th>project</th><th>user</th><th>status</th><th>submitted</th><th>wait</th><th>runtime</th></tr></thead><tbody></tbody></table>
     <button id="more">More</button>`;
