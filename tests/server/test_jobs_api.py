@@ -188,3 +188,11 @@ def test_jobs_submitted_together_share_a_cohort(make_server, cluster):
     assert cohorts[named["id"]] == "default/sweep-7"
     bad = client.post("/api/v1/jobs", json={"spec": {**JOB, "cohort": "Not A Name!"}})
     assert bad.status_code == 422 and "cohort" in bad.text
+
+
+def test_routes_that_cannot_match_answer_in_the_api_error_shape(make_server):
+    client = make_server()
+    missing = client.get("/api/v1/jobs/abc/metrics/%1A%0Aloss")  # a newline no path parameter matches
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong_method = client.put("/api/v1/jobs")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["code"] == "method_not_allowed"
