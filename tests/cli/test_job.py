@@ -35,9 +35,9 @@ def test_ps_lists_unfinished_jobs_with_why_a_queued_one_waits(api: FakeApi, cli:
 
 def test_ps_all_sends_no_status_filter(api: FakeApi, cli: Invoke) -> None:
     api.on("GET", "/jobs", [job_body(status="FAILED", status_reason="exit_code: exited with code 3")])
-    result = cli("ps", "--all", "--project", "vision", "--limit", "5")
+    result = cli("ps", "--all", "--project", "vision", "--user", "carol", "--limit", "5")
     assert result.exit_code == 0, result.output
-    assert dict(api.requests[0].url.params) == {"limit": "6", "project": "vision"}
+    assert dict(api.requests[0].url.params) == {"limit": "6", "project": "vision", "user": "carol"}
     assert "exit_code: exited with code 3" in result.stdout
     assert "showing" not in result.stdout
 
