@@ -54,8 +54,8 @@ from deepdock.api.models import (
     SubmitJob,
     TokenOut,
     UpdateServiceIn,
-    UserIn,
     UsageSampleOut,
+    UserIn,
     UserOut,
     VolumesOut,
 )

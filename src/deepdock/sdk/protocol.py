@@ -127,12 +127,12 @@ def encode_columns(batch: Iterable[tuple[int, float, dict[str, float]]]) -> dict
     batch = list(batch)
     if not batch:
         return {"k": COLUMNS, "g": []}
-    steps_, times_, dicts = zip(*batch)
+    steps_, times_, dicts = zip(*batch, strict=True)
     names = set(map(tuple, dicts))
     if len(names) == 1:  # a training loop's usual batch: every step the same names, columns in C (zip, map)
         (key,) = names
         return {"k": COLUMNS, "g": [{"n": list(key), "s": _column(array("q", steps_)), "t": _column(array("d", times_)),
-                                     "v": [_column(array("d", c)) for c in zip(*map(dict.values, dicts))]}]}
+                                     "v": [_column(array("d", c)) for c in zip(*map(dict.values, dicts), strict=True)]}]}
     groups: dict[tuple[str, ...], tuple[array, array, list[array]]] = {}  # type: ignore[type-arg]
     for step, at, values in batch:
         key = tuple(values)
@@ -141,7 +141,7 @@ def encode_columns(batch: Iterable[tuple[int, float, dict[str, float]]]) -> dict
             group = groups[key] = (array("q"), array("d"), [array("d") for _ in key])
         group[0].append(step)
         group[1].append(at)
-        for column, value in zip(group[2], values.values()):
+        for column, value in zip(group[2], values.values(), strict=True):
             column.append(value)
     return {"k": COLUMNS, "g": [{"n": list(key), "s": _column(steps), "t": _column(times),
                                  "v": [_column(c) for c in columns]}
@@ -158,7 +158,7 @@ def decode_columns(event: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 or any(len(c) != len(steps) for c in columns):
             raise ValueError("the columns of a group disagree")
         for i, step in enumerate(steps):
-            yield {"s": step, "t": times[i], "v": {name: column[i] for name, column in zip(names, columns)}}
+            yield {"s": step, "t": times[i], "v": {name: column[i] for name, column in zip(names, columns, strict=True)}}
 
 
 def encode(event: dict[str, Any]) -> bytes:
