@@ -179,6 +179,7 @@ def log_metrics(step: int, **metrics: Any) -> None:
         if type(step) is int and step > channel.max_step and size <= channel.room and channel.in_job and metrics:
             with channel.lock:
                 if step > channel.max_step and size <= channel.room:
+                    # append_locked's steps, inlined: a frame less per call is what this path is for
                     now = _now()
                     channel.max_step = step
                     if not channel.batch:

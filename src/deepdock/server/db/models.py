@@ -283,10 +283,11 @@ class ReplicaUsage(Base):
 class UsageSample(Base):
     """One usage sample of a job's container, kept ``USAGE_KEPT_S`` (background/usage.py): the history the
     dashboard's job and node pages chart. ``replica_usage`` keeps only the last sample (what /metrics
-    exports); this keeps them all, rank by rank."""
+    exports); this keeps them all, rank by rank. Indexed by job (a job's chart) and by time (the nodes'
+    chart reads the last hour; the usage step deletes what is older than a day, every round)."""
 
     __tablename__ = "usage_samples"
-    __table_args__ = (Index("ix_usage_samples_job_at", "job_id", "at"), Index("ix_usage_samples_node_at", "node_name", "at"))
+    __table_args__ = (Index("ix_usage_samples_job_at", "job_id", "at"), Index("ix_usage_samples_at", "at"))
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     rank: Mapped[int] = mapped_column(Integer)

@@ -25,10 +25,10 @@ def upgrade() -> None:
         sa.Column("memory_limit", sa.BigInteger(), nullable=False),
     )
     op.create_index("ix_usage_samples_job_at", "usage_samples", ["job_id", "at"])
-    op.create_index("ix_usage_samples_node_at", "usage_samples", ["node_name", "at"])
+    op.create_index("ix_usage_samples_at", "usage_samples", ["at"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_usage_samples_node_at", table_name="usage_samples")
+    op.drop_index("ix_usage_samples_at", table_name="usage_samples")
     op.drop_index("ix_usage_samples_job_at", table_name="usage_samples")
     op.drop_table("usage_samples")
