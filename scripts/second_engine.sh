@@ -18,6 +18,7 @@ SOCK="${DEEPDOCK_ENGINE2_SOCK:-/run/deepdock-engine2.sock}"
 LOG="/var/log/deepdock-engine2.log"
 TLS_DIR="/etc/deepdock-engine2/tls"
 TLS_PORT="${DEEPDOCK_ENGINE2_TLS_PORT:-23761}"
+FAKE_NVIDIA_DIR="$(cd "$(dirname "$0")/../tests/integration/fake_nvidia" && pwd)"
 START_TIMEOUT_S=60
 STOP_TIMEOUT_S=30
 
@@ -53,10 +54,12 @@ start() {
   mkdir -p "$DATA_ROOT" "$EXEC_ROOT"
   tls_certs
   # Same flags as the main engine here: no iptables, no default bridge (containers use network none).
-  # "nvidia" is registered as an alias of runc so that GPU discovery's probe path runs here too
-  # (it finds no NVIDIA device driver and must report 0 GPUs); on GPU hosts the real runtime is used.
+  # "nvidia" is registered as an alias of runc, and the fake NVIDIA hook of the tests is on dockerd's
+  # PATH (tests/integration/fake_nvidia: it makes Docker register its nvidia device driver), so GPU
+  # discovery and telemetry run their real path here: with no /run/deepdock-fake-nvidia/gpus.csv the
+  # hook fails like a host without a driver (0 GPUs); with one, the node has those GPUs.
   # --containerd is left out so that this dockerd runs its own containerd under its exec root.
-  nohup dockerd \
+  PATH="$FAKE_NVIDIA_DIR:$PATH" nohup dockerd \
     --data-root "$DATA_ROOT" \
     --exec-root "$EXEC_ROOT" \
     --pidfile "$PIDFILE" \

@@ -41,6 +41,7 @@ from deepdock.api.models import (
     NodeIn,
     NodeOut,
     NodeUsageSampleOut,
+    GpuUsageSampleOut,
     ParamsOut,
     ProjectOut,
     QuotaIn,
@@ -352,6 +353,14 @@ class Client:
         """Each node's job containers summed per usage round, oldest first (the last hour by default)."""
         return self._get_list(_NODE_USAGE, "/nodes/usage", params={} if since is None else {"since": since})
 
+    def gpu_usage(self, since: float | None = None, node: str | None = None) -> list[GpuUsageSampleOut]:
+        """Each GPU's utilization and memory per usage round, by node, device and time (the last hour by
+        default)."""
+        params: dict[str, str | float] = {} if since is None else {"since": since}
+        if node is not None:
+            params["node"] = node
+        return self._get_list(_GPU_USAGE, "/nodes/gpus/usage", params=params)
+
     def rollback_service(self, name: str) -> ServiceDetail:
         return self._call(ServiceDetail, "POST", f"/services/{name}/rollback")
 
@@ -456,6 +465,7 @@ _SERVICES = TypeAdapter(list[ServiceOut])
 _SERVICE_SAMPLES = TypeAdapter(list[ServiceSampleOut])
 _USAGE_SAMPLES = TypeAdapter(list[UsageSampleOut])
 _NODE_USAGE = TypeAdapter(list[NodeUsageSampleOut])
+_GPU_USAGE = TypeAdapter(list[GpuUsageSampleOut])
 
 
 def _project(project: str | None) -> dict[str, str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from deepdock.compute.base import GpuInfo
-from deepdock.compute.docker.gpus import choose_probe_image, gpu_device_request, parse_nvidia_smi
+from deepdock.compute.base import GpuInfo, GpuStats
+from deepdock.compute.docker.gpus import choose_probe_image, gpu_device_request, parse_gpu_stats, parse_nvidia_smi
 
 MIB = 1024**2
 
@@ -57,3 +57,31 @@ def test_device_requests_by_index_and_all():
     assert by_index["Capabilities"] == [["gpu"]]
     everything = gpu_device_request(None, with_utility=True)
     assert everything["Count"] == -1 and everything["Capabilities"] == [["gpu", "utility"]]
+
+
+# `nvidia-smi --query-gpu=index,uuid,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw
+# --format=csv,noheader,nounits`: a busy and an idle H100, then a MIG-enabled A100 (no utilization or
+# power reading: nvidia-smi prints "[N/A]" / "[Not Supported]" there).
+STATS_NODE = """\
+1, GPU-bbbb, 0, 4, 81559, 31, 69.75
+0, GPU-aaaa, 97, 61440, 81559, 64, 512.32
+
+2, GPU-cccc, [N/A], 12018, 40960, 38, [Not Supported]
+"""
+
+
+def test_parses_gpu_stats_by_index_with_missing_readings_as_none():
+    stats = parse_gpu_stats(STATS_NODE)
+    assert [s.index for s in stats] == [0, 1, 2]
+    busy, idle, mig = stats
+    assert busy == GpuStats(0, "GPU-aaaa", utilization_percent=97.0, memory_used=61440 * MIB,
+                            memory_total=81559 * MIB, temperature_c=64.0, power_w=512.32)
+    assert (idle.utilization_percent, idle.memory_used) == (0.0, 4 * MIB)
+    assert (mig.utilization_percent, mig.power_w, mig.memory_used) == (None, None, 12018 * MIB)
+    assert parse_gpu_stats("") == []
+
+
+@pytest.mark.parametrize("line", ["0, GPU-aaaa, 97, 61440", "GPU 0: NVIDIA H100", "x, GPU-a, 1, 2, 3, 4, 5"])
+def test_gpu_stats_of_another_shape_are_an_error(line):
+    with pytest.raises(ValueError, match="unexpected nvidia-smi line"):
+        parse_gpu_stats(line)

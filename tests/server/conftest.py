@@ -204,16 +204,16 @@ class Steps:
         ))
 
     def running_job(self, nodes: list[str] | None = None, *, stop_requested: str | None = None,
-                    **spec: Any) -> tuple[str, int, list[str]]:
+                    gpu_indices: list[list[int]] | None = None, **spec: Any) -> tuple[str, int, list[str]]:
         """A RUNNING job whose attempt has one running container per entry of ``nodes`` (a gang when
-        several), recorded now. Returns (job id, attempt id, container ids)."""
+        several, each rank on ``gpu_indices[rank]``), recorded now. Returns (job id, attempt id, container ids)."""
         nodes = nodes or ["a"]
         spec.setdefault("replicas", len(nodes))
         with self.db.session() as session:
             job = make_job(session, status=JobStatus.RUNNING, started_at=self.clock(), stop_requested=stop_requested,
                            **spec)
             ids: list[str | None] = [self.container(n, job.id, 1, rank) for rank, n in enumerate(nodes)]
-            attempt = make_attempt(session, job, nodes, container_ids=ids)
+            attempt = make_attempt(session, job, nodes, container_ids=ids, gpu_indices=gpu_indices)
             return job.id, attempt.id, [i for i in ids if i]
 
     def queued_job(self, **spec: Any) -> str:

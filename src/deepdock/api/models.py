@@ -104,6 +104,13 @@ class GpuOut(Response):
     model: str
     memory: int
     holders: list[GpuHolder] = Field(default_factory=list)
+    # The node's NVIDIA tools at the last usage round (None: no recent sample, or a reading the device
+    # does not support, such as utilization under MIG). Memory in bytes, temperature in °C, power in W.
+    utilization_percent: float | None = None
+    memory_used: int | None = None
+    temperature_c: float | None = None
+    power_w: float | None = None
+    sampled_at: float | None = None
 
 
 class NodeOut(Response):
@@ -268,6 +275,17 @@ class UsageSampleOut(Response):
     cpu_percent: float  # of one CPU: 200 is two full CPUs
     memory_usage: int
     memory_limit: int
+
+
+class GpuUsageSampleOut(Response):
+    """One GPU of a node at one usage round, in the history the usage step keeps (the dashboard's chart)."""
+
+    at: float
+    node: str
+    index: int
+    utilization_percent: float | None
+    memory_used: int | None
+    memory_total: int | None
 
 
 class NodeUsageSampleOut(Response):

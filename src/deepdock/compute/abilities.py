@@ -9,6 +9,7 @@ Every ability keeps the error contract of ``compute.base``: ``EngineUnreachableE
 ``NotFoundError``, ``EngineError`` and nothing else.
 
 - ``StatsSource``     live CPU/memory use of a running container.
+- ``GpuTelemetry``    utilization, memory, temperature and power of each GPU of the node.
 - ``ImageProvision``  build an environment's content-addressed image on this engine, and move images
                       between engines (there is no registry between nodes: save → load).
 - ``FileTransfer``    tar archives out of and into a container (running or stopped): artifacts, files.
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from deepdock.compute.base import ComputeBackend, ContainerStats
+from deepdock.compute.base import ComputeBackend, ContainerStats, GpuStats
 from deepdock.errors import UnsupportedError
 from deepdock.specs.env import EnvSpec
 
@@ -39,6 +40,15 @@ class StatsSource(ABC):
     @abstractmethod
     def stats(self, container_id: str) -> ContainerStats:
         """One usage sample; ``NotFoundError`` if the container does not exist."""
+
+
+class GpuTelemetry(ABC):
+    """What each GPU of the node is doing now, from the node's own NVIDIA tools."""
+
+    @abstractmethod
+    def gpu_stats(self) -> list[GpuStats]:
+        """One sample of every GPU of the node, by index; [] on a node without GPUs. ``EngineError`` when
+        the node has GPUs but the tools could not be asked (the caller keeps its last sample)."""
 
 
 class ImageProvision(ABC):

@@ -59,6 +59,21 @@ class GpuInfo:
     memory: int
 
 
+@dataclass(frozen=True)
+class GpuStats:
+    """One sample of one GPU, as the NVIDIA tools on its node report it. Memory in bytes; a reading the
+    device does not support (nvidia-smi's ``[N/A]``/``[Not Supported]``, e.g. utilization under MIG) is
+    None rather than a made-up zero."""
+
+    index: int
+    uuid: str
+    utilization_percent: float | None
+    memory_used: int | None
+    memory_total: int | None
+    temperature_c: float | None = None
+    power_w: float | None = None
+
+
 @dataclass
 class NodeCapacity:
     """What one engine offers. ``memory`` in bytes; ``cpus`` as the engine counts them (logical CPUs)."""

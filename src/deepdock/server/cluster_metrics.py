@@ -3,7 +3,8 @@
 Jobs by status (and by project), jobs finished as a counter (for failure rates), the queue's length,
 oldest wait and a histogram of the waits jobs had before they started, by project; each node's health,
 capacity and what is allocated on it; each service's desired and ready replicas; each running job's CPU
-and memory use (the usage step's last samples). A handful of grouped
+and memory use (the usage step's last samples); each GPU's utilization, memory, temperature and power
+(the usage step's newest round from the node's NVIDIA tools) and the jobs that hold it. A handful of grouped
 queries per scrape, whatever the number of jobs (docs/monitoring.md).
 
 The request metrics of services come from the gateway's own exporter (HAProxy's), not from here.
@@ -12,7 +13,7 @@ The request metrics of services come from the gateway's own exporter (HAProxy's)
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -23,6 +24,8 @@ from sqlalchemy import case, func, select
 from deepdock.api.enums import JobStatus, NodeHealth, NodeStatus
 from deepdock.server.db.models import InferenceReplica, InferenceService, Job, Node, Project, Replica, ReplicaUsage
 from deepdock.server.db.session import Database
+from deepdock.server.services.gpus import latest_gpu_samples
+from deepdock.server.services.nodes import gpu_holders
 
 # Seconds a job waited between submit and start.
 WAIT_BUCKETS_S = (1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
@@ -31,8 +34,9 @@ GIB = 1024**3
 
 
 class ClusterCollector(Collector):
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self.db = db
+        self.clock = clock  # what "recent" means for the GPU readings: the clock the usage step stamps them by
 
     def collect(self) -> Iterator[Metric]:
         with self.db.session() as session:
@@ -62,11 +66,14 @@ class ClusterCollector(Collector):
                        func.count(InferenceReplica.job_id).filter(InferenceReplica.ready.is_(True)))
                 .outerjoin(InferenceReplica, InferenceReplica.service_id == InferenceService.id)
                 .group_by(InferenceService.name, InferenceService.desired_replicas)).all()
+            gpu_samples = latest_gpu_samples(session, self.clock())
+            holders = gpu_holders(session)
         yield from _jobs(by_project)
         yield from _queue(queued, waits)
         yield from _nodes(nodes, allocated)
         yield from _services(services)
         yield from _usage(usage)
+        yield from _gpus(nodes, gpu_samples, holders)
 
 
 def _jobs(by_project: Sequence[Any]) -> Iterator[Metric]:
@@ -150,3 +157,32 @@ def _usage(usage: Sequence[Any]) -> Iterator[Metric]:
         memory.add_metric([job, project, node], float(memory_bytes))
     yield cpu
     yield memory
+
+
+def _gpus(nodes: list[Node], samples: dict[str, dict[int, Any]],
+          holders: dict[str, dict[int, list[dict[str, object]]]]) -> Iterator[Metric]:
+    labels = ["node", "gpu", "uuid", "model"]
+    readings = {name: GaugeMetricFamily(f"deepdock_gpu_{name}", help_, labels=labels) for name, help_ in (
+        ("utilization_ratio", "Share of the last sample period the GPU was busy (nvidia-smi utilization.gpu / 100)"),
+        ("memory_used_bytes", "GPU memory in use"), ("memory_total_bytes", "GPU memory on the device"),
+        ("temperature_celsius", "GPU temperature"), ("power_watts", "GPU power draw"))}
+    holder = GaugeMetricFamily("deepdock_gpu_holder_share", "Share of the GPU a job holds (1 = the whole device); "
+                               "join with deepdock_gpu_utilization_ratio on node and gpu", labels=["node", "gpu", "job",
+                                                                                                  "project"])
+    for node in nodes:
+        models = {int(g["index"]): str(g.get("model", "")) for g in node.gpus or []}
+        for index, sample in sorted(samples.get(node.name, {}).items()):
+            values = (("utilization_ratio", None if sample.utilization_percent is None
+                       else sample.utilization_percent / 100.0),
+                      ("memory_used_bytes", sample.memory_used), ("memory_total_bytes", sample.memory_total),
+                      ("temperature_celsius", sample.temperature_c), ("power_watts", sample.power_w))
+            for name, value in values:
+                if value is not None:  # a reading the device lacks is absent, not 0
+                    readings[name].add_metric([node.name, str(index), sample.uuid, models.get(index, "")],
+                                              float(value))
+        for index, jobs in sorted(holders.get(node.name, {}).items()):
+            for job in jobs:
+                holder.add_metric([node.name, str(index), str(job["job"]), str(job["project"])],
+                                  float(job["share"]))  # type: ignore[arg-type]
+    yield from readings.values()
+    yield holder

@@ -94,3 +94,47 @@ def test_every_round_is_kept_as_history_per_rank_and_per_node_and_a_day_old_one_
     assert steps.controller.usage_once() == 2
     with steps.session() as session:
         assert {u.at for u in job_usage(session, make_user(session), job, since=0)} == {steps.clock()}
+
+
+def test_gpu_nodes_are_sampled_shown_with_their_holders_and_kept_as_history(steps):
+    from deepdock.compute.base import GpuStats
+    from deepdock.server.services.gpus import GPU_SAMPLE_FRESH_S, gpu_usage
+    from deepdock.server.db.models import GpuSample
+
+    gpu_node = steps.node("g", gpus=2)
+    steps.node("c")  # no GPUs: never probed, no rows
+    job, _, _ = steps.running_job(["g"], gpu_indices=[[0]], resources={"cpus": 1, "memory": "1g", "gpus": 1})
+    gpu_node.set_gpu_stats([GpuStats(0, "GPU-g-0", utilization_percent=88.0, memory_used=30 * GIB,
+                                     memory_total=80 * GIB, temperature_c=70.0, power_w=400.0),
+                            GpuStats(1, "GPU-g-1", utilization_percent=None, memory_used=None, memory_total=80 * GIB)])
+    first = steps.clock()
+    assert steps.controller.usage_once() == 1 + 2  # the job's container, then one row per device
+    steps.clock.advance(10)
+    gpu_node.set_gpu_stats([GpuStats(0, "GPU-g-0", utilization_percent=40.0, memory_used=20 * GIB,
+                                     memory_total=80 * GIB)])
+    assert steps.controller.usage_once() == 1 + 2
+    with steps.session() as session:
+        admin = session.scalar(select(User).where(User.name == "admin"))
+        gpus = {n.name: n.gpus for n in list_nodes(session, admin, now=steps.clock())}
+        assert gpus["c"] == []
+        newest, other = gpus["g"]
+        assert (newest.utilization_percent, newest.memory_used, newest.sampled_at) == (40.0, 20 * GIB, steps.clock())
+        assert [h.job for h in newest.holders] == [job]
+        assert (other.utilization_percent, other.memory_used) == (0.0, 0)  # the fake's idle device
+        history = [(u.index, u.at, u.utilization_percent) for u in gpu_usage(session, since=first - 1)]
+        assert history == [(0, first, 88.0), (0, first + 10, 40.0), (1, first, None), (1, first + 10, 0.0)]
+        assert gpu_usage(session, since=first - 1, node="c") == []
+        # No sample for a while (the node stopped answering): the map shows no reading rather than a stale one.
+        stale = list_nodes(session, admin, now=steps.clock() + GPU_SAMPLE_FRESH_S + 1)
+        assert all(g.utilization_percent is None and g.sampled_at is None for n in stale for g in n.gpus)
+    families = {f.name: f for f in ClusterCollector(steps.db, clock=steps.clock).collect()}
+    utilization = {(s.labels["node"], s.labels["gpu"]): s.value
+                   for s in families["deepdock_gpu_utilization_ratio"].samples}
+    assert utilization == {("g", "0"): 0.4, ("g", "1"): 0.0}
+    holders = [(s.labels["gpu"], s.labels["job"], s.value) for s in families["deepdock_gpu_holder_share"].samples]
+    assert holders == [("0", job, 1.0)]
+    # A probe that fails costs only that round's GPU rows; the containers are still sampled.
+    gpu_node.fail_next("gpu_stats", EngineUnreachableError("engine g did not answer"))
+    assert steps.controller.usage_once() == 1
+    with steps.session() as session:
+        assert session.query(GpuSample).count() == 4

@@ -24,7 +24,7 @@ from typing import Any
 import docker.errors
 from docker.types import Mount
 
-from deepdock.compute.abilities import StatsSource
+from deepdock.compute.abilities import GpuTelemetry, StatsSource
 from deepdock.compute.base import (
     FINISHED_STATUSES,
     STATUS_RUNNING,
@@ -33,6 +33,7 @@ from deepdock.compute.base import (
     ContainerState,
     ContainerStats,
     GpuInfo,
+    GpuStats,
     ImageDetails,
     NodeCapacity,
     check_ports,
@@ -65,10 +66,12 @@ from deepdock.compute.docker.files import DockerFileTransfer
 from deepdock.compute.docker.gpus import (
     NVIDIA_RUNTIME,
     NVIDIA_SMI_QUERY,
+    NVIDIA_SMI_STATS_QUERY,
     PROBE_LABEL,
     PROBE_TIMEOUT_S,
     choose_probe_image,
     gpu_device_request,
+    parse_gpu_stats,
     parse_nvidia_smi,
 )
 from deepdock.compute.docker.images import DockerImageProvision
@@ -116,7 +119,7 @@ def parse_docker_time(value: str | None) -> float | None:
     return base + (float(f"0.{fraction}") if fraction else 0.0) - offset
 
 
-class DockerBackend(ComputeBackend, StatsSource, DockerImageProvision, DockerFileTransfer, DockerNetworking,
+class DockerBackend(ComputeBackend, StatsSource, GpuTelemetry, DockerImageProvision, DockerFileTransfer, DockerNetworking,
                     DockerVolumes):
     def __init__(
         self,
@@ -409,11 +412,7 @@ class DockerBackend(ComputeBackend, StatsSource, DockerImageProvision, DockerFil
     def _discover_gpus(self, info: dict[str, Any]) -> list[GpuInfo]:
         if NVIDIA_RUNTIME not in (info.get("Runtimes") or {}):
             return []
-        image = self.probe_image
-        if image is None:
-            with engine_errors(self.engine_url, "list images"):
-                tags = [t for img in self._api.images() for t in (img.get("RepoTags") or [])]
-            image = choose_probe_image(tags)
+        image = self._probe_image_to_use()
         if image is None:
             log.warning(
                 "engine %s has the nvidia runtime but no glibc image to probe GPUs with (set a probe image); reporting 0 GPUs",
@@ -421,13 +420,34 @@ class DockerBackend(ComputeBackend, StatsSource, DockerImageProvision, DockerFil
             )
             return []
         try:
-            return parse_nvidia_smi(self._run_probe(image))
+            return parse_nvidia_smi(self._run_probe(image, NVIDIA_SMI_QUERY))
         except (EngineError, ValueError) as exc:
             log.warning("GPU probe on %s with image %s failed: %s; reporting 0 GPUs", self.engine_url, image, exc)
             return []
 
-    def _run_probe(self, image: str) -> str:
-        """Run nvidia-smi in a throwaway container with every GPU; return its stdout."""
+    def _probe_image_to_use(self) -> str | None:
+        if self.probe_image is not None:
+            return self.probe_image
+        with engine_errors(self.engine_url, "list images"):
+            tags = [t for img in self._api.images() for t in (img.get("RepoTags") or [])]
+        return choose_probe_image(tags)
+
+    # ------------------------------------------------------------------ GpuTelemetry
+
+    def gpu_stats(self) -> list[GpuStats]:
+        # Capacity (cached) says whether there are GPUs at all: a GPU-less node never starts a probe.
+        if not self.capacity().gpus:
+            return []
+        image = self._probe_image_to_use()
+        if image is None:
+            raise EngineError(f"engine {self.engine_url} has no glibc image to run nvidia-smi in (set a probe image)")
+        try:
+            return parse_gpu_stats(self._run_probe(image, NVIDIA_SMI_STATS_QUERY))
+        except ValueError as exc:
+            raise EngineError(f"GPU stats on {self.engine_url}: {exc}") from None
+
+    def _run_probe(self, image: str, query: list[str]) -> str:
+        """Run the nvidia-smi ``query`` in a throwaway container with every GPU; return its stdout."""
         with engine_errors(self.engine_url, "GPU probe"):
             host_config = self._api.create_host_config(
                 network_mode=NETWORK_NONE,
@@ -436,8 +456,8 @@ class DockerBackend(ComputeBackend, StatsSource, DockerImageProvision, DockerFil
             created = self._api.create_container(
                 image=image,
                 # As the entrypoint, so an image's own entrypoint (a shell wrapper, python) is bypassed.
-                entrypoint=NVIDIA_SMI_QUERY[:1],
-                command=NVIDIA_SMI_QUERY[1:],
+                entrypoint=query[:1],
+                command=query[1:],
                 labels={PROBE_LABEL: "true"},
                 host_config=host_config,
             )

@@ -4,14 +4,14 @@
 against both), but nothing runs: a container stays ``running`` until a test ends it with ``finish`` or
 the server stops it. Time comes from a controllable clock, so reconciler tests need no sleeps.
 
-Abilities: ``StatsSource``, ``ImageProvision`` (a build is instant and content-addressed; an export is a
+Abilities: ``StatsSource``, ``GpuTelemetry`` (what ``set_gpu_stats`` gave, or idle devices), ``ImageProvision`` (a build is instant and content-addressed; an export is a
 small JSON marker that another fake's ``import_image`` understands), ``FileTransfer`` (the files of
 the code archive and of ``put_file``, as tars), ``Networking`` (networks and host ports in memory),
 ``VolumeStore`` (named volumes and their labels in memory; a volume a container names is in use).
 
 Test hooks (not part of any interface): ``finish``, ``write_log``, ``ignore_sigterm``,
 ``set_unreachable``, ``set_frozen``, ``add_image``/``remove_image``, ``set_capacity``, ``set_gpus``,
-``fail_next`` (by method name), ``files``, ``put_file``, ``spec_of``, ``set_stats``, the ``builds``
+``fail_next`` (by method name), ``files``, ``put_file``, ``spec_of``, ``set_stats``, ``set_gpu_stats``, the ``builds``
 list, and the ``clock`` attribute (a ``FakeClock`` by default, with ``advance``).
 """
 
@@ -32,6 +32,7 @@ from pathlib import Path
 
 from deepdock.compute.abilities import (
     FileTransfer,
+    GpuTelemetry,
     ImageProvision,
     Networking,
     Progress,
@@ -49,6 +50,7 @@ from deepdock.compute.base import (
     ContainerState,
     ContainerStats,
     GpuInfo,
+    GpuStats,
     ImageDetails,
     NodeCapacity,
     check_ports,
@@ -177,7 +179,7 @@ class _Container:
         )
 
 
-class FakeBackend(ComputeBackend, StatsSource, ImageProvision, FileTransfer, Networking, VolumeStore):
+class FakeBackend(ComputeBackend, StatsSource, GpuTelemetry, ImageProvision, FileTransfer, Networking, VolumeStore):
     def __init__(
         self,
         capacity: NodeCapacity | None = None,
@@ -194,6 +196,7 @@ class FakeBackend(ComputeBackend, StatsSource, ImageProvision, FileTransfer, Net
         self.builds: list[FakeBuild] = []
         self._builds_environments = builds_environments
         self._capacity = replace(capacity if capacity is not None else DEFAULT_FAKE_CAPACITY)
+        self._gpu_stats: list[GpuStats] = []
         self._images: set[str] = set(images)
         self._containers: dict[str, _Container] = {}
         self._networks: dict[str, _Network] = {}
@@ -319,6 +322,16 @@ class FakeBackend(ComputeBackend, StatsSource, ImageProvision, FileTransfer, Net
             if container.stats is not None:
                 return container.stats
             return ContainerStats(cpu_percent=0.0, memory_usage=0, memory_limit=container.spec.memory, pids=1)
+
+    # ------------------------------------------------------------------ GpuTelemetry
+
+    def gpu_stats(self) -> list[GpuStats]:
+        with self._cond:
+            self._check("gpu_stats")
+            given = {g.index: g for g in self._gpu_stats}
+            return [given.get(g.index) or GpuStats(index=g.index, uuid=g.uuid, utilization_percent=0.0, memory_used=0,
+                                                   memory_total=g.memory)
+                    for g in sorted(self._capacity.gpus, key=lambda g: g.index)]
 
     # ------------------------------------------------------------------ ImageProvision
 
@@ -528,6 +541,11 @@ class FakeBackend(ComputeBackend, StatsSource, ImageProvision, FileTransfer, Net
     def set_gpus(self, gpus: list[GpuInfo]) -> None:
         with self._cond:
             self._capacity = replace(self._capacity, gpus=list(gpus))
+
+    def set_gpu_stats(self, stats: list[GpuStats]) -> None:
+        """What ``gpu_stats`` reports for these devices (the others read as idle)."""
+        with self._cond:
+            self._gpu_stats = list(stats)
 
     def set_stats(self, container_id: str, stats: ContainerStats) -> None:
         with self._cond:

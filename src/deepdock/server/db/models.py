@@ -297,6 +297,26 @@ class UsageSample(Base):
     memory_usage: Mapped[int] = mapped_column(BigInteger)
     memory_limit: Mapped[int] = mapped_column(BigInteger)
 
+class GpuSample(Base):
+    """One sample of one GPU of a node, from the node's NVIDIA tools (background/usage.py), kept
+    ``USAGE_KEPT_S``. The newest round of a node is what /metrics and the nodes list show; the rest is the
+    dashboard's GPU chart. Readings a device does not support are NULL. Indexed by node and time (the
+    newest round of a node) and by time (the last hour, the daily retention delete)."""
+
+    __tablename__ = "gpu_samples"
+    __table_args__ = (Index("ix_gpu_samples_node_at", "node_name", "at"), Index("ix_gpu_samples_at", "at"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_name: Mapped[str] = mapped_column(String(64))
+    gpu_index: Mapped[int] = mapped_column(Integer)
+    uuid: Mapped[str] = mapped_column(String(128), default="")
+    at: Mapped[float] = mapped_column(Float)
+    utilization_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    memory_used: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    memory_total: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    temperature_c: Mapped[float | None] = mapped_column(Float, nullable=True)
+    power_w: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
 class MetricChunk(Base):
     """Up to ``CHUNK_POINTS`` consecutive points of one series (job, name, attempt, rank), as packed arrays.
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from sqlalchemy.orm import Session
 
-from deepdock.api import NodeIn, NodeOut, NodeStatusIn, NodeUsageSampleOut
+from deepdock.api import GpuUsageSampleOut, NodeIn, NodeOut, NodeStatusIn, NodeUsageSampleOut
 from deepdock.server.context import WAKE_SCHEDULER, AppContext
 from deepdock.server.db.models import User
 from deepdock.server.deps import current_user, get_ctx, get_session
+from deepdock.server.services import gpus as gpu_service
 from deepdock.server.services import nodes as node_service
 
 router = APIRouter(tags=["nodes"])
@@ -24,6 +25,14 @@ def node_usage(since: float | None = None, session: Session = Depends(get_sessio
                user: User = Depends(current_user)) -> list[NodeUsageSampleOut]:
     """Each node's job containers summed per usage round (the dashboard's node charts)."""
     return node_service.node_usage(session, since)
+
+
+@router.get("/nodes/gpus/usage", response_model=list[GpuUsageSampleOut])
+def gpu_usage(since: float | None = None, node: str | None = None, session: Session = Depends(get_session),
+              user: User = Depends(current_user)) -> list[GpuUsageSampleOut]:
+    """Each GPU's utilization and memory per usage round, from the nodes' NVIDIA tools (the last hour by
+    default; one node with ``node``)."""
+    return gpu_service.gpu_usage(session, since, node)
 
 
 @router.post("/nodes", response_model=NodeOut, status_code=201)

@@ -13,10 +13,11 @@ from deepdock.api.enums import NodeHealth, NodeStatus
 from deepdock.compute.base import NodeCapacity
 from deepdock.compute.pool import BackendPool, NodeConnection
 from deepdock.errors import ConflictError, DeepdockError, NodeEngineUnreachableError, NotFoundError, SpecError
-from deepdock.server.db.models import Node, Replica, User, now_s
+from deepdock.server.db.models import GpuSample, Node, Replica, User, now_s
 from deepdock.server.db.session import Database
 from deepdock.server.services.auth import require_admin, visible_project_ids
 from deepdock.server.services.distributed import node_address, resolve_address
+from deepdock.server.services.gpus import latest_gpu_samples
 
 _NODE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
@@ -35,18 +36,27 @@ def node_out(node: Node, used: dict[str, dict[str, object]]) -> NodeOut:
     u = used.get(node.name, {})
     gpu_used: dict[int, float] = u.get("gpu_used", {})  # type: ignore[assignment]
     holders: dict[int, list[dict[str, object]]] = u.get("gpu_holders", {})  # type: ignore[assignment]
+    samples: dict[int, GpuSample] = u.get("gpu_samples", {})  # type: ignore[assignment]
     health = NodeHealth(node.status)
     status = NodeStatus.DRAINING if node.draining and health == NodeHealth.READY else NodeStatus(health.value)
     return NodeOut(
         name=node.name, engine_url=node.engine_url, address=node_address(node), status=status, health=health,
         draining=node.draining,
         cpus=node.cpus, memory=node.memory, labels=dict(node.labels or {}),
-        gpus=[{**g, "holders": holders.get(int(g["index"]), [])} for g in node.gpus or []],
+        gpus=[{**g, "holders": holders.get(int(g["index"]), []), **_gpu_reading(samples.get(int(g["index"])))}
+              for g in node.gpus or []],
         engine_version=node.engine_version, allocated_cpus=float(u.get("cpus", 0.0)),  # type: ignore[arg-type]
         allocated_memory=int(u.get("memory", 0)),  # type: ignore[call-overload]
         allocated_gpus=sum(gpu_used.values()), usage=u.get("usage", []), last_seen_at=node.last_seen_at,
         last_error=node.last_error,
     )
+
+
+def _gpu_reading(sample: GpuSample | None) -> dict[str, object]:
+    if sample is None:
+        return {}
+    return {"utilization_percent": sample.utilization_percent, "memory_used": sample.memory_used,
+            "temperature_c": sample.temperature_c, "power_w": sample.power_w, "sampled_at": sample.at}
 
 
 def apply_capacity(node: Node, capacity: NodeCapacity) -> None:
@@ -104,12 +114,15 @@ def add_node(
         return node_out(node, {})
 
 
-def list_nodes(session: Session, viewer: User | None = None) -> list[NodeOut]:
-    """Every node; a GPU's holders name only the jobs of projects ``viewer`` can see (all without one)."""
+def list_nodes(session: Session, viewer: User | None = None, now: float | None = None) -> list[NodeOut]:
+    """Every node; a GPU's holders name only the jobs of projects ``viewer`` can see (all without one).
+    Each GPU carries its reading of the newest usage round, if that is recent at ``now`` (the clock's)."""
     visible = visible_project_ids(session, viewer) if viewer is not None else None
     used = allocations(session)
     for node_name, by_gpu in gpu_holders(session, visible).items():
         used.setdefault(node_name, {})["gpu_holders"] = by_gpu
+    for node_name, by_index in latest_gpu_samples(session, now).items():
+        used.setdefault(node_name, {})["gpu_samples"] = by_index
     for node_name, sample in _usage(session, visible):
         used.setdefault(node_name, {}).setdefault("usage", []).append(sample)  # type: ignore[attr-defined]
     return [node_out(n, used) for n in session.scalars(select(Node).order_by(Node.name))]
