@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     tracking_interval_s: float = Field(default=0.25, gt=0)
     # The usage step: a CPU/memory sample of every running container (an engine's stats call takes ~1 s).
     usage_interval_s: float = Field(default=10.0, gt=0)
+    # The image GPU nodes run nvidia-smi in (capacity, and each usage round's GPU readings): any glibc image
+    # present on every GPU node, e.g. a CUDA or Debian image. Empty: each node picks one of its own images
+    # (compute/docker/gpus.py, PROBE_IMAGE_HINTS).
+    gpu_probe_image: str = ""
     # The Philly trace folder (philly.csv, vcs.csv) for `deepdock sim --trace philly` and the benchmarks;
     # unset: ../shared/traces/philly beside the repository.
     philly_dir: Path | None = None

@@ -14,7 +14,7 @@ import subprocess
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -80,7 +80,8 @@ def busybox_rootfs_tar() -> bytes:
 
 def import_image(api, rootfs: bytes, repository: str, tag: str, changes: list[str] | None = None) -> str:
     """``docker import`` of a rootfs tar, labelled as a test object; returns ``repository:tag``."""
-    all_changes = [f"LABEL {TEST_LABEL}=session", "ENV PATH=/bin", 'CMD ["sh"]', *(changes or [])]
+    all_changes = [f"LABEL {TEST_LABEL}=session", "ENV PATH=/usr/bin:/bin",  # /usr/bin: where the NVIDIA hook puts nvidia-smi
+                   'CMD ["sh"]', *(changes or [])]
     api.import_image_from_data(rootfs, repository=repository, tag=tag, changes=all_changes)
     return f"{repository}:{tag}"
 
@@ -162,6 +163,30 @@ def second_engine(docker_client, busybox_image) -> Iterator[str]:
         client.close()
         if started:
             subprocess.run(["bash", str(SECOND_ENGINE_SCRIPT), "stop"], capture_output=True, timeout=60)
+
+
+# Read by the second engine's fake NVIDIA hook (tests/integration/fake_nvidia): the GPUs that engine has.
+FAKE_GPUS_FILE = Path("/run/deepdock-fake-nvidia/gpus.csv")
+# index, uuid, name, memory.total MiB, memory.used MiB, utilization.gpu %, temperature.gpu C, power.draw W
+TWO_H100 = ["0, GPU-fake-0, NVIDIA H100 80GB HBM3, 81559, 61440, 97, 64, 512.32",
+            "1, GPU-fake-1, NVIDIA H100 80GB HBM3, 81559, 4, 0, 31, 69.75"]
+
+
+@pytest.fixture
+def fake_gpus(second_engine) -> Iterator[Callable[[list[str]], None]]:
+    """The second engine gets two H100s from its fake NVIDIA hook (the engine's nvidia device driver,
+    the OCI hook and the injected nvidia-smi are real; the readings are these lines). Yields a function
+    that sets other readings; afterwards the engine has no GPU driver again."""
+
+    def give(lines: list[str]) -> None:
+        FAKE_GPUS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        FAKE_GPUS_FILE.write_text("".join(line + "\n" for line in lines))
+
+    give(TWO_H100)
+    try:
+        yield give
+    finally:
+        FAKE_GPUS_FILE.unlink(missing_ok=True)
 
 
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.1) -> bool:

@@ -1,5 +1,6 @@
 """The shipped monitoring (deploy/monitoring/) against a real Prometheus: it scrapes a real server (jobs,
-a queue, a node, a service in its database) and a real gateway (HAProxy's exporter in front of a replica
+a queue, a node, a service in its database, and a GPU node - the second engine with the tests' fake
+NVIDIA toolkit - where a job holds a GPU) and a real gateway (HAProxy's exporter in front of a replica
 that answers some requests with 500); every query of the Grafana dashboard and every alert rule's
 measure returns data, the rules load without error, and promtool accepts the files as shipped."""
 
@@ -20,6 +21,7 @@ import pytest
 import yaml
 from tests.conftest import _missing
 from tests.gateway.conftest import Replica
+from tests.integration.conftest import FAKE_GPUS_FILE, TWO_H100
 from tests.integration.server_process import ServerProcess, free_port
 from tests.integration.service_kit import register_onnx_version
 
@@ -28,6 +30,7 @@ from deepdock.gateway.haproxy import Gateway
 from deepdock.gateway.routes import Backend, Route
 from deepdock.server.db.session import Database
 from deepdock.settings import Settings
+from deepdock.specs.job import JobSpec
 from deepdock.specs.service import ServiceSpec
 
 pytestmark = pytest.mark.docker
@@ -76,16 +79,23 @@ def _fill(home: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def scraped(tmp_path_factory, docker_client) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def scraped(tmp_path_factory, docker_client, second_engine, busybox_image) -> Iterator[str]:  # type: ignore[no-untyped-def]
     prometheus = _binary("prometheus")
     root = tmp_path_factory.mktemp("monitoring")
-    srv = ServerProcess(root / "home", {"deepdock.test": "monitoring"}).start()
-    replica, gateway, process = Replica("a"), None, None
+    FAKE_GPUS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    FAKE_GPUS_FILE.write_text("".join(line + "\n" for line in TWO_H100))
+    srv = ServerProcess(root / "home", {"deepdock.test": "monitoring"}, DEEPDOCK_GPU_PROBE_IMAGE=busybox_image,
+                        DEEPDOCK_USAGE_INTERVAL_S="1").start()
+    replica, gateway, process, gpu_job = Replica("a"), None, None, None
     try:
         _fill(srv.home)
         with srv.client() as c:
             c.apply_service(ServiceSpec.model_validate({"name": "digits", "model": "digits-mlp:1", "replicas": 0}))
             c.jobs()  # API traffic for the latency histogram
+            c.add_node("gpu", second_engine)
+            gpu_job = c.submit(JobSpec.model_validate({
+                "name": "holds-a-gpu", "image": busybox_image, "command": ["sleep", "300"],
+                "resources": {"cpus": 0.1, "memory": "16m", "gpus": 1}})).id
         metrics_port = free_port()
         gateway = Gateway(root / "gateway", port=free_port(), log_port=free_port(), metrics_port=metrics_port)
         gateway.start()
@@ -111,6 +121,11 @@ def scraped(tmp_path_factory, docker_client) -> Iterator[str]:  # type: ignore[n
                 client.get(f"{gateway.url}/services/digits/", headers={"Authorization": "Bearer caller"})
         yield url
     finally:
+        if gpu_job is not None:
+            with srv.client() as c:
+                c.stop(gpu_job)
+                _until(lambda: c.job(gpu_job).status == JobStatus.STOPPED, 30, "the GPU job stopped")
+        FAKE_GPUS_FILE.unlink(missing_ok=True)
         if process is not None:
             process.terminate()
             process.wait(timeout=30)

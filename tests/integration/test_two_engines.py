@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from deepdock.compute.base import ContainerSpec
+from deepdock.compute.base import ContainerSpec, GpuStats
 from deepdock.compute.docker import DockerBackend
 from deepdock.compute.testing.conformance import wait_finished
 from deepdock.errors import EngineUnreachableError
@@ -90,26 +91,44 @@ def test_losing_the_second_engine_is_named_and_isolated(engines, busybox_image, 
     second.remove(lost)
 
 
-def test_gpu_probe_on_an_engine_with_an_nvidia_runtime(second_engine, busybox_image, caplog, monkeypatch):
-    # The second engine lists an "nvidia" runtime but has no NVIDIA driver: the real probe fails and
-    # discovery must fall back to zero GPUs, say why, and leave no probe container behind.
+def test_gpu_probe_on_an_engine_with_an_nvidia_runtime_but_no_driver(second_engine, busybox_image, caplog):
+    # The second engine has Docker's nvidia device driver (its fake NVIDIA hook is on dockerd's PATH) but no
+    # GPU driver loaded: the hook fails the probe as the real one does, so discovery reports zero GPUs,
+    # says why, and leaves no probe container behind.
     backend = DockerBackend(second_engine, timeout_s=CLIENT_TIMEOUT_S, probe_image=busybox_image)
     assert "nvidia" in backend._api.info()["Runtimes"]
     with caplog.at_level("WARNING"):
         assert backend.capacity().gpus == []
-    assert "GPU probe" in caplog.text and busybox_image in caplog.text
+    assert "GPU probe" in caplog.text and busybox_image in caplog.text and "driver not loaded" in caplog.text
+    assert backend.gpu_stats() == []  # no GPUs: no probe at all
     assert backend._api.containers(all=True, filters={"label": "deepdock.probe"}) == []
-    # With a probe that answers (what nvidia-smi prints on a 2-GPU node), capacity carries the GPUs.
-    sample = "0, GPU-aaaa, NVIDIA H100 80GB HBM3, 81559\n1, GPU-bbbb, NVIDIA H100 80GB HBM3, 81559\n"
-    fresh = DockerBackend(second_engine, timeout_s=CLIENT_TIMEOUT_S, probe_image=busybox_image)
-    monkeypatch.setattr(fresh, "_run_probe", lambda image: sample)
-    gpus = fresh.capacity().gpus
-    assert [(g.index, g.uuid, g.memory) for g in gpus] == [
-        (0, "GPU-aaaa", 81559 * MIB),
-        (1, "GPU-bbbb", 81559 * MIB),
-    ]
-    # Cached for the TTL: a second call does not probe again.
-    monkeypatch.setattr(fresh, "_run_probe", lambda image: "")
-    assert len(fresh.capacity().gpus) == 2
     backend.close()
-    fresh.close()
+
+
+def test_gpus_are_discovered_sampled_and_given_to_a_job_through_the_engines_device_requests(
+        fake_gpus, second_engine, busybox_image, labelled_cleanup):
+    backend = DockerBackend(second_engine, timeout_s=CLIENT_TIMEOUT_S, probe_image=busybox_image)
+    assert [(g.index, g.uuid, g.model, g.memory) for g in backend.capacity().gpus] == [
+        (0, "GPU-fake-0", "NVIDIA H100 80GB HBM3", 81559 * MIB),
+        (1, "GPU-fake-1", "NVIDIA H100 80GB HBM3", 81559 * MIB),
+    ]
+    busy, idle = backend.gpu_stats()
+    assert busy == GpuStats(0, "GPU-fake-0", utilization_percent=97.0, memory_used=61440 * MIB,
+                            memory_total=81559 * MIB, temperature_c=64.0, power_w=512.32)
+    assert (idle.utilization_percent, idle.memory_used) == (0.0, 4 * MIB)
+    # Every sample asks the tools again (capacity is cached; readings are not), and a reading the device
+    # does not give (MIG: "[N/A]") comes back as None.
+    fake_gpus(["0, GPU-fake-0, NVIDIA H100 80GB HBM3, 81559, 100, [N/A], 40, [N/A]",
+               "1, GPU-fake-1, NVIDIA H100 80GB HBM3, 81559, 2048, 55, 50, 300.00"])
+    first, second = backend.gpu_stats()
+    assert (first.utilization_percent, first.memory_used, first.power_w) == (None, 100 * MIB, None)
+    assert (second.utilization_percent, second.memory_used) == (55.0, 2048 * MIB)
+    # A job's container placed on GPU 1 sees GPU 1 only (the device request names it; the hook honours it).
+    spec = _spec(busybox_image, labelled_cleanup, "gpu", ["nvidia-smi", "--query-gpu=index,uuid",
+                                                          "--format=csv,noheader"])
+    job = backend.run(replace(spec, gpu_indices=[1]))
+    assert wait_finished(backend, job).exit_code == 0
+    assert b"".join(backend.logs(job)) == b"1, GPU-fake-1\n"
+    # Probes leave nothing behind.
+    assert backend._api.containers(all=True, filters={"label": "deepdock.probe"}) == []
+    backend.close()

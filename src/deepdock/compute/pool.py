@@ -40,13 +40,18 @@ def node_kind(engine_url: str) -> str:
     return KIND_FAKE if engine_url.startswith("fake://") else KIND_DOCKER
 
 
-def docker_backend(conn: NodeConnection) -> ComputeBackend:
+def docker_backend(conn: NodeConnection, probe_image: str | None = None) -> ComputeBackend:
     from deepdock.compute.docker import DockerBackend, TlsConfig
 
     tls = None
     if conn.tls_ca or conn.tls_cert or conn.tls_key:
         tls = TlsConfig(ca=conn.tls_ca, cert=conn.tls_cert, key=conn.tls_key)
-    return DockerBackend(conn.engine_url, tls=tls)
+    return DockerBackend(conn.engine_url, tls=tls, probe_image=probe_image)
+
+
+def docker_factories(probe_image: str | None) -> dict[str, BackendFactory]:
+    """The default factories, with the image GPU nodes run nvidia-smi in (None: each picks its own)."""
+    return {KIND_DOCKER: lambda conn: docker_backend(conn, probe_image)}
 
 
 DEFAULT_FACTORIES: dict[str, BackendFactory] = {KIND_DOCKER: docker_backend}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from deepdock.artifacts import ArtifactStore, store_from_url
 from deepdock.compute.base import ComputeBackend
-from deepdock.compute.pool import BackendFactory, BackendPool
+from deepdock.compute.pool import BackendFactory, BackendPool, docker_factories
 from deepdock.server.db.models import Node
 from deepdock.server.db.session import Database
 from deepdock.server.services.attempts import Backoff
@@ -68,5 +68,7 @@ def new_context(settings: Settings, factories: dict[str, BackendFactory] | None 
                 clock: Clock = time.time) -> AppContext:
     store = store_from_url(settings.artifact_store, local_root=settings.artifacts_dir,
                            s3_endpoint_url=settings.s3_endpoint_url or None)
+    if factories is None:
+        factories = docker_factories(settings.gpu_probe_image or None)
     return AppContext(db=Database(settings.db_url), pool=BackendPool(factories), settings=settings,
                       logs=LogStore(settings.home / "logs"), artifacts=store, clock=clock)

@@ -39,7 +39,8 @@ MIB = 1024**2
 PROBE_TIMEOUT_S = 60.0
 PROBE_LABEL = "deepdock.probe"
 # Preferred probe images when none is configured, best first: all ship glibc. Matched against repo tags.
-PROBE_IMAGE_HINTS = ("cuda", "pytorch", "nvidia", "ubuntu", "debian", "python")
+# deepdock's own environment images are built on Debian, so a node that ran a job has one.
+PROBE_IMAGE_HINTS = ("cuda", "pytorch", "nvidia", "ubuntu", "debian", "python", "deepdock/env")
 
 
 def parse_nvidia_smi(output: str) -> list[GpuInfo]:
