@@ -81,3 +81,27 @@ def test_node_rm_with_jobs_there_is_refused(api: FakeApi, cli: Invoke) -> None:
     result = cli("node", "rm", "b")
     assert result.exit_code == 1 and result.stdout == ""
     assert result.stderr == "error: node b runs 2 jobs; stop them or pass --force\n"
+
+
+def test_node_gpus_shows_readings_holders_and_missing_readings(api: FakeApi, cli: Invoke) -> None:
+    gib = 1024**3
+    api.on("GET", "/nodes", [
+        node_body(name="g", gpus=[
+            {"index": 0, "uuid": "GPU-0", "model": "H100", "memory": 80 * gib, "utilization_percent": 93.0,
+             "memory_used": 40 * gib, "temperature_c": 61.0, "power_w": 450.5, "sampled_at": 1.0,
+             "holders": [{"job": "abc123", "project": "vision", "share": 1.0}]},
+            {"index": 1, "uuid": "GPU-1", "model": "H100", "memory": 80 * gib,
+             "holders": [{"job": "", "project": "", "share": 0.5}]}]),
+        node_body(name="cpu-only", gpus=[]),
+    ])
+    result = cli("node", "gpus")
+    assert result.exit_code == 0, result.output
+    first, second = [line for line in result.stdout.splitlines() if line.startswith("│ g ")]
+    assert "93%" in first and "40.0GiB/80.0GiB" in first and "61°C" in first and "450.5 W" in first
+    assert "abc123" in first
+    # Not sampled yet: no made-up zeros; another project's job is unnamed.
+    assert "-/80.0GiB" in second and "(another project) ×0.5" in second
+    assert "cpu-only" not in result.stdout
+    assert cli("node", "gpus", "cpu-only").stdout.strip() == "no GPUs on node cpu-only"
+    missing = cli("node", "gpus", "nope")
+    assert missing.exit_code == 1 and "no node 'nope'" in missing.stdout

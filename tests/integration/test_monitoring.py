@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +40,7 @@ pytestmark = pytest.mark.docker
 MONITORING = Path(__file__).parents[2] / "deploy" / "monitoring"
 PROMETHEUS_START_S = 30
 QUERY_TIMEOUT_S = 60
+MIB = 1024**2
 # The dashboard's variables, as Grafana would fill them.
 VARIABLES = {"$__rate_interval": "1m", "$project": ".*"}
 COMPARISON = re.compile(r"^(?P<measure>.*\S)\s+(==|!=|>=|<=|>|<)\s+[-+0-9.e]+$", re.S)
@@ -79,7 +82,9 @@ def _fill(home: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def scraped(tmp_path_factory, docker_client, second_engine, busybox_image) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def monitored(tmp_path_factory, docker_client, second_engine,  # type: ignore[no-untyped-def]
+              busybox_image) -> Iterator[tuple[str, ServerProcess, str]]:
+    """Prometheus's URL, the server it scrapes, and the job that holds a GPU there."""
     prometheus = _binary("prometheus")
     root = tmp_path_factory.mktemp("monitoring")
     FAKE_GPUS_FILE.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +124,7 @@ def scraped(tmp_path_factory, docker_client, second_engine, busybox_image) -> It
             for status in (200, 500, 200):
                 replica.status = status
                 client.get(f"{gateway.url}/services/digits/", headers={"Authorization": "Bearer caller"})
-        yield url
+        yield url, srv, gpu_job
     finally:
         if gpu_job is not None:
             with srv.client() as c:
@@ -133,6 +138,29 @@ def scraped(tmp_path_factory, docker_client, second_engine, busybox_image) -> It
             gateway.stop()
         replica.kill()
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def scraped(monitored: tuple[str, ServerProcess, str]) -> str:
+    return monitored[0]
+
+
+def test_gpu_readings_reach_the_nodes_list_the_history_and_the_cli(monitored) -> None:  # type: ignore[no-untyped-def]
+    _, srv, gpu_job = monitored
+    with srv.client() as c:
+        node = _until(lambda: next((n for n in c.nodes() if n.name == "gpu" and n.gpus[0].sampled_at), None),
+                      QUERY_TIMEOUT_S, "a GPU sample of the GPU node")
+        assert [(g.index, g.utilization_percent, g.memory_used, g.power_w) for g in node.gpus] == [
+            (0, 97.0, 61440 * MIB, 512.32), (1, 0.0, 4 * MIB, 69.75)]
+        assert [h.job for g in node.gpus for h in g.holders] == [gpu_job]
+        assert {s.index for s in c.gpu_usage(node="gpu")} == {0, 1}
+    env = {**os.environ, "DEEPDOCK_SERVER_URL": srv.url, "DEEPDOCK_HOME": str(srv.home), "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-m", "deepdock.cli.main", "node", "gpus", "gpu"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line.split("│")[2].strip(): line for line in done.stdout.splitlines() if line.startswith("│ gpu ")}
+    assert "97%" in rows["0"] and "60.0GiB/79.6GiB" in rows["0"] and "512.32 W" in rows["0"]
+    assert gpu_job in rows["0"] + rows["1"]
 
 
 def _targets_up(url: str) -> int:

@@ -1,4 +1,4 @@
-"""``deepdock node add | ls | drain | rm``: the Docker engines that run jobs."""
+"""``deepdock node add | ls | gpus | drain | rm``: the Docker engines that run jobs."""
 
 from __future__ import annotations
 
@@ -55,6 +55,33 @@ def node_ls() -> None:
                       f"{human_bytes(n.allocated_memory)}/{human_bytes(n.memory)}",
                       f"{n.allocated_gpus:g} used of [{gpus}]", n.engine_url or "default", n.address,
                       ago(n.last_seen_at))
+    console.print(table)
+
+
+def _reading(value: float | None, unit: str) -> str:
+    return "-" if value is None else f"{value:g}{unit}"
+
+
+@node_app.command("gpus")
+def node_gpus(name: Annotated[str | None, typer.Argument(help="one node (default: every node)")] = None) -> None:
+    """Each GPU: what the node's NVIDIA tools last said it is doing, and the jobs that hold it."""
+    with api_errors(), client() as c:
+        nodes = [n for n in c.nodes() if name is None or n.name == name]
+    if name is not None and not nodes:
+        console.print(f"[red]no node {name!r}[/red]")
+        raise typer.Exit(1)
+    table = Table("NODE", "GPU", "MODEL", "UTIL", "MEMORY (used/total)", "TEMP", "POWER", "HELD BY", "SAMPLED")
+    for n in nodes:
+        for g in n.gpus:
+            used = "-" if g.memory_used is None else human_bytes(g.memory_used)
+            held = ", ".join(f"{h.job or '(another project)'}" + (f" ×{h.share:g}" if h.share < 1 else "")
+                             for h in g.holders) or "-"
+            table.add_row(n.name, str(g.index), g.model, _reading(g.utilization_percent, "%"),
+                          f"{used}/{human_bytes(g.memory)}", _reading(g.temperature_c, "°C"),
+                          _reading(g.power_w, " W"), held, ago(g.sampled_at) if g.sampled_at else "-")
+    if not table.rows:
+        console.print("no GPUs" + (f" on node {name}" if name else " on any node"))
+        return
     console.print(table)
 
 
