@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from tests.conftest import _missing
+from tests.integration.conftest import FAKE_GPUS_FILE, TWO_H100
 from tests.integration.server_process import ServerProcess, free_port
 from tests.integration.service_kit import FEATURES, infer_body, register_onnx_version
 from tests.integration.test_server_jobs import wait_status
@@ -53,15 +54,26 @@ def browser(tmp_path_factory) -> Iterator[Any]:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, docker_client) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+def cluster(tmp_path_factory, docker_client, second_engine, busybox_image) -> Iterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
     from tests.serving.conftest import make_mlp_bundle
 
     root = tmp_path_factory.mktemp("ui")
+    FAKE_GPUS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    FAKE_GPUS_FILE.write_text("".join(line + "\n" for line in TWO_H100))
     srv = ServerProcess(root / "home", {"deepdock.test": "ui"}, DEEPDOCK_TRACKING_INTERVAL_S="0.2",
-                        DEEPDOCK_USAGE_INTERVAL_S="1", DEEPDOCK_GATEWAY_PORT=str(free_port())).start()
+                        DEEPDOCK_USAGE_INTERVAL_S="1", DEEPDOCK_GATEWAY_PORT=str(free_port()),
+                        DEEPDOCK_GPU_PROBE_IMAGE=busybox_image).start()
     try:
         with srv.client() as c:
             node = c.nodes()[0]
+            # A GPU node (the second engine with the tests' fake NVIDIA toolkit) where a job holds a GPU;
+            # then drained, so that everything else below runs on the local node as before.
+            c.add_node("gpu", second_engine)
+            gpu_job = c.run(JobSpec.model_validate({
+                "name": "ui-gpu", "image": busybox_image, "command": ["sleep", "600"],
+                "resources": {"cpus": 0.1, "memory": "16m", "gpus": 1}}))
+            wait_status(c, gpu_job.id, {"RUNNING"}, timeout_s=60)
+            c.drain_node("gpu")
             running = c.run(JobSpec.model_validate({
                 "name": "ui-train", "image": "python:3.11-slim-bookworm", "command": ["python", "-c", TRAINING],
                 "resources": {"cpus": 0.5, "memory": "256m"}}))
@@ -79,11 +91,13 @@ def cluster(tmp_path_factory, docker_client) -> Iterator[dict[str, Any]]:  # typ
             c.set_alias("digits-mlp", "production", 1)
             c.apply_service(ServiceSpec.model_validate({"name": "digits", "model": "digits-mlp:1", "replicas": 1,
                                                         "resources": {"cpus": 0.25, "memory": "256m"}}))
-            yield {"server": srv, "token": c.token, "running": running.id, "pending": pending.id}
+            yield {"server": srv, "token": c.token, "running": running.id, "pending": pending.id,
+                   "gpu_job": gpu_job.id}
             c.delete_service("digits")
-            for job in (running.id, pending.id):
+            for job in (running.id, pending.id, gpu_job.id):
                 c.stop(job)
     finally:
+        FAKE_GPUS_FILE.unlink(missing_ok=True)
         srv.stop()
         for container in docker_client.containers.list(all=True, filters={"label": "deepdock.test=ui"}):
             container.remove(force=True)
@@ -180,6 +194,13 @@ def test_nodes_and_projects(page, cluster) -> None:  # type: ignore[no-untyped-d
     page.wait_for_selector("[data-node=local] [data-usage=local]")
     page.wait_for_function("Number(document.querySelector('canvas[data-node-usage=local]').dataset.points) >= 2",
                            timeout=30_000)
+    # The GPU node: each device's last reading from its NVIDIA tools, the job holding one, a chart per device.
+    page.wait_for_selector("[data-node=gpu] .gpu[data-gpu='0'][data-util='97']")
+    page.wait_for_function("Number(document.querySelector('canvas[data-gpu-usage=gpu]').dataset.points) >= 4",
+                           timeout=30_000)
+    held = page.locator("[data-node=gpu] .gpu[data-used='1']")
+    assert held.count() == 1 and cluster["gpu_job"] in (held.get_attribute("title") or "")
+    assert "97% util" in page.inner_text("[data-node=gpu] .gpu[data-gpu='0']").replace("\n", " ")
     shot(page, "nodes")
     page.goto(f"{cluster['server'].url}/ui/#/projects")
     page.wait_for_selector("td:has-text('default')")

@@ -306,24 +306,60 @@ async function download(jobId, path) {
 }
 
 async function nodesPage() {
+  // GPU history is fetched once for the last hour, then only what is newer (a 400-GPU cluster keeps
+  // ~144,000 samples an hour: never all of them every 2 s).
+  let gpuHistory = [], gpuSince = null;
   every(2000, async () => {
-    const [nodes, history] = await Promise.all([api("/nodes"), api("/nodes/usage")]);
+    const [nodes, history, fresh] = await Promise.all([api("/nodes"), api("/nodes/usage"),
+      api(`/nodes/gpus/usage${gpuSince == null ? "" : `?since=${gpuSince}`}`)]);
+    if (fresh.length) {
+      gpuSince = fresh.reduce((m, x) => Math.max(m, x.at), gpuSince ?? 0);
+      gpuHistory = gpuHistory.concat(fresh).filter((x) => x.at > gpuSince - 3600);
+    }
     app.innerHTML = `<h1>Nodes</h1><div class="cards">${nodes.map((n) => `<div class="card" data-node="${esc(n.name)}">
       <b>${esc(n.name)}</b> ${status(n.status)} <div class="muted">${esc(n.address)} · Docker ${esc(n.engine_version)}</div>
       <div>CPUs ${n.allocated_cpus.toFixed(1)} / ${n.cpus}</div>${bar(n.allocated_cpus, n.cpus)}
       <div>Memory ${gib(n.allocated_memory)} / ${gib(n.memory)}</div>${bar(n.allocated_memory, n.memory)}
       <div>GPUs ${n.allocated_gpus.toFixed(2)} / ${n.gpus.length}</div>
-      <div class="gpus">${n.gpus.map((g) => {
-        const used = g.holders.reduce((t, h) => t + h.share, 0);
-        const who = g.holders.map((h) => (h.job ? `${h.job} (${h.share})` : `another project (${h.share})`)).join(", ");
-        return `<div class="gpu" title="GPU ${g.index} ${esc(g.model)}: ${esc(who || "free")}" data-gpu="${g.index}" data-used="${used}">
-          <div class="fill" style="height:${Math.min(100, used * 100)}%"></div><div class="label">${g.index}<br>${esc(g.model)}</div></div>`;
-      }).join("") || '<span class="muted">no GPUs</span>'}</div>
+      <div class="gpus">${n.gpus.map(gpuTile).join("") || '<span class="muted">no GPUs</span>'}</div>
+      ${n.gpus.length ? `<canvas class="chart small" data-gpu-usage="${esc(n.name)}" title="Utilization (%) of each GPU, from the node's NVIDIA tools"></canvas>` : ""}
       <div class="muted" style="margin-top:6px">Jobs' container use</div>${usage(n.usage.map((u) => ({ ...u, job: u.job || "another project's job" })))}
       <canvas class="chart small" data-node-usage="${esc(n.name)}" title="CPU (% of one CPU) of the node's job containers"></canvas>
       ${n.last_error ? `<div class="error">${esc(n.last_error)}</div>` : ""}</div>`).join("")}</div>`;
     drawNodeUsage(history);
+    drawGpuUsage(gpuHistory);
   });
+}
+
+// One GPU of the map: the fill is what jobs hold of it (allocation); the text is what the device does
+// (the NVIDIA tools' last reading), "—" where there is no recent reading.
+function gpuTile(g) {
+  const used = g.holders.reduce((t, h) => t + h.share, 0);
+  const who = g.holders.map((h) => (h.job ? `${h.job} (${h.share})` : `another project (${h.share})`)).join(", ");
+  const util = g.utilization_percent == null ? "—" : `${Math.round(g.utilization_percent)}%`;
+  const memory = g.memory_used == null ? "—" : `${Math.round((100 * g.memory_used) / g.memory)}%`;
+  const reading = g.sampled_at == null ? "no reading yet"
+    : `utilization ${util}, memory ${g.memory_used == null ? "—" : gib(g.memory_used)} of ${gib(g.memory)}`
+      + `${g.temperature_c == null ? "" : `, ${g.temperature_c} °C`}${g.power_w == null ? "" : `, ${g.power_w} W`}`;
+  return `<div class="gpu" title="GPU ${g.index} ${esc(g.model)}: ${esc(who || "free")}; ${reading}" data-gpu="${g.index}"
+    data-used="${used}" data-util="${g.utilization_percent ?? ""}" data-mem-used="${g.memory_used ?? ""}">
+    <div class="fill" style="height:${Math.min(100, used * 100)}%"></div>
+    <div class="label">${g.index} ${esc(g.model)}<br><b>${util}</b> util<br>${memory} mem</div></div>`;
+}
+
+// Each GPU's utilization over the last hour, one line per device of the node.
+function drawGpuUsage(history) {
+  for (const canvas of document.querySelectorAll("canvas[data-gpu-usage]")) {
+    const samples = history.filter((x) => x.node === canvas.dataset.gpuUsage);
+    const start = samples.reduce((m, x) => Math.min(m, x.at), Infinity);
+    const devices = [...new Set(samples.map((x) => x.index))].sort((a, b) => a - b);
+    drawChart(canvas, devices.map((index) => {
+      const mine = samples.filter((x) => x.index === index);
+      return { label: `GPU ${index} %`, steps: mine.map((x) => Math.round(x.at - start)),
+               values: mine.map((x) => (x.utilization_percent == null ? NaN : x.utilization_percent)) };
+    }));
+    canvas.dataset.points = samples.length;
+  }
 }
 
 // Each node's job containers over the last hour: their CPU (% of one CPU) summed per usage round.
