@@ -41,7 +41,7 @@ from deepdock.api.models import (
     NodeIn,
     NodeOut,
     NodeUsageSampleOut,
-    GpuUsageSampleOut,
+    GpuSeriesOut,
     ParamsOut,
     ProjectOut,
     QuotaIn,
@@ -353,12 +353,15 @@ class Client:
         """Each node's job containers summed per usage round, oldest first (the last hour by default)."""
         return self._get_list(_NODE_USAGE, "/nodes/usage", params={} if since is None else {"since": since})
 
-    def gpu_usage(self, since: float | None = None, node: str | None = None) -> list[GpuUsageSampleOut]:
-        """Each GPU's utilization and memory per usage round, by node, device and time (the last hour by
-        default)."""
+    def gpu_usage(self, since: float | None = None, node: str | None = None,
+                  max_points: int | None = None) -> list[GpuSeriesOut]:
+        """Each GPU's utilization and memory per usage round, one series per node and device (the last hour
+        by default; at most ``max_points`` a series, downsampled as metric series are)."""
         params: dict[str, str | float] = {} if since is None else {"since": since}
         if node is not None:
             params["node"] = node
+        if max_points is not None:
+            params["max_points"] = max_points
         return self._get_list(_GPU_USAGE, "/nodes/gpus/usage", params=params)
 
     def rollback_service(self, name: str) -> ServiceDetail:
@@ -465,7 +468,7 @@ _SERVICES = TypeAdapter(list[ServiceOut])
 _SERVICE_SAMPLES = TypeAdapter(list[ServiceSampleOut])
 _USAGE_SAMPLES = TypeAdapter(list[UsageSampleOut])
 _NODE_USAGE = TypeAdapter(list[NodeUsageSampleOut])
-_GPU_USAGE = TypeAdapter(list[GpuUsageSampleOut])
+_GPU_USAGE = TypeAdapter(list[GpuSeriesOut])
 
 
 def _project(project: str | None) -> dict[str, str]:

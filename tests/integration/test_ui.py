@@ -131,7 +131,7 @@ def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
 def test_overview_shows_capacity_jobs_and_services(page, cluster) -> None:  # type: ignore[no-untyped-def]
     page.goto(f"{cluster['server'].url}/ui/#/overview")
     page.wait_for_selector("[data-status=RUNNING]")
-    assert page.inner_text("#nodes-ready") == "1 / 1"
+    assert page.inner_text("#nodes-ready") == "2 / 2"  # the local engine and the (drained) GPU node: healthy
     shot(page, "overview")
 
 

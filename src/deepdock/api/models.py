@@ -277,14 +277,16 @@ class UsageSampleOut(Response):
     memory_limit: int
 
 
-class GpuUsageSampleOut(Response):
-    """One GPU of a node at one usage round, in the history the usage step keeps (the dashboard's chart)."""
+class GpuSeriesOut(Response):
+    """One GPU's readings over time from the history the usage step keeps (the dashboard's charts), as
+    columns of equal length, oldest first; None where the device gave no reading. Columns, not a row per
+    sample: an hour of 400 GPUs is 144,000 samples."""
 
-    at: float
     node: str
     index: int
-    utilization_percent: float | None
-    memory_used: int | None
+    at: list[float]
+    utilization_percent: list[float | None]
+    memory_used: list[int | None]
     memory_total: int | None
 
 

@@ -121,8 +121,10 @@ def test_gpu_nodes_are_sampled_shown_with_their_holders_and_kept_as_history(step
         assert (newest.utilization_percent, newest.memory_used, newest.sampled_at) == (40.0, 20 * GIB, steps.clock())
         assert [h.job for h in newest.holders] == [job]
         assert (other.utilization_percent, other.memory_used) == (0.0, 0)  # the fake's idle device
-        history = [(u.index, u.at, u.utilization_percent) for u in gpu_usage(session, since=first - 1)]
-        assert history == [(0, first, 88.0), (0, first + 10, 40.0), (1, first, None), (1, first + 10, 0.0)]
+        history = [(s.node, s.index, s.at, s.utilization_percent, s.memory_total)
+                   for s in gpu_usage(session, since=first - 1)]
+        assert history == [("g", 0, [first, first + 10], [88.0, 40.0], 80 * GIB),
+                           ("g", 1, [first, first + 10], [None, 0.0], 80 * GIB)]
         assert gpu_usage(session, since=first - 1, node="c") == []
         # No sample for a while (the node stopped answering): the map shows no reading rather than a stale one.
         stale = list_nodes(session, admin, now=steps.clock() + GPU_SAMPLE_FRESH_S + 1)
@@ -138,3 +140,26 @@ def test_gpu_nodes_are_sampled_shown_with_their_holders_and_kept_as_history(step
     assert steps.controller.usage_once() == 1
     with steps.session() as session:
         assert session.query(GpuSample).count() == 4
+
+
+def test_a_long_gpu_history_is_downsampled_per_device_keeping_its_peaks(steps):
+    from deepdock.errors import SpecError
+    from deepdock.server.db.models import GpuSample
+    from deepdock.server.services.gpus import gpu_usage
+
+    start = steps.clock()
+    with steps.session() as session:
+        for i in range(360):  # an hour at 10 s; device 1 spikes once
+            for index in (0, 1):
+                busy = 100.0 if (index == 1 and i == 200) else 10.0
+                session.add(GpuSample(node_name="g", gpu_index=index, uuid=f"GPU-{index}", at=start + 10 * i,
+                                      utilization_percent=busy, memory_used=GIB, memory_total=80 * GIB))
+        session.commit()
+    with steps.session() as session:
+        full, spiky = gpu_usage(session, since=start - 1, max_points=60)
+        assert [len(full.at), len(spiky.at)] == [60, 60]
+        assert full.at[0] == start and full.at[-1] == start + 3590  # the ends are kept
+        assert 100.0 in spiky.utilization_percent  # LTTB keeps the peak a chart must show
+        assert len(gpu_usage(session, since=start - 1)[0].at) == 360
+        with pytest.raises(SpecError, match="max_points"):
+            gpu_usage(session, max_points=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from sqlalchemy.orm import Session
 
-from deepdock.api import GpuUsageSampleOut, NodeIn, NodeOut, NodeStatusIn, NodeUsageSampleOut
+from deepdock.api import GpuSeriesOut, NodeIn, NodeOut, NodeStatusIn, NodeUsageSampleOut
 from deepdock.server.context import WAKE_SCHEDULER, AppContext
 from deepdock.server.db.models import User
 from deepdock.server.deps import current_user, get_ctx, get_session
@@ -27,12 +27,12 @@ def node_usage(since: float | None = None, session: Session = Depends(get_sessio
     return node_service.node_usage(session, since)
 
 
-@router.get("/nodes/gpus/usage", response_model=list[GpuUsageSampleOut])
-def gpu_usage(since: float | None = None, node: str | None = None, session: Session = Depends(get_session),
-              user: User = Depends(current_user)) -> list[GpuUsageSampleOut]:
-    """Each GPU's utilization and memory per usage round, from the nodes' NVIDIA tools (the last hour by
-    default; one node with ``node``)."""
-    return gpu_service.gpu_usage(session, since, node)
+@router.get("/nodes/gpus/usage", response_model=list[GpuSeriesOut])
+def gpu_usage(since: float | None = None, node: str | None = None,
+              max_points: int | None = None, session: Session = Depends(get_session), user: User = Depends(current_user)) -> list[GpuSeriesOut]:
+    """Each GPU's utilization and memory per usage round, from the nodes' NVIDIA tools: one series per
+    device (the last hour by default; one node with ``node``; at most ``max_points`` a series)."""
+    return gpu_service.gpu_usage(session, since, node, max_points)
 
 
 @router.post("/nodes", response_model=NodeOut, status_code=201)

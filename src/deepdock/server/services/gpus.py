@@ -4,11 +4,16 @@ dashboard's chart. Device readings name no job, so every user may read them, as 
 
 from __future__ import annotations
 
+from itertools import groupby
+
+import numpy as np
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from deepdock.api import GpuUsageSampleOut
+from deepdock.api import GpuSeriesOut
 from deepdock.server.db.models import GpuSample, now_s
+from deepdock.server.services.downsample import lttb_indices
+from deepdock.server.services.runs import check_max_points
 
 # A node's newest sample older than this is not shown as current (its node stopped answering, or lost
 # its GPUs): a stale reading on the GPU map or in /metrics would say a device is busy that nobody sees.
@@ -30,12 +35,25 @@ def latest_gpu_samples(session: Session, now: float | None = None) -> dict[str, 
     return latest
 
 
-def gpu_usage(session: Session, since: float | None = None, node: str | None = None) -> list[GpuUsageSampleOut]:
-    """Every GPU sample since ``since`` (the last hour by default), by node, device and time."""
+def gpu_usage(session: Session, since: float | None = None, node: str | None = None,
+              max_points: int | None = None) -> list[GpuSeriesOut]:
+    """Every GPU sample since ``since`` (the last hour by default), one series per node and device; a
+    series longer than ``max_points`` keeps the samples LTTB picks on its utilization (as metric series)."""
+    check_max_points(max_points)
     start = since if since is not None else now_s() - GPU_USAGE_WINDOW_S
-    query = select(GpuSample).where(GpuSample.at > start)
+    query = select(GpuSample.node_name, GpuSample.gpu_index, GpuSample.at, GpuSample.utilization_percent,
+                   GpuSample.memory_used, GpuSample.memory_total).where(GpuSample.at > start)
     if node is not None:
         query = query.where(GpuSample.node_name == node)
-    rows = session.scalars(query.order_by(GpuSample.node_name, GpuSample.gpu_index, GpuSample.at))
-    return [GpuUsageSampleOut(at=s.at, node=s.node_name, index=s.gpu_index, utilization_percent=s.utilization_percent,
-                              memory_used=s.memory_used, memory_total=s.memory_total) for s in rows]
+    series: list[GpuSeriesOut] = []
+    rows = session.execute(query.order_by(GpuSample.node_name, GpuSample.gpu_index, GpuSample.at)).all()
+    for (node_name, index), samples in groupby(rows, key=lambda r: (r[0], r[1])):
+        kept = list(samples)
+        if max_points is not None and len(kept) > max_points:
+            utilization = np.array([r[3] if r[3] is not None else np.nan for r in kept], dtype=np.float64)
+            picked = lttb_indices(np.array([r[2] for r in kept]), np.nan_to_num(utilization), max_points)
+            kept = [kept[i] for i in picked]
+        series.append(GpuSeriesOut(node=node_name, index=index, at=[r[2] for r in kept],
+                                   utilization_percent=[r[3] for r in kept], memory_used=[r[4] for r in kept],
+                                   memory_total=kept[-1][5]))
+    return series

@@ -20,14 +20,19 @@ MAX_COMPARE = 50
 MAX_POINTS_CAP = 1_000_000
 
 
+def check_max_points(max_points: int | None) -> None:
+    """A downsampling bound a reader may ask for (metric series, GPU series)."""
+    if max_points is not None and not 2 <= max_points <= MAX_POINTS_CAP:
+        raise SpecError(f"max_points must be between 2 and {MAX_POINTS_CAP}")
+
+
 def read_series(session: Session, user: User, ref: str, name: str, *, max_points: int | None = None,
                 attempt: int | None = None, rank: int | None = None, after_step: int | None = None) -> dict[str, object]:
     """One series as columns (numpy arrays: the router encodes them with orjson), LTTB-downsampled to
     ``max_points`` when it has more. The shape of ``SeriesOut``."""
     if not NAME_RE.match(name):
         raise SpecError(f"{name!r} is not a metric name")
-    if max_points is not None and not 2 <= max_points <= MAX_POINTS_CAP:
-        raise SpecError(f"max_points must be between 2 and {MAX_POINTS_CAP}")
+    check_max_points(max_points)
     job = get_job(session, user, ref)
     columns = read_columns(session, job.id, name, attempt=attempt, rank=rank, after_step=after_step)
     if not len(columns) and session.get(MetricLatest, (job.id, name)) is None:

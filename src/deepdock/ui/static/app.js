@@ -118,6 +118,7 @@ async function overviewPage() {
 }
 
 const PAGE = 100;
+const GPU_CHART_POINTS = 240;  // per device, on the nodes page's first load (about a small chart's width)
 async function jobsPage(query) {
   const f = { status: query.get("status") || "", project: query.get("project") || "", user: query.get("user") || "",
     name: query.get("name") || "" };
@@ -306,15 +307,20 @@ async function download(jobId, path) {
 }
 
 async function nodesPage() {
-  // GPU history is fetched once for the last hour, then only what is newer (a 400-GPU cluster keeps
-  // ~144,000 samples an hour: never all of them every 2 s).
-  let gpuHistory = [], gpuSince = null;
+  // GPU history: the last hour once, downsampled to about a chart's width per device (a 400-GPU cluster
+  // keeps ~144,000 samples an hour), then every 2 s only what is newer, appended per device.
+  const gpuSeries = new Map();
+  let gpuSince = null;
   every(2000, async () => {
     const [nodes, history, fresh] = await Promise.all([api("/nodes"), api("/nodes/usage"),
-      api(`/nodes/gpus/usage${gpuSince == null ? "" : `?since=${gpuSince}`}`)]);
-    if (fresh.length) {
-      gpuSince = fresh.reduce((m, x) => Math.max(m, x.at), gpuSince ?? 0);
-      gpuHistory = gpuHistory.concat(fresh).filter((x) => x.at > gpuSince - 3600);
+      api(`/nodes/gpus/usage?${gpuSince == null ? `max_points=${GPU_CHART_POINTS}` : `since=${gpuSince}`}`)]);
+    for (const s of fresh) {
+      const key = `${s.node}/${s.index}`, old = gpuSeries.get(key);
+      const columns = ["at", "utilization_percent", "memory_used"];
+      const merged = old ? { ...s, ...Object.fromEntries(columns.map((c) => [c, old[c].concat(s[c])])) } : s;
+      const keep = Math.max(0, merged.at.findIndex((at) => at > merged.at[merged.at.length - 1] - 3600));
+      gpuSeries.set(key, { ...merged, ...Object.fromEntries(columns.map((c) => [c, merged[c].slice(keep)])) });
+      if (s.at.length) gpuSince = Math.max(gpuSince ?? 0, s.at[s.at.length - 1]);
     }
     app.innerHTML = `<h1>Nodes</h1><div class="cards">${nodes.map((n) => `<div class="card" data-node="${esc(n.name)}">
       <b>${esc(n.name)}</b> ${status(n.status)} <div class="muted">${esc(n.address)} · Docker ${esc(n.engine_version)}</div>
@@ -327,7 +333,7 @@ async function nodesPage() {
       <canvas class="chart small" data-node-usage="${esc(n.name)}" title="CPU (% of one CPU) of the node's job containers"></canvas>
       ${n.last_error ? `<div class="error">${esc(n.last_error)}</div>` : ""}</div>`).join("")}</div>`;
     drawNodeUsage(history);
-    drawGpuUsage(gpuHistory);
+    drawGpuUsage([...gpuSeries.values()]);
   });
 }
 
@@ -348,17 +354,13 @@ function gpuTile(g) {
 }
 
 // Each GPU's utilization over the last hour, one line per device of the node.
-function drawGpuUsage(history) {
+function drawGpuUsage(series) {
   for (const canvas of document.querySelectorAll("canvas[data-gpu-usage]")) {
-    const samples = history.filter((x) => x.node === canvas.dataset.gpuUsage);
-    const start = samples.reduce((m, x) => Math.min(m, x.at), Infinity);
-    const devices = [...new Set(samples.map((x) => x.index))].sort((a, b) => a - b);
-    drawChart(canvas, devices.map((index) => {
-      const mine = samples.filter((x) => x.index === index);
-      return { label: `GPU ${index} %`, steps: mine.map((x) => Math.round(x.at - start)),
-               values: mine.map((x) => (x.utilization_percent == null ? NaN : x.utilization_percent)) };
-    }));
-    canvas.dataset.points = samples.length;
+    const mine = series.filter((s) => s.node === canvas.dataset.gpuUsage).sort((a, b) => a.index - b.index);
+    const start = mine.reduce((m, s) => Math.min(m, s.at[0] ?? Infinity), Infinity);
+    drawChart(canvas, mine.map((s) => ({ label: `GPU ${s.index} %`, steps: s.at.map((at) => Math.round(at - start)),
+      values: s.utilization_percent.map((v) => (v == null ? NaN : v)) })));
+    canvas.dataset.points = mine.reduce((t, s) => t + s.at.length, 0);
   }
 }
 
