@@ -1,15 +1,18 @@
 """The dashboard's figures (issue 15) in headless Chromium against a real server and Docker engine.
 
     .venv/bin/python -m benchmarks.bench_ui [--jobs 10000] [--points 100000] [--repeats 5] [--json OUT]
+                                            [--parts jobs,chart,nodes,live]
 
 - **Jobs page, 10,000 jobs**: from navigation start until the jobs page is interactive (its first page of
   rows rendered and its handlers bound: ``#app[data-ready=jobs]``), median of ``--repeats`` fresh loads;
   baseline: the same page filtered to a project of 100 jobs, same server, same run. Goal ≤ 1 s.
 - **A 100,000-point series**: from navigation start until the job page's loss chart is drawn (its canvas
   carries ``data-points``); baseline: a 1,000-point series. Goal ≤ 1 s.
-- **The nodes page with 50 nodes** of 8 GPUs each (400 squares in the GPU map): from navigation start
-  until drawn; baseline: the one real node. The 50 are rows in the database whose engines do not answer
-  (they show as unreachable), so no job holds their GPUs. Goal (issue 15): interactive with 50 nodes.
+- **The nodes page with 50 nodes** of 8 GPUs each (400 squares in the GPU map, each with its last reading,
+  and a GPU chart per node from an hour of readings at the usage step's 10 s: 144,000 samples): from
+  navigation start until every chart is drawn; baseline: the one real node. The 50 are rows in the
+  database whose engines (closed ports on loopback) do not answer, so they show as unreachable and no job
+  holds their GPUs. Goal (issue 15): interactive with 50 nodes.
 - **A metric on an open job page**: a job logs ``loss`` every 0.2 s through the SDK; the page records when
   each new step appears; latency = that moment − the time the SDK stamped on the point. Goal ≤ 2 s.
 
@@ -30,12 +33,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks._server import BenchServer, remove_containers
+from benchmarks._server import BenchServer, free_port, remove_containers
 from benchmarks.bench_tracking import LOGGER, _logger_job, _wait
 from deepdock.api.enums import JobStatus
 from deepdock.client import Client
 from deepdock.envs.base import offline_image_name
-from deepdock.server.db.models import Job, Membership, Node, Project, User
+from sqlalchemy import insert
+
+from deepdock.server.db.models import GpuSample, Job, Membership, Node, Project, User
 from deepdock.server.db.session import Database
 from deepdock.settings import Settings
 from deepdock.specs.job import JobSpec
@@ -71,16 +76,28 @@ def fill_jobs(home: Path, big: int, small: int) -> None:
     db.dispose()
 
 
-def fill_nodes(home: Path, count: int) -> None:
+def fill_nodes(home: Path, count: int, gpu_history_s: float = 3600.0, interval_s: float = 10.0) -> int:
+    """``count`` nodes of 8 GPUs whose engines are closed loopback ports, each GPU with a reading every
+    ``interval_s`` over the last ``gpu_history_s``; returns how many readings."""
     db = Database(Settings(home=home).db_url)
+    now = time.time()
+    rounds = int(gpu_history_s / interval_s)
+    rng = random.Random(0)
     with db.session() as session:
         for i in range(count):
-            session.add(Node(name=f"gpu-{i:02d}", engine_url=f"tcp://192.0.2.{i + 1}:2375", cpus=64, memory=512 * 1024**3,
+            session.add(Node(name=f"gpu-{i:02d}", engine_url=f"tcp://127.0.0.1:{free_port()}", cpus=64,
+                             memory=512 * 1024**3,
                              gpus=[{"index": g, "uuid": f"GPU-{i}-{g}", "model": "H100", "memory": 80 * 1024**3}
                                    for g in range(8)], labels={}, engine_version="24.0", status="ready",
-                             last_seen_at=time.time()))
+                             last_seen_at=now))
+        readings = [{"node_name": f"gpu-{i:02d}", "gpu_index": g, "uuid": f"GPU-{i}-{g}", "at": now - r * interval_s,
+                     "utilization_percent": float(rng.randint(0, 100)), "memory_used": rng.randint(0, 80) * 1024**3,
+                     "memory_total": 80 * 1024**3, "temperature_c": 60.0, "power_w": 400.0}
+                    for i in range(count) for g in range(8) for r in range(rounds)]
+        session.execute(insert(GpuSample), readings)
         session.commit()
     db.dispose()
+    return len(readings)
 
 
 def loaded_ms(context: Any, url: str, ready: str, repeats: int) -> dict[str, float]:
@@ -116,7 +133,9 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--parts", default="jobs,chart,nodes,live", help="which figures, comma-separated")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     from playwright.sync_api import sync_playwright
 
     tmp = Path(tempfile.mkdtemp(prefix="deepdock-bench-ui-"))
@@ -129,41 +148,54 @@ def main() -> None:
         with BenchServer(tmp / "home", DEEPDOCK_TRACKING_INTERVAL_S="0.2",
                          DEEPDOCK_CONTAINER_LABELS=json.dumps(LABEL)) as server:
             client = Client(server.url, server.token, settings=Settings(home=tmp / "home"))
-            fill_jobs(tmp / "home", args.jobs - 100, 100)
-            long_job = _logger_job(client, code, image, 1, args.points, "bench-ui-long")
-            short_job = _logger_job(client, code, image, 1, 1000, "bench-ui-short")
-            for job in (long_job, short_job):
-                _wait(client, job)
-            assert client.series(long_job, "m0").total == args.points
-            live = client.run(JobSpec.model_validate({"name": "bench-ui-live", "image": image,
-                                                      "command": ["python", "-c", LIVE],
-                                                      "resources": {"cpus": 0.5, "memory": "256m"}}))
+            if "jobs" in parts:
+                fill_jobs(tmp / "home", args.jobs - 100, 100)
+            if "chart" in parts:
+                long_job = _logger_job(client, code, image, 1, args.points, "bench-ui-long")
+                short_job = _logger_job(client, code, image, 1, 1000, "bench-ui-short")
+                for job in (long_job, short_job):
+                    _wait(client, job)
+                assert client.series(long_job, "m0").total == args.points
+            live = None
+            if "live" in parts:
+                live = client.run(JobSpec.model_validate({"name": "bench-ui-live", "image": image,
+                                                          "command": ["python", "-c", LIVE],
+                                                          "resources": {"cpus": 0.5, "memory": "256m"}}))
             with sync_playwright() as p:
                 context = p.chromium.launch_persistent_context(
                     str(tmp / "profile"), executable_path=shutil.which("chromium"), headless=True, args=FLAGS,
                     viewport={"width": 1360, "height": 900})
                 context.add_init_script(f"sessionStorage.setItem('deepdock-token', {json.dumps(server.token)})")
                 ui = f"{server.url}/ui/"
-                results["jobs_page"] = {
-                    f"{args.jobs} jobs": loaded_ms(context, f"{ui}#/jobs?project=big", "#app[data-ready=jobs]", args.repeats),
-                    "100 jobs (baseline)": loaded_ms(context, f"{ui}#/jobs?project=small", "#app[data-ready=jobs]", args.repeats)}
-                print("jobs_page", json.dumps(results["jobs_page"]), flush=True)
-                chart = "canvas[data-metric=m0][data-points]"
-                results["chart"] = {
-                    f"{args.points} points": loaded_ms(context, f"{ui}#/jobs/{long_job}", chart, args.repeats),
-                    "1000 points (baseline)": loaded_ms(context, f"{ui}#/jobs/{short_job}", chart, args.repeats)}
-                print("chart", json.dumps(results["chart"]), flush=True)
-                nodes = "[data-node=local]"
-                results["nodes_page"] = {"1 node (baseline)": loaded_ms(context, f"{ui}#/nodes", nodes, args.repeats)}
-                fill_nodes(tmp / "home", 50)
-                results["nodes_page"]["51 nodes, 400 GPUs"] = loaded_ms(context, f"{ui}#/nodes",
-                                                                         "[data-node=gpu-49] [data-gpu='7']", args.repeats)
-                print("nodes_page", json.dumps(results["nodes_page"]), flush=True)
-                results["live"] = live_latency(context, client, server.url, live.id)
-                print("live", json.dumps(results["live"]), flush=True)
+                if "jobs" in parts:
+                    results["jobs_page"] = {
+                        f"{args.jobs} jobs": loaded_ms(context, f"{ui}#/jobs?project=big", "#app[data-ready=jobs]",
+                                                       args.repeats),
+                        "100 jobs (baseline)": loaded_ms(context, f"{ui}#/jobs?project=small", "#app[data-ready=jobs]",
+                                                         args.repeats)}
+                    print("jobs_page", json.dumps(results["jobs_page"]), flush=True)
+                if "chart" in parts:
+                    chart = "canvas[data-metric=m0][data-points]"
+                    results["chart"] = {
+                        f"{args.points} points": loaded_ms(context, f"{ui}#/jobs/{long_job}", chart, args.repeats),
+                        "1000 points (baseline)": loaded_ms(context, f"{ui}#/jobs/{short_job}", chart, args.repeats)}
+                    print("chart", json.dumps(results["chart"]), flush=True)
+                if "nodes" in parts:
+                    nodes = "[data-node=local]"
+                    results["nodes_page"] = {"1 node (baseline)": loaded_ms(context, f"{ui}#/nodes", nodes,
+                                                                            args.repeats)}
+                    readings = fill_nodes(tmp / "home", 50)
+                    results["nodes_page"][f"51 nodes, 400 GPUs, {readings} GPU readings"] = loaded_ms(
+                        context, f"{ui}#/nodes", "[data-node=gpu-49] canvas[data-gpu-usage][data-points]",
+                        args.repeats)
+                    print("nodes_page", json.dumps(results["nodes_page"]), flush=True)
+                if live is not None:
+                    results["live"] = live_latency(context, client, server.url, live.id)
+                    print("live", json.dumps(results["live"]), flush=True)
                 context.close()
-            client.stop(live.id)
-            _wait(client, live.id)
+            if live is not None:
+                client.stop(live.id)
+                _wait(client, live.id)
     finally:
         remove_containers(LABEL)
         shutil.rmtree(tmp, ignore_errors=True)

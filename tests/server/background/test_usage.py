@@ -142,7 +142,7 @@ def test_gpu_nodes_are_sampled_shown_with_their_holders_and_kept_as_history(step
         assert session.query(GpuSample).count() == 4
 
 
-def test_a_long_gpu_history_is_downsampled_per_device_keeping_its_peaks(steps):
+def test_a_long_gpu_history_is_downsampled_per_device_in_sql_keeping_its_peaks(steps):
     from deepdock.errors import SpecError
     from deepdock.server.db.models import GpuSample
     from deepdock.server.services.gpus import gpu_usage
@@ -156,10 +156,13 @@ def test_a_long_gpu_history_is_downsampled_per_device_keeping_its_peaks(steps):
                                       utilization_percent=busy, memory_used=GIB, memory_total=80 * GIB))
         session.commit()
     with steps.session() as session:
-        full, spiky = gpu_usage(session, since=start - 1, max_points=60)
-        assert [len(full.at), len(spiky.at)] == [60, 60]
-        assert full.at[0] == start and full.at[-1] == start + 3590  # the ends are kept
-        assert 100.0 in spiky.utilization_percent  # LTTB keeps the peak a chart must show
+        end = start + 3600
+        full, spiky = gpu_usage(session, since=end - 3600 - 1, max_points=60, now=end)
+        assert [len(full.at), len(spiky.at)] == [60, 60]  # a minute a point: 6 samples each
+        assert full.at[0] == start + 50 and full.at[-1] == start + 3590  # each span at its last sample
+        assert full.at == sorted(full.at) and set(full.utilization_percent) == {10.0}
+        assert spiky.utilization_percent.count(100.0) == 1  # the busy moment a chart is read for is kept
         assert len(gpu_usage(session, since=start - 1)[0].at) == 360
+        assert [len(s.at) for s in gpu_usage(session, since=start - 1, max_points=1000, now=end)] == [360, 360]
         with pytest.raises(SpecError, match="max_points"):
             gpu_usage(session, max_points=1)

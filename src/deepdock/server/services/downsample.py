@@ -36,3 +36,4 @@ def lttb_indices(x: np.ndarray, y: np.ndarray, n: int) -> np.ndarray:
         previous = start + int(np.argmax(area))
         keep[b + 1] = previous
     return keep
+
