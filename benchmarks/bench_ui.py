@@ -33,13 +33,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import insert
+
 from benchmarks._server import BenchServer, free_port, remove_containers
 from benchmarks.bench_tracking import LOGGER, _logger_job, _wait
 from deepdock.api.enums import JobStatus
 from deepdock.client import Client
 from deepdock.envs.base import offline_image_name
-from sqlalchemy import insert
-
 from deepdock.server.db.models import GpuSample, Job, Membership, Node, Project, User
 from deepdock.server.db.session import Database
 from deepdock.settings import Settings

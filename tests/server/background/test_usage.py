@@ -98,8 +98,8 @@ def test_every_round_is_kept_as_history_per_rank_and_per_node_and_a_day_old_one_
 
 def test_gpu_nodes_are_sampled_shown_with_their_holders_and_kept_as_history(steps):
     from deepdock.compute.base import GpuStats
-    from deepdock.server.services.gpus import GPU_SAMPLE_FRESH_S, gpu_usage
     from deepdock.server.db.models import GpuSample
+    from deepdock.server.services.gpus import GPU_SAMPLE_FRESH_S, gpu_usage
 
     gpu_node = steps.node("g", gpus=2)
     steps.node("c")  # no GPUs: never probed, no rows

@@ -4,9 +4,10 @@
 against both), but nothing runs: a container stays ``running`` until a test ends it with ``finish`` or
 the server stops it. Time comes from a controllable clock, so reconciler tests need no sleeps.
 
-Abilities: ``StatsSource``, ``GpuTelemetry`` (what ``set_gpu_stats`` gave, or idle devices), ``ImageProvision`` (a build is instant and content-addressed; an export is a
-small JSON marker that another fake's ``import_image`` understands), ``FileTransfer`` (the files of
-the code archive and of ``put_file``, as tars), ``Networking`` (networks and host ports in memory),
+Abilities: ``StatsSource``, ``GpuTelemetry`` (what ``set_gpu_stats`` gave, or idle devices),
+``ImageProvision`` (a build is instant and content-addressed; an export is a small JSON marker that
+another fake's ``import_image`` understands), ``FileTransfer`` (the files of the code archive and of
+``put_file``, as tars), ``Networking`` (networks and host ports in memory),
 ``VolumeStore`` (named volumes and their labels in memory; a volume a container names is in use).
 
 Test hooks (not part of any interface): ``finish``, ``write_log``, ``ignore_sigterm``,

@@ -28,8 +28,8 @@ def node_usage(since: float | None = None, session: Session = Depends(get_sessio
 
 
 @router.get("/nodes/gpus/usage", response_model=list[GpuSeriesOut])
-def gpu_usage(since: float | None = None, node: str | None = None,
-              max_points: int | None = None, session: Session = Depends(get_session), user: User = Depends(current_user)) -> list[GpuSeriesOut]:
+def gpu_usage(since: float | None = None, node: str | None = None, max_points: int | None = None,
+              session: Session = Depends(get_session), user: User = Depends(current_user)) -> list[GpuSeriesOut]:
     """Each GPU's utilization and memory per usage round, from the nodes' NVIDIA tools: one series per
     device (the last hour by default; one node with ``node``; at most ``max_points`` a series)."""
     return gpu_service.gpu_usage(session, since, node, max_points)
