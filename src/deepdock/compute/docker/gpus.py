@@ -13,7 +13,7 @@ glibc image (debian, ubuntu, any CUDA image); it is configurable, else picked fr
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from docker.types import DeviceRequest
 
@@ -43,6 +43,14 @@ PROBE_LABEL = "deepdock.probe"
 PROBE_IMAGE_HINTS = ("cuda", "pytorch", "nvidia", "ubuntu", "debian", "python", "deepdock/env")
 
 
+def _csv_rows(output: str) -> Iterator[tuple[str, list[str]]]:
+    """Each non-blank line of nvidia-smi's ``--format=csv,noheader`` output, with its fields."""
+    for raw in output.splitlines():
+        line = raw.strip()
+        if line:
+            yield line, [f.strip() for f in line.split(",")]
+
+
 def parse_nvidia_smi(output: str) -> list[GpuInfo]:
     """Parse ``index, uuid, name, memory.total`` CSV lines (memory in MiB) into ``GpuInfo``s.
 
@@ -50,11 +58,7 @@ def parse_nvidia_smi(output: str) -> list[GpuInfo]:
     from the back. Memory reported as ``[N/A]`` (some MIG/vGPU setups) becomes 0.
     """
     gpus: list[GpuInfo] = []
-    for raw in output.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        fields = [f.strip() for f in line.split(",")]
+    for line, fields in _csv_rows(output):
         if len(fields) < 4:
             raise ValueError(f"unexpected nvidia-smi line: {line!r}")
         index, uuid, memory = fields[0], fields[1], fields[-1]
@@ -76,11 +80,7 @@ def _reading(value: str) -> float | None:
 def parse_gpu_stats(output: str) -> list[GpuStats]:
     """Parse ``NVIDIA_SMI_STATS_QUERY`` lines (memory in MiB, power in W) into ``GpuStats``, by index."""
     stats: list[GpuStats] = []
-    for raw in output.splitlines():
-        line = raw.strip()
-        if not line:
-            continue
-        fields = [f.strip() for f in line.split(",")]
+    for line, fields in _csv_rows(output):
         if len(fields) != 7 or not fields[0].isdigit():
             raise ValueError(f"unexpected nvidia-smi line: {line!r}")
         used, total = _reading(fields[3]), _reading(fields[4])
