@@ -166,3 +166,8 @@ def test_a_long_gpu_history_is_downsampled_per_device_in_sql_keeping_its_peaks(s
         assert [len(s.at) for s in gpu_usage(session, since=start - 1, max_points=1000, now=end)] == [360, 360]
         with pytest.raises(SpecError, match="max_points"):
             gpu_usage(session, max_points=1)
+        with pytest.raises(SpecError, match="since"):
+            gpu_usage(session, since=float("nan"))
+        # Out-of-range times read as the ends of the history (the spans are integer milliseconds in SQL).
+        assert gpu_usage(session, since=float("inf"), max_points=10, now=end) == []
+        assert [len(s.at) for s in gpu_usage(session, since=-1e300, max_points=10, now=end)] == [1, 1]  # decades a span

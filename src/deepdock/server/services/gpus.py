@@ -4,12 +4,14 @@ dashboard's chart. Device readings name no job, so every user may read them, as 
 
 from __future__ import annotations
 
+import math
 from itertools import groupby
 
 from sqlalchemy import BigInteger, and_, cast, func, select
 from sqlalchemy.orm import Session
 
 from deepdock.api import GpuSeriesOut
+from deepdock.errors import SpecError
 from deepdock.server.db.models import GpuSample, now_s
 from deepdock.server.services.runs import check_max_points
 
@@ -41,8 +43,11 @@ def gpu_usage(session: Session, since: float | None = None, node: str | None = N
     moment is what a utilization chart is read for. The spans are grouped in SQL, so a dashboard reading an
     hour of 400 GPUs (144,000 samples) gets ~100 points a device without the rows leaving the database."""
     check_max_points(max_points)
+    if since is not None and math.isnan(since):
+        raise SpecError("since must be a time in seconds since the epoch")
     end = now if now is not None else now_s()
-    start = since if since is not None else end - GPU_USAGE_WINDOW_S
+    # Clamped into [0, now]: the spans are integer milliseconds in SQL (a BIGINT), and no sample is newer.
+    start = min(max(since if since is not None else end - GPU_USAGE_WINDOW_S, 0.0), end)
     where = [GpuSample.at > start] + ([GpuSample.node_name == node] if node is not None else [])
     keys = (GpuSample.node_name, GpuSample.gpu_index)
     if max_points is None:
