@@ -1,11 +1,12 @@
 """The model server's own cost, each figure against its baselines in the same run.
 
-    .venv/bin/python -m benchmarks.bench_serving [--only overhead|decode] [--seconds 8] [--json OUT]
+    .venv/bin/python -m benchmarks.bench_serving [--only overhead|decode] [--seconds 8] [--rounds 3] [--json OUT]
 
-- **overhead**: server-side cost per request of an identity model. Three servers, each one uvicorn
-  process (httptools, one worker) pinned to CPU 0, driven by ``wrk`` (Debian's package) pinned to CPU 1
+- **overhead**: server-side cost per request of an identity model. Four servers, each one process
+  (asyncio's loop, httptools' parser) pinned to CPU 0, driven by ``wrk`` (Debian's package) pinned to CPU 1
   with 32 connections for ``--seconds``, the same v2 JSON request (a [1, 4] FP32 tensor) every time:
-  (a) deepdock.serving with an ONNX Identity graph (onnxruntime, batching on: max batch 32, max wait 0);
+  (a) deepdock.serving with an ONNX Identity graph (onnxruntime, batching on: max batch 32, max wait 0),
+  on its own HTTP front (serving/http.py), and (a') the same server under uvicorn (``--http asgi``);
   (b) raw ASGI: a bare app that reads the body and answers a fixed v2 response (the floor of this
   stack); (c) FastAPI: pydantic models of the v2 request and response, echoing the tensor. With the
   server's core saturated, its CPU time per request is 1 / requests-per-second. Goal: deepdock ≤ 50 µs.
@@ -140,7 +141,7 @@ def _wrk(port: int, seconds: int, script: Path) -> dict[str, float]:
             "non_2xx": int(errors.group(1)) if errors else 0}
 
 
-def measure_overhead(seconds: int) -> dict[str, Any]:
+def measure_overhead(seconds: int, rounds: int) -> dict[str, Any]:
     if shutil.which("wrk") is None or shutil.which("taskset") is None:
         raise SystemExit("needs wrk and taskset (apt-get install wrk util-linux)")
     results: dict[str, Any] = {}
@@ -155,23 +156,31 @@ def measure_overhead(seconds: int) -> dict[str, Any]:
                "OMP_NUM_THREADS": "1"}
         uvicorn = [sys.executable, "-m", "uvicorn", "--host", "127.0.0.1", "--http", "httptools", "--no-access-log",
                    "--log-level", "warning"]
+        deepdock = [sys.executable, "-m", "deepdock.serving", "--model-dir", str(bundle), "--host", "127.0.0.1",
+                    "--threads", "1", "--max-batch-size", "32", "--max-wait-ms", "0"]
         servers = {
-            "deepdock": lambda port: [sys.executable, "-m", "deepdock.serving", "--model-dir", str(bundle), "--host",
-                                      "127.0.0.1", "--port", str(port), "--threads", "1", "--max-batch-size", "32",
-                                      "--max-wait-ms", "0"],
+            "deepdock": lambda port: [*deepdock, "--port", str(port)],
+            "deepdock_on_uvicorn": lambda port: [*deepdock, "--port", str(port), "--http", "asgi"],
             "raw_asgi": lambda port: [*uvicorn, "--port", str(port), "--loop", "asyncio", "raw_asgi_app:app"],
             "fastapi": lambda port: [*uvicorn, "--port", str(port), "--loop", "asyncio", "fastapi_app:app"],
         }
-        for name, command in servers.items():
-            port = free_port()
-            proc = _serve(command(port), port, env)
-            try:
-                _wrk(port, 2, script)  # warm-up
-                results[name] = _wrk(port, seconds, script)
-            finally:
-                proc.terminate()
-                proc.wait(15)
-            print(f"{name:9s} {results[name]}", flush=True)
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+        for _ in range(rounds):  # the servers alternate, so a slow minute of the machine hits each of them
+            for name, command in servers.items():
+                port = free_port()
+                proc = _serve(command(port), port, env)
+                try:
+                    _wrk(port, 2, script)  # warm-up
+                    runs[name].append(_wrk(port, seconds, script))
+                finally:
+                    proc.terminate()
+                    proc.wait(15)
+                print(f"{name:20s} {runs[name][-1]}", flush=True)
+    for name, measured in runs.items():
+        results[name] = {"us_per_request": statistics.median(r["us_per_request"] for r in measured),
+                         "runs_us": [r["us_per_request"] for r in measured],
+                         "p50_ms": statistics.median(r["p50_ms"] for r in measured),
+                         "non_2xx": sum(int(r["non_2xx"]) for r in measured)}
     results["deepdock_minus_raw_asgi_us"] = round(results["deepdock"]["us_per_request"]
                                                   - results["raw_asgi"]["us_per_request"], 1)
     return results
@@ -202,6 +211,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["overhead", "decode"])
     parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each server (medians reported)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     results: dict[str, Any] = {}
@@ -209,7 +219,7 @@ def main() -> None:
         results["decode"] = measure_decode()
         print("decode", results["decode"], flush=True)
     if args.only in (None, "overhead"):
-        results["overhead"] = measure_overhead(args.seconds)
+        results["overhead"] = measure_overhead(args.seconds, args.rounds)
     print(json.dumps(results, indent=1))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

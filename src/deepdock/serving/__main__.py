@@ -1,15 +1,18 @@
-"""``python -m deepdock.serving``: serve the bundle in ``--model-dir`` until SIGTERM (uvicorn drains the
-open requests first)."""
+"""``python -m deepdock.serving``: serve the bundle in ``--model-dir`` until SIGTERM (the requests in flight
+finish first). ``--http asgi`` runs the same server under uvicorn instead of deepdock's own HTTP front
+(serving/http.py): the baseline the benchmarks compare it with."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from pathlib import Path
 
-from deepdock.serving.app import DEFAULT_MAX_BODY_BYTES, ModelServer, ServingConfig
+from deepdock.serving.app import DEFAULT_MAX_BODY_BYTES, ModelServer, ServingConfig, asgi_app
 from deepdock.serving.bundle import BundleError, read_bundle
+from deepdock.serving.http import serve
 from deepdock.serving.runtimes import RuntimeUnavailable, load_runtime
 
 DEFAULT_PORT = 8080
@@ -30,6 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=int(_env("THREADS", "0")),
                         help="the runtime's compute threads (0: its default)")
     parser.add_argument("--max-body-bytes", type=int, default=int(_env("MAX_BODY_BYTES", str(DEFAULT_MAX_BODY_BYTES))))
+    parser.add_argument("--http", choices=["own", "asgi"], default=_env("HTTP", "own"),
+                        help="own: deepdock's HTTP/1.1 front (serving/http.py); asgi: the same server under uvicorn")
     return parser.parse_args(argv)
 
 
@@ -48,11 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     except (BundleError, RuntimeUnavailable, ValueError) as exc:
         print(f"deepdock.serving: {exc}", file=sys.stderr, flush=True)
         return 2
+    if args.http == "own":
+        asyncio.run(serve(server, args.host, args.port))
+        return 0
     import uvicorn
 
     # asyncio's own loop and httptools' parser: what the serving image has (uvloop is left out of it,
     # envs/serving_image.py), so a test or a benchmark here runs what a container runs.
-    uvicorn.run(server, host=args.host, port=args.port, log_level="warning", access_log=False,
+    uvicorn.run(asgi_app(server), host=args.host, port=args.port, log_level="warning", access_log=False,
                 lifespan="on", timeout_graceful_shutdown=10, loop="asyncio", http="httptools")
     return 0
 

@@ -1,4 +1,4 @@
-"""The model server: a bare ASGI application speaking the Open Inference Protocol (KServe v2) over HTTP.
+"""The model server: the Open Inference Protocol (KServe v2) over HTTP, independent of the HTTP layer.
 
 Routes: ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2`` (server metadata),
 ``GET /v2/models/NAME[/versions/V]`` (model metadata from the version's signature),
@@ -6,13 +6,19 @@ Routes: ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2`` (server m
 ``GET /metrics`` (Prometheus). Errors are ``{"error": "..."}`` with 400 (a bad request, naming the input),
 404, 405, 413 (a body over ``max_body_bytes``) or 500 (the model failed); the server keeps serving.
 
-Why bare ASGI and not FastAPI: the per-request cost of a framework's routing, validation and response
-models is about 100 µs, several times what this whole path costs (benchmarks/); the protocol is small
-enough to route by hand, and uvicorn (httptools, uvloop) stays the proven part underneath.
+``ModelServer.respond`` takes a parsed request and gives a ``Reply`` at once, or a ``PendingInfer`` whose
+future the batcher resolves, turned into a ``Reply`` by ``finish``: no coroutine or task per request, so
+the HTTP front (``serving/http.py``) writes the answer from the future's callback. ``asgi_app`` runs the
+same core under any ASGI server (uvicorn): the "before" of the figures in docs/benchmarks.md.
+
+Why no framework: the per-request cost of a framework's routing, validation and response models is about
+100 µs, several times what this whole path costs (benchmarks/); the protocol is small enough to route by
+hand.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -59,6 +65,25 @@ class HttpError(Exception):
         self.message = message
 
 
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: bytes = JSON_TYPE
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PendingInfer:
+    """An inference handed to the batcher: ``future`` resolves with its outputs (or ``ModelError``)."""
+
+    future: asyncio.Future[dict[str, np.ndarray]]
+    request_id: str | None
+    wanted: list[str]
+    binary: set[str] | bool
+    started: float
+
+
 class ModelServer:
     def __init__(self, model: ServedModel, predict: Predict, config: ServingConfig) -> None:
         self.model = model
@@ -81,76 +106,57 @@ class ModelServer:
         self._server_metadata = orjson.dumps({"name": SERVER_NAME, "version": _version(),
                                               "extensions": PROTOCOL_EXTENSIONS})
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-            return
-        if scope["type"] != "http":
-            return
+    def start(self) -> None:
+        """Start batching (on the running loop) and answer ready."""
+        self.batcher.start()
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.batcher.stop()
+
+    def respond(self, method: str, path: str, body: bytes, header_length: bytes | None) -> Reply | PendingInfer:
+        """The answer to one request whose body was read whole (within ``max_body_bytes``): a ``Reply``,
+        or for an inference the batcher's ``PendingInfer`` (``finish`` it once its future is done)."""
+        path = path.rstrip("/") or "/"
         try:
-            await self._route(scope, receive, send)
+            if path.endswith("/infer"):
+                if path[: -len("/infer")] not in self._model_paths:
+                    raise HttpError(404, f"no model {path[len('/v2/models/'):-len('/infer')]!r} here; "
+                                         f"this server serves {self.model.name!r} version {self.model.version}")
+                if method != "POST":
+                    raise HttpError(405, "infer takes POST")
+                return self._infer(body, header_length)
+            if method != "GET":
+                raise HttpError(405, f"{path} takes GET")
+            return self._get(path)
         except HttpError as exc:
-            await _reply(send, exc.status, orjson.dumps({"error": exc.message}))
+            return error_reply(exc.status, exc.message)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                self.batcher.start()
-                self.ready = True
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                self.ready = False
-                await self.batcher.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope["path"].rstrip("/") or "/"
-        method: str = scope["method"]
-        if path.endswith("/infer"):
-            if path[: -len("/infer")] not in self._model_paths:
-                raise HttpError(404, f"no model {path[len('/v2/models/'):-len('/infer')]!r} here; "
-                                     f"this server serves {self.model.name!r} version {self.model.version}")
-            if method != "POST":
-                raise HttpError(405, "infer takes POST")
-            await self._infer(scope, receive, send)
-            return
-        if method != "GET":
-            raise HttpError(405, f"{path} takes GET")
+    def _get(self, path: str) -> Reply:
         if path == "/v2/health/live":
-            await _reply(send, 200, b'{"live":true}')
-        elif path == "/v2/health/ready":
-            await _reply(send, 200 if self.ready else 503, b'{"ready":true}' if self.ready else b'{"ready":false}')
-        elif path == "/v2":
-            await _reply(send, 200, self._server_metadata)
-        elif path in self._model_paths:
-            await _reply(send, 200, self._metadata)
-        elif path.endswith("/ready") and path[: -len("/ready")] in self._model_paths:
-            await _reply(send, 200 if self.ready else 503, orjson.dumps({"name": self.model.name,
-                                                                         "ready": self.ready}))
-        elif path == "/metrics":
-            await _reply(send, 200, self.metrics.exposition(), b"text/plain; version=0.0.4")
-        else:
-            raise HttpError(404, f"no route {path}")
+            return Reply(200, b'{"live":true}')
+        if path == "/v2/health/ready":
+            return Reply(200, b'{"ready":true}') if self.ready else Reply(503, b'{"ready":false}')
+        if path == "/v2":
+            return Reply(200, self._server_metadata)
+        if path in self._model_paths:
+            return Reply(200, self._metadata)
+        if path.endswith("/ready") and path[: -len("/ready")] in self._model_paths:
+            return Reply(200 if self.ready else 503, orjson.dumps({"name": self.model.name, "ready": self.ready}))
+        if path == "/metrics":
+            return Reply(200, self.metrics.exposition(), b"text/plain; version=0.0.4")
+        raise HttpError(404, f"no route {path}")
 
-    async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _infer(self, body: bytes, header_length: bytes | None) -> Reply | PendingInfer:
         started = time.perf_counter()
-        self.in_flight += 1
-        status = 200
         try:
-            header_length: int | None = None
-            for key, value in scope["headers"]:
-                if key == b"content-length" and int(value) > self.config.max_body_bytes:
-                    raise HttpError(413, f"the body is larger than {self.config.max_body_bytes} bytes")
-                if key == HEADER_LENGTH.encode():
-                    try:
-                        header_length = int(value)
-                    except ValueError:
-                        raise HttpError(400, "Inference-Header-Content-Length is not a number") from None
-            body = await _read_body(receive, self.config.max_body_bytes)
             try:
-                request = parse_request(body, header_length)
+                length = None if header_length is None else int(header_length)
+            except ValueError:
+                raise HttpError(400, "Inference-Header-Content-Length is not a number") from None
+            try:
+                request = parse_request(body, length)
                 inputs = self._conform(request.inputs)
                 wanted = request.outputs or self._output_names
                 unknown = [n for n in wanted if n not in self._output_names]
@@ -158,21 +164,30 @@ class ModelServer:
                     raise InvalidTensor(f"no output {unknown[0]!r}; the model's outputs are {self._output_names}")
             except InvalidTensor as exc:
                 raise HttpError(400, str(exc)) from None
-            try:
-                outputs = await self.batcher.infer(inputs)
-            except ModelError as exc:
-                raise HttpError(500, f"the model failed: {exc}") from None
-            binary: set[str] | bool = True if request.all_binary else request.binary_outputs
-            payload, length = encode_response(self.model.name, self.model.version, request.id,
-                                              [(n, outputs[n]) for n in wanted], binary)
-            extra = [(HEADER_LENGTH.encode(), str(length).encode())] if length is not None else []
-            await _reply(send, 200, payload, BINARY_TYPE if length is not None else JSON_TYPE, extra)
         except HttpError as exc:
-            status = exc.status
-            raise
-        finally:
-            self.in_flight -= 1
-            self.metrics.request(status, time.perf_counter() - started)
+            self.metrics.request(exc.status, time.perf_counter() - started)
+            return error_reply(exc.status, exc.message)
+        self.in_flight += 1
+        binary: set[str] | bool = True if request.all_binary else request.binary_outputs
+        return PendingInfer(self.batcher.submit(inputs), request.id, wanted, binary, started)
+
+    def finish(self, pending: PendingInfer) -> Reply:
+        """The reply to an inference whose future is done (its outputs, or the model's failure)."""
+        self.in_flight -= 1
+        try:
+            outputs = pending.future.result()
+        except ModelError as exc:
+            self.metrics.request(500, time.perf_counter() - pending.started)
+            return error_reply(500, f"the model failed: {exc}")
+        except asyncio.CancelledError:  # the batcher stopped first (shutdown past its grace)
+            self.metrics.request(503, time.perf_counter() - pending.started)
+            return error_reply(503, "the server is shutting down")
+        payload, length = encode_response(self.model.name, self.model.version, pending.request_id,
+                                          [(n, outputs[n]) for n in pending.wanted], pending.binary)
+        self.metrics.request(200, time.perf_counter() - pending.started)
+        if length is None:
+            return Reply(200, payload)
+        return Reply(200, payload, BINARY_TYPE, ((HEADER_LENGTH.encode(), str(length).encode()),))
 
     def _conform(self, given: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         missing = [name for name in self._inputs if name not in given]
@@ -189,28 +204,60 @@ class ModelServer:
         return arrays
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise HttpError(400, "the client went away before the body was read")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise HttpError(413, f"the body is larger than {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+def error_reply(status: int, message: str) -> Reply:
+    return Reply(status, orjson.dumps({"error": message}))
 
 
-async def _reply(send: Send, status: int, body: bytes, content_type: bytes = JSON_TYPE,
-                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()),
-                            *(headers or [])]})
-    await send({"type": "http.response.body", "body": body})
+def asgi_app(server: ModelServer) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """The same server as an ASGI application (lifespan included), for any ASGI server."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    server.start()
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await server.stop()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        header_length: bytes | None = None
+        for key, value in scope["headers"]:
+            if key == b"content-length" and value.isdigit() and int(value) > server.config.max_body_bytes:
+                await _send(send, error_reply(413, f"the body is larger than {server.config.max_body_bytes} bytes"))
+                return
+            if key == HEADER_LENGTH.encode():
+                header_length = value
+        chunks: list[bytes] = []
+        size, more = 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > server.config.max_body_bytes:
+                await _send(send, error_reply(413, f"the body is larger than {server.config.max_body_bytes} bytes"))
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        reply = server.respond(scope["method"], scope["path"], b"".join(chunks), header_length)
+        if isinstance(reply, PendingInfer):
+            await asyncio.wait([reply.future])
+            reply = server.finish(reply)
+        await _send(send, reply)
+
+    return app
+
+
+async def _send(send: Send, reply: Reply) -> None:
+    await send({"type": "http.response.start", "status": reply.status,
+                "headers": [(b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode()),
+                            *reply.headers]})
+    await send({"type": "http.response.body", "body": reply.body})
 
 
 def _version() -> str:

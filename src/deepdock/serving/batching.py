@@ -82,13 +82,18 @@ class Batcher:
             self._worker = None
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The outputs of this one request (its own rows of the batch it ran in)."""
+    def submit(self, inputs: dict[str, np.ndarray]) -> asyncio.Future[dict[str, np.ndarray]]:
+        """Queue one request (on the loop's thread); the future gets its outputs (its own rows of the batch
+        it ran in) or the ``ModelError`` of that batch."""
         rows = next(iter(inputs.values())).shape[0] if inputs else 0
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(inputs, rows, _key(inputs), future))
         self._arrived.set()
-        return await future
+        return future
+
+    async def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The outputs of this one request (its own rows of the batch it ran in)."""
+        return await self.submit(inputs)
 
     @property
     def queued(self) -> int:
