@@ -186,14 +186,16 @@ class HttpConnection(asyncio.Protocol):
         """One write of the head and (up to 64 KiB) the body; an HTTP/1.0 client is told it may keep the
         connection, a 1.1 one assumes it."""
         keep_alive = keep_alive and not self.front.stopping
-        head = b"".join((
-            _STATUS_LINES.get(reply.status) or b"HTTP/1.1 %d Unknown\r\n" % reply.status,
-            b"content-type: ", reply.content_type, b"\r\ncontent-length: ", b"%d" % len(reply.body), b"\r\n",
-            *(name + b": " + value + b"\r\n" for name, value in reply.headers),
+        size = len(reply.body)
+        head = b"%scontent-type: %s\r\ncontent-length: %d\r\n%s%s%s" % (
+            _STATUS_LINES.get(reply.status) or b"HTTP/1.1 %d Unknown\r\n" % reply.status, reply.content_type, size,
+            b"".join(b"%s: %s\r\n" % header for header in reply.headers) if reply.headers else b"",
             self.front.clock.date_header(),
-            (b"connection: keep-alive\r\n\r\n" if http10 else b"\r\n") if keep_alive else b"connection: close\r\n\r\n"))
-        self._write_raw(head + reply.body if len(reply.body) < 65536 else head)
-        if len(reply.body) >= 65536:
+            (b"connection: keep-alive\r\n\r\n" if http10 else b"\r\n") if keep_alive else b"connection: close\r\n\r\n")
+        if size < 65536:
+            self._write_raw(head + reply.body)
+        else:  # no copy of a large body: two writes (the transport sends what it can of each at once)
+            self._write_raw(head)
             self._write_raw(reply.body)
         self.last_active = time.monotonic()
         if not keep_alive:
