@@ -65,3 +65,24 @@ def test_remove_a_busy_node_needs_force(steps, api):
     assert api.delete("/api/v1/nodes/a", params={"force": True}).status_code == 204
     assert api.get("/api/v1/nodes").json() == []
     assert api.delete("/api/v1/nodes/a").status_code == 404
+
+
+def test_gpu_readings_and_their_history_through_the_api(steps, api, user_token):
+    from deepdock.compute.base import GpuStats
+
+    engine = steps.node("g", gpus=2, register=False)
+    assert add(api, "g").status_code == 201
+    engine.set_gpu_stats([GpuStats(0, "GPU-g-0", utilization_percent=55.0, memory_used=1024**3,
+                                   memory_total=80 * 1024**3, temperature_c=50.0, power_w=250.0)])
+    steps.controller.usage_once()
+    # Readings name no job: any user reads them (the router's clock is the wall clock; the step's is the
+    # fake one, so the history is asked for from the epoch).
+    headers = user_token("reader", ["default"])
+    (series, idle) = api.get("/api/v1/nodes/gpus/usage", params={"since": 0, "node": "g"}, headers=headers).json()
+    assert (series["node"], series["index"], series["utilization_percent"], series["memory_total"]) == (
+        "g", 0, [55.0], 80 * 1024**3)
+    assert idle["index"] == 1 and len(idle["at"]) == 1
+    assert api.get("/api/v1/nodes/gpus/usage", params={"since": 0, "node": "nope"}).json() == []
+    for bad in ({"max_points": 1}, {"since": "nan"}, {"max_points": "many"}):
+        r = api.get("/api/v1/nodes/gpus/usage", params=bad)
+        assert r.status_code == 422, (bad, r.text)
