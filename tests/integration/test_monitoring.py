@@ -162,6 +162,14 @@ def test_gpu_readings_reach_the_nodes_list_the_history_and_the_cli(monitored) ->
     rows = {line.split("│")[2].strip(): line for line in done.stdout.splitlines() if line.startswith("│ gpu ")}
     assert "97%" in rows["0"] and "60.0GiB/79.6GiB" in rows["0"] and "512.32 W" in rows["0"]
     assert gpu_job in rows["0"] + rows["1"]
+    # The job's own view: the device it holds and what that device is doing.
+    with srv.client() as c:
+        (held,) = c.job(gpu_job).held_gpus
+        assert held.node == "gpu" and held.sampled_at is not None
+        assert held.utilization_percent == {0: 97.0, 1: 0.0}[held.index]
+    done = subprocess.run([sys.executable, "-m", "deepdock.cli.main", "describe", gpu_job], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and f"rank 0 on gpu, GPU {held.index}: {held.utilization_percent:g}% busy" in done.stdout
 
 
 def _targets_up(url: str) -> int:

@@ -202,6 +202,9 @@ def test_nodes_and_projects(page, cluster) -> None:  # type: ignore[no-untyped-d
     assert held.count() == 1 and cluster["gpu_job"] in (held.get_attribute("title") or "")
     assert "97% util" in page.inner_text("[data-node=gpu] .gpu[data-gpu='0']").replace("\n", " ")
     shot(page, "nodes")
+    # The GPU job's own page says which device it holds and what that device is doing.
+    page.goto(f"{cluster['server'].url}/ui/#/jobs/{cluster['gpu_job']}")
+    page.wait_for_selector("#held-gpus [data-held-gpu^='gpu/']:has-text('busy')")
     page.goto(f"{cluster['server'].url}/ui/#/projects")
     page.wait_for_selector("td:has-text('default')")
     shot(page, "projects")

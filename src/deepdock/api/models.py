@@ -277,6 +277,19 @@ class UsageSampleOut(Response):
     memory_limit: int
 
 
+class JobGpuOut(Response):
+    """A GPU a running replica of the job holds, with the device's last reading from its node's NVIDIA
+    tools (None: no recent reading, or one the device does not give)."""
+
+    rank: int
+    node: str
+    index: int
+    utilization_percent: float | None = None
+    memory_used: int | None = None
+    memory_total: int | None = None
+    sampled_at: float | None = None
+
+
 class GpuSeriesOut(Response):
     """One GPU's readings over time from the history the usage step keeps (the dashboard's charts), as
     columns of equal length, oldest first; None where the device gave no reading. Columns, not a row per
@@ -312,6 +325,8 @@ class JobDetail(JobOut):
     rerun_of: str | None = None
     # Its running containers' last usage samples, one per replica.
     usage: list[UsageOut] = Field(default_factory=list)
+    # The GPUs its running replicas hold, each with the device's last reading (is the job using them?).
+    held_gpus: list[JobGpuOut] = Field(default_factory=list)
 
 
 # -- tenancy -----------------------------------------------------------------------------------------------

@@ -150,6 +150,12 @@ def describe(job: str) -> None:
             address = f" at {r.address}" if r.address else ""
             console.print(f"  rank {r.rank} on {r.node}{address}{gpus}: {r.status} exit={r.exit_code}"
                           f"{' OOMKilled' if r.oom_killed else ''} container={r.container_name}")
+    for g in d.held_gpus:
+        reading = "no reading yet" if g.sampled_at is None else (
+            f"{'-' if g.utilization_percent is None else f'{g.utilization_percent:g}%'} busy, memory "
+            f"{'-' if g.memory_used is None else human_bytes(g.memory_used)}"
+            f"{'' if g.memory_total is None else '/' + human_bytes(g.memory_total)}")
+        console.print(f"gpu:      rank {g.rank} on {g.node}, GPU {g.index}: {reading}")
     table = Table("TIME", "FROM", "TO", "REASON")
     for e in d.events:
         table.add_row(when(e.at), e.from_status or "", e.to_status, e.reason)

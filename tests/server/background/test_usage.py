@@ -121,6 +121,10 @@ def test_gpu_nodes_are_sampled_shown_with_their_holders_and_kept_as_history(step
         assert (newest.utilization_percent, newest.memory_used, newest.sampled_at) == (40.0, 20 * GIB, steps.clock())
         assert [h.job for h in newest.holders] == [job]
         assert (other.utilization_percent, other.memory_used) == (0.0, 0)  # the fake's idle device
+        # The job's own view: the device it holds, with its last reading.
+        held = describe_job(session, admin, job, "/artifacts", now=steps.clock()).held_gpus
+        assert [(g.rank, g.node, g.index, g.utilization_percent, g.memory_used) for g in held] == [
+            (0, "g", 0, 40.0, 20 * GIB)]
         history = [(s.node, s.index, s.at, s.utilization_percent, s.memory_total)
                    for s in gpu_usage(session, since=first - 1)]
         assert history == [("g", 0, [first, first + 10], [88.0, 40.0], 80 * GIB),

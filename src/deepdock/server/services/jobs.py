@@ -10,7 +10,17 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from deepdock.api import AttemptOut, EventOut, JobDetail, JobOut, PendingReason, ReplicaOut, UsageOut, UsageSampleOut
+from deepdock.api import (
+    AttemptOut,
+    EventOut,
+    JobDetail,
+    JobGpuOut,
+    JobOut,
+    PendingReason,
+    ReplicaOut,
+    UsageOut,
+    UsageSampleOut,
+)
 from deepdock.api.enums import AttemptNetwork, AttemptStatus, JobStatus, NodeHealth, ReplicaStatus, StopRequest
 from deepdock.errors import NotFoundError, PermissionDeniedError, SpecError, UnschedulableError
 from deepdock.scheduler.cohort import COHORT_GAP_S
@@ -193,7 +203,9 @@ def job_usage(session: Session, user: User, ref: str, since: float | None = None
     return [UsageSampleOut(at=r.at, rank=r.rank, node=r.node_name, cpu_percent=r.cpu_percent,
                            memory_usage=r.memory_usage, memory_limit=r.memory_limit) for r in rows]
 
-def describe_job(session: Session, user: User, ref: str, artifacts_location: str) -> JobDetail:
+def describe_job(session: Session, user: User, ref: str, artifacts_location: str,
+                 now: float | None = None) -> JobDetail:
+    """The job with its attempts, history, usage and held GPUs (readings recent at ``now``, the clock's)."""
     job = get_job(session, user, ref)
     nodes = {n.name: n for n in session.scalars(select(Node))}
     attempts = [
@@ -224,7 +236,26 @@ def describe_job(session: Session, user: User, ref: str, artifacts_location: str
     return JobDetail(**job_out(job).model_dump(), cohort=job.cohort, attained_service=job.attained_gpu_s,
                      spec=job.spec, events=events, attempt_list=attempts,
                      artifacts_dir=f"{artifacts_location.rstrip('/')}/{job.id}", code_sha256=job.code_sha256,
-                     rerun_of=job.rerun_of, usage=usage)
+                     rerun_of=job.rerun_of, usage=usage, held_gpus=_held_gpus(session, job, now))
+
+
+def _held_gpus(session: Session, job: Job, now: float | None) -> list[JobGpuOut]:
+    """The GPUs the job's active replicas hold, with each device's last reading."""
+    from deepdock.server.services.gpus import latest_gpu_samples
+
+    held = [(r.rank, r.node_name, index) for r in session.scalars(
+        select(Replica).where(Replica.job_id == job.id, Replica.active.is_(True)).order_by(Replica.rank))
+        for index in r.gpu_indices or []]
+    if not held:
+        return []
+    readings = latest_gpu_samples(session, now)
+    out = []
+    for rank, node, index in held:
+        sample = readings.get(node, {}).get(index)
+        out.append(JobGpuOut(rank=rank, node=node, index=index) if sample is None else JobGpuOut(
+            rank=rank, node=node, index=index, utilization_percent=sample.utilization_percent,
+            memory_used=sample.memory_used, memory_total=sample.memory_total, sampled_at=sample.at))
+    return out
 
 
 def _visible(session: Session, user: User, query: SelectT) -> SelectT:

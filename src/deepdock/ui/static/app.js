@@ -188,6 +188,9 @@ async function jobPage(id) {
       <div class="card"><div class="muted">Submitted</div><div>${when(job.submitted_at)}</div>
         <div class="muted">Started / finished</div><div>${when(job.started_at)} / ${when(job.finished_at)}</div></div>
       <div class="card" id="usage"><div class="muted">Container use (last sample)</div>${usage(job.usage)}</div>
+      ${job.held_gpus.length ? `<div class="card" id="held-gpus"><div class="muted">GPUs held (last reading)</div>${job.held_gpus.map((g) =>
+        `<div data-held-gpu="${esc(g.node)}/${g.index}">rank ${g.rank} on ${esc(g.node)}, GPU ${g.index}: ${g.sampled_at == null ? "no reading yet"
+          : `${g.utilization_percent == null ? "—" : Math.round(g.utilization_percent) + "%"} busy, memory ${g.memory_used == null ? "—" : gib(g.memory_used)}`}</div>`).join("")}</div>` : ""}
     </div>
     <h2>Container use <span class="muted">(every usage round; x: seconds)</span></h2>
     <div class="pair"><div><h3>CPU (% of one CPU)</h3><canvas class="chart" data-usage-chart="cpu"></canvas></div>
