@@ -172,21 +172,27 @@ TWO_H100 = ["0, GPU-fake-0, NVIDIA H100 80GB HBM3, 81559, 61440, 97, 64, 512.32"
             "1, GPU-fake-1, NVIDIA H100 80GB HBM3, 81559, 4, 0, 31, 69.75"]
 
 
+def give_fake_gpus(lines: list[str] = TWO_H100) -> None:
+    """The second engine's fake NVIDIA hook reports these devices (one line each) from now on."""
+    FAKE_GPUS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    FAKE_GPUS_FILE.write_text("".join(line + "\n" for line in lines))
+
+
+def take_fake_gpus() -> None:
+    """No GPU driver on the second engine again: its hook fails every GPU container."""
+    FAKE_GPUS_FILE.unlink(missing_ok=True)
+
+
 @pytest.fixture
 def fake_gpus(second_engine) -> Iterator[Callable[[list[str]], None]]:
     """The second engine gets two H100s from its fake NVIDIA hook (the engine's nvidia device driver,
     the OCI hook and the injected nvidia-smi are real; the readings are these lines). Yields a function
     that sets other readings; afterwards the engine has no GPU driver again."""
-
-    def give(lines: list[str]) -> None:
-        FAKE_GPUS_FILE.parent.mkdir(parents=True, exist_ok=True)
-        FAKE_GPUS_FILE.write_text("".join(line + "\n" for line in lines))
-
-    give(TWO_H100)
+    give_fake_gpus()
     try:
-        yield give
+        yield give_fake_gpus
     finally:
-        FAKE_GPUS_FILE.unlink(missing_ok=True)
+        take_fake_gpus()
 
 
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.1) -> bool:

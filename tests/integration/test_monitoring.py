@@ -23,7 +23,7 @@ import pytest
 import yaml
 from tests.conftest import _missing
 from tests.gateway.conftest import Replica
-from tests.integration.conftest import FAKE_GPUS_FILE, TWO_H100
+from tests.integration.conftest import give_fake_gpus, take_fake_gpus
 from tests.integration.server_process import ServerProcess, free_port
 from tests.integration.service_kit import register_onnx_version
 
@@ -87,8 +87,7 @@ def monitored(tmp_path_factory, docker_client, second_engine,  # type: ignore[no
     """Prometheus's URL, the server it scrapes, and the job that holds a GPU there."""
     prometheus = _binary("prometheus")
     root = tmp_path_factory.mktemp("monitoring")
-    FAKE_GPUS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    FAKE_GPUS_FILE.write_text("".join(line + "\n" for line in TWO_H100))
+    give_fake_gpus()
     srv = ServerProcess(root / "home", {"deepdock.test": "monitoring"}, DEEPDOCK_GPU_PROBE_IMAGE=busybox_image,
                         DEEPDOCK_USAGE_INTERVAL_S="1").start()
     replica, gateway, process, gpu_job = Replica("a"), None, None, None
@@ -130,7 +129,7 @@ def monitored(tmp_path_factory, docker_client, second_engine,  # type: ignore[no
             with srv.client() as c:
                 c.stop(gpu_job)
                 _until(lambda: c.job(gpu_job).status == JobStatus.STOPPED, 30, "the GPU job stopped")
-        FAKE_GPUS_FILE.unlink(missing_ok=True)
+        take_fake_gpus()
         if process is not None:
             process.terminate()
             process.wait(timeout=30)

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from tests.conftest import _missing
-from tests.integration.conftest import FAKE_GPUS_FILE, TWO_H100
+from tests.integration.conftest import give_fake_gpus, take_fake_gpus
 from tests.integration.server_process import ServerProcess, free_port
 from tests.integration.service_kit import FEATURES, infer_body, register_onnx_version
 from tests.integration.test_server_jobs import wait_status
@@ -58,8 +58,7 @@ def cluster(tmp_path_factory, docker_client, second_engine, busybox_image) -> It
     from tests.serving.conftest import make_mlp_bundle
 
     root = tmp_path_factory.mktemp("ui")
-    FAKE_GPUS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    FAKE_GPUS_FILE.write_text("".join(line + "\n" for line in TWO_H100))
+    give_fake_gpus()
     srv = ServerProcess(root / "home", {"deepdock.test": "ui"}, DEEPDOCK_TRACKING_INTERVAL_S="0.2",
                         DEEPDOCK_USAGE_INTERVAL_S="1", DEEPDOCK_GATEWAY_PORT=str(free_port()),
                         DEEPDOCK_GPU_PROBE_IMAGE=busybox_image).start()
@@ -97,7 +96,7 @@ def cluster(tmp_path_factory, docker_client, second_engine, busybox_image) -> It
             for job in (running.id, pending.id, gpu_job.id):
                 c.stop(job)
     finally:
-        FAKE_GPUS_FILE.unlink(missing_ok=True)
+        take_fake_gpus()
         srv.stop()
         for container in docker_client.containers.list(all=True, filters={"label": "deepdock.test=ui"}):
             container.remove(force=True)

@@ -210,6 +210,7 @@ def error_reply(status: int, message: str) -> Reply:
 
 def asgi_app(server: ModelServer) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
     """The same server as an ASGI application (lifespan included), for any ASGI server."""
+    too_large = error_reply(413, f"the body is larger than {server.config.max_body_bytes} bytes")
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -227,7 +228,7 @@ def asgi_app(server: ModelServer) -> Callable[[Scope, Receive, Send], Awaitable[
         header_length: bytes | None = None
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > server.config.max_body_bytes:
-                await _send(send, error_reply(413, f"the body is larger than {server.config.max_body_bytes} bytes"))
+                await _send(send, too_large)
                 return
             if key == HEADER_LENGTH.encode():
                 header_length = value
@@ -240,7 +241,7 @@ def asgi_app(server: ModelServer) -> Callable[[Scope, Receive, Send], Awaitable[
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > server.config.max_body_bytes:
-                await _send(send, error_reply(413, f"the body is larger than {server.config.max_body_bytes} bytes"))
+                await _send(send, too_large)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
