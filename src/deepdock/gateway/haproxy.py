@@ -110,7 +110,10 @@ class Gateway:
                 self._process = None
                 self._stderr.close() if self._stderr else None
                 raise GatewayError(f"haproxy exited at start: {err.strip()[-800:]}")
-            if _accepts(self.bind_host, self.port) and self._admin_socket.exists():
+            # The worker answering its runtime API, not just the port accepting: the port may be someone
+            # else's (then HAProxy exits on its bind error a moment later), and the master creates the
+            # admin socket before it binds the frontend.
+            if _accepts(self.bind_host, self.port) and self._admin_ready():
                 self._routes = {}
                 return
             time.sleep(0.02)
@@ -279,11 +282,11 @@ class Gateway:
         return -1
 
     def _admin_ready(self) -> bool:
+        """Whether a worker answers the runtime API (an empty answer: the master went away meanwhile)."""
         try:
-            self._admin("show info")
+            return "Name:" in self._admin("show info")
         except GatewayError:
             return False
-        return True
 
     def _admin(self, command: str) -> str:
         return _ask(self._admin_socket, command)
