@@ -28,7 +28,6 @@ def channel(tmp_path, monkeypatch):
     monkeypatch.setenv("DEEPDOCK_JOB_ID", "job123")
     monkeypatch.setattr(tracking, "CONTAINER_STDOUT", str(out))
     monkeypatch.setattr(tracking, "_channel", tracking._Channel())
-    monkeypatch.setattr(tracking, "_last_step", {})
 
     def events() -> list[dict]:
         tracking.flush()
@@ -150,7 +149,6 @@ def test_metrics_are_flushed_by_time_and_before_any_other_event(channel, tmp_pat
 def test_outside_a_job_calls_are_checked_and_kept_locally(monkeypatch):
     monkeypatch.delenv("DEEPDOCK_JOB_ID", raising=False)
     monkeypatch.setattr(tracking, "_channel", tracking._Channel())
-    monkeypatch.setattr(tracking, "_last_step", {})
     tracking.log_metrics(0, loss=1.0)
     assert tracking.local_events()[0]["v"] == {"loss": 1.0}
     with pytest.raises(TrackingError):
@@ -168,3 +166,48 @@ def test_forged_or_broken_event_lines_are_ignored():
     assert protocol.decode_line(protocol.MARKER_BYTES + b"{not json") is None
     assert protocol.decode_line(protocol.MARKER_BYTES + json.dumps({"k": "zz"}).encode()) is None
     assert protocol.decode_line(b"plain output") is None
+
+
+def test_steps_logged_while_other_threads_flush_are_written_once_each_in_order(channel):
+    """The hot path appends without the lock: a flush that runs between two appends must neither lose
+    nor repeat one."""
+    import threading
+    done = threading.Event()
+
+    def flush_all_the_time():
+        while not done.is_set():
+            tracking.flush()
+
+    flushers = [threading.Thread(target=flush_all_the_time) for _ in range(2)]
+    for thread in flushers:
+        thread.start()
+    try:
+        for step in range(20_000):
+            tracking.log_metrics(step, loss=step / 3, acc=0.5)
+    finally:
+        done.set()
+        for thread in flushers:
+            thread.join()
+    events = channel()
+    assert [e["s"] for e in events] == list(range(20_000))
+    assert all(e["v"] == {"loss": e["s"] / 3, "acc": 0.5} for e in events)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork is POSIX")
+def test_a_forked_child_sends_only_its_own_steps(channel):
+    import os
+    tracking.log_metrics(1, loss=1.0)
+    tracking.log_metrics(2, loss=0.5)  # pending in the parent when it forks
+    pid = os.fork()
+    if pid == 0:  # the child: its own step, flushed, then gone without the parent's atexit
+        code = 1
+        try:
+            tracking.log_metrics(3, child_loss=0.25)
+            with pytest.raises(TrackingError):
+                tracking.log_metrics(2, loss=0.1)  # the parent's steps still count in the child
+            tracking.flush()
+            code = 0
+        finally:
+            os._exit(code)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert sorted((e["s"], tuple(e["v"])) for e in channel()) == [(1, ("loss",)), (2, ("loss",)), (3, ("child_loss",))]

@@ -1,13 +1,14 @@
 """Metrics and params from inside a job: validated here, written as event lines (sdk/protocol.py).
 
 A bad call raises ``TrackingError`` in the job, at the call: the server never has to drop a point
-silently. Metrics are batched: the steps logged within ``FLUSH_INTERVAL_S`` go out as one line (up to
-``MAX_LINE_BYTES``), written by the next call, by a small flusher thread when the job goes quiet, before
-any other event (so a checkpoint never overtakes the metrics before it) and at exit. Why: every output
-line costs the Docker engine's log driver and the server's follower work on the same cores as the
-training: with a line per step the digits job measured 23% slower on 2 cores (docs/benchmarks.md has
-the figures, and the ones with batching). The price: a job SIGKILLed loses at most the last ``FLUSH_INTERVAL_S`` of points (a
-server restart loses none). Outside a job (no ``DEEPDOCK_JOB_ID``) calls are checked and kept in memory
+silently. Metrics are batched: a call only appends its step to a pending list, and a flusher thread
+writes what is pending every ``FLUSH_INTERVAL_S`` as lines of up to ``MAX_LINE_BYTES``; any other event
+flushes first (so a checkpoint never overtakes the metrics before it), and so does exit. Why: every
+output line costs the Docker engine's log driver and the server's follower work on the same cores as the
+training (with a line per step the digits job measured 23% slower on 2 cores), and anything the call
+itself does runs with cold caches between a training step's tensor ops (docs/benchmarks.md has the
+figures). The price: a job SIGKILLed loses at most the last ``FLUSH_INTERVAL_S`` of points (a server
+restart loses none). Outside a job (no ``DEEPDOCK_JOB_ID``) calls are checked the same and kept in memory
 (``local_events``), so a script runs unchanged on a laptop. Standard library only.
 """
 
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import atexit
 import json
-import math
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -33,29 +34,42 @@ CONTAINER_STDOUT = "/proc/1/fd/1"
 # How long logged metrics may wait before they are written (DEEPDOCK_METRICS_FLUSH_S): what a point's
 # latency to the server pays for fewer output lines.
 FLUSH_INTERVAL_S = float(os.environ.get("DEEPDOCK_METRICS_FLUSH_S", "") or 0.2)
-# What one batch line may hold: below PIPE_BUF with the marker, the envelope and the groups' names (a
-# line that still comes out longer is split in two, _write_batch).
+# What one batch line's items may take: below PIPE_BUF with the marker, the envelope and the groups'
+# names (a line that still comes out longer is split, _write_batch).
 BATCH_BYTES = protocol.MAX_LINE_BYTES - 384
+# An item's bytes in a columns line (protocol.encode_columns): its step and time, 8 bytes each in base64,
+# and each value's.
+ITEM_OVERHEAD_BYTES = 22
+VALUE_BYTES = 11  # a float64 in base64
+NAME_BYTES = 3  # around each name of a group: quotes and a comma
+
+Item = tuple[int, float, dict[str, float]]  # step, time, values
 
 
 class _Channel:
-    """The job's event output. ``log_metrics``' hot path reads and writes ``batch``, ``room``, ``deadline``
-    and ``max_step`` itself, under ``lock``: one Python frame per call (see log_metrics)."""
+    """The job's metrics and event output.
+
+    ``log_metrics``' hot path reads ``known`` and ``max_step`` and appends to ``pending`` without ``lock``:
+    ``list.append`` is atomic (under the GIL, and with the list's own lock on a free-threaded build), and
+    a flush takes the items it saw with one slice and deletes them with another, so an append that lands
+    in between stays for the next flush. ``lock`` is for flushing, the other events and the checked path.
+    The one race left is two threads logging at once: each checks its step against ``max_step``, so a
+    metric logged from two threads at the same moment may send a step twice (the server keeps the
+    first). Why no lock on the hot path: it was a third of the call's cost in the job."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._fd: int | None = None
         self.in_job = current().in_job
         self.local: list[dict[str, Any]] = []
-        # Logged but not yet written: (step, time, values), encoded at flush, once for the whole batch.
-        self.batch: list[tuple[int, float, dict[str, float]]] = []
-        self.room = BATCH_BYTES  # what the batch's line can still take
-        self.deadline = math.inf  # when the batch must be written (its first item's time + FLUSH_INTERVAL_S)
+        self.pending: list[Item] = []  # logged, not yet written; encoded at flush, a line at a time
+        self.known: set[str] = set()  # names already checked: the hot path skips the regex
         # The highest step any metric was logged at: a step above it is after each metric's own last
-        # step, so the hot path needs no per-metric check. Those per-metric steps (_last_step) are brought
-        # up to date from the batch only when the checked path needs them (settle_locked).
+        # step, so the hot path needs no per-metric check. Those per-metric steps (last_step) are brought
+        # up to date from the pending items only when the checked path needs them, or at flush (settle).
         self.max_step = -1
-        self._settled = 0  # items of the batch already counted in _last_step
+        self.last_step: dict[str, int] = {}
+        self.settled = 0  # items at the head of ``pending`` already counted in ``last_step``
         self.flusher: threading.Thread | None = None
         self._registered = False
 
@@ -72,22 +86,41 @@ class _Channel:
         while view:
             view = view[os.write(self._fd, view):]
 
-    def settle_locked(self) -> None:
-        for step, _, values in self.batch[self._settled:]:
-            _last_step.update(dict.fromkeys(values, step))
-        self._settled = len(self.batch)
+    def settle_locked(self, upto: int) -> None:
+        items = self.pending[self.settled:upto]
+        if not items:
+            return
+        last = items[-1]
+        if len(set(map(tuple, (values for _, _, values in items)))) == 1:  # one set of names: its last step
+            self.last_step.update(dict.fromkeys(last[2], last[0]))
+        else:
+            for step, _, values in items:
+                self.last_step.update(dict.fromkeys(values, step))
+        self.settled = max(self.settled, upto)
 
     def flush_locked(self) -> None:
-        if not self.batch:
+        count = len(self.pending)
+        if not count:
             return
-        self.settle_locked()
-        batch = self.batch
-        self.batch, self.room, self.deadline, self._settled = [], BATCH_BYTES, math.inf, 0
-        self._write_batch(batch)
+        self.settle_locked(count)
+        items = self.pending[:count]
+        del self.pending[:count]
+        self.settled -= count
+        if not self.in_job:
+            self.local.extend({"k": protocol.METRICS, "s": step, "t": at, "v": values} for step, at, values in items)
+            return
+        start, room = 0, BATCH_BYTES
+        for index, (_, _, values) in enumerate(items):  # lines of as many items as fit
+            size = ITEM_OVERHEAD_BYTES + VALUE_BYTES * len(values)
+            if size > room and index > start:
+                self._write_batch(items[start:index])
+                start, room = index, BATCH_BYTES
+            room -= size
+        self._write_batch(items[start:])
 
-    def _write_batch(self, batch: list[tuple[int, float, dict[str, float]]]) -> None:
+    def _write_batch(self, batch: list[Item]) -> None:
         line = (protocol.MARKER + json.dumps(protocol.encode_columns(batch), separators=(",", ":")) + "\n").encode()
-        if len(line) > protocol.MAX_LINE_BYTES:  # the size estimate was short (many names): split
+        if len(line) > protocol.MAX_LINE_BYTES:  # the size estimate was short (many or long names): split
             if len(batch) > 1:
                 half = len(batch) // 2
                 self._write_batch(batch[:half])
@@ -106,89 +139,76 @@ class _Channel:
             self.flush_locked()
 
     def emit(self, event: dict[str, Any]) -> None:
-        if not self.in_job:
-            self.local.append(event)
-            return
         with self.lock:
             self.flush_locked()  # keep the order: what was logged before this event goes first
-            self._write(protocol.encode(event))
+            if self.in_job:
+                self._write(protocol.encode(event))
+            else:
+                self.local.append(event)
 
-    def append_locked(self, step: int, at: float, values: dict[str, float], size: int) -> None:
-        """``size``: the caller's estimate of the encoded item's bytes (what decides when a line is full)."""
-        if not self.in_job:
-            self.local.append({"k": protocol.METRICS, "s": step, "t": at, "v": values})
+    def start_flusher_locked(self) -> None:
+        if not self.in_job or (self.flusher is not None and self.flusher.is_alive()):
             return
-        if self.batch and size > self.room:
-            self.flush_locked()
-        if not self.batch:
-            self.first_item_locked(at)
-        self.batch.append((step, at, values))
-        self.room -= size
-        if at >= self.deadline:
-            self.flush_locked()
-
-    def first_item_locked(self, at: float) -> None:
-        self.deadline = at + FLUSH_INTERVAL_S
-        if self.flusher is None or not self.flusher.is_alive():
-            if not self._registered:
-                atexit.register(self.flush)
-                self._registered = True
-            self.flusher = threading.Thread(target=self._flush_loop, name="deepdock-sdk-flush", daemon=True)
-            self.flusher.start()
+        if not self._registered:
+            atexit.register(self.flush)
+            self._registered = True
+        self.flusher = threading.Thread(target=self._flush_loop, name="deepdock-sdk-flush", daemon=True)
+        self.flusher.start()
 
     def _flush_loop(self) -> None:
-        """Flush a batch a quiet job left (it logged, then went on with something long)."""
         while True:
             time.sleep(FLUSH_INTERVAL_S)
-            with self.lock:
-                if self.batch and time.time() >= self.deadline:
-                    self.flush_locked()
+            if self.pending:
+                try:
+                    self.flush()
+                except OSError as error:  # the container's output is gone: nothing else could carry them
+                    print(f"deepdock: metrics not written: {error}", file=sys.stderr)
+
+    def forked(self) -> _Channel:
+        """The channel of a child process forked from this one (a DataLoader worker...): the parent
+        writes what was pending, the child starts empty with the steps seen so far."""
+        child = _Channel()
+        child.in_job = self.in_job
+        child.max_step = self.max_step
+        child.last_step = dict(self.last_step)
+        for step, _, values in self.pending:
+            child.last_step.update(dict.fromkeys(values, step))
+        return child
 
 
-_last_step: dict[str, int] = {}
-# Names already checked, with what each adds to an encoded item: the hot path skips the regex.
-_name_cost: dict[str, int] = {}
-# An item's bytes in a columns line (protocol.encode_columns): its step and time, 8 bytes each in base64.
-ITEM_OVERHEAD_BYTES = 22
-VALUE_BYTES = 11  # a float64 in base64
-# A name is written once per group of a line, not per item: lines keep BATCH_BYTES' reserve for them, and
-# a call whose names alone would not fit is split (_log_checked, _chunks). Around each name: quotes, comma.
-NAME_BYTES = 3
 _channel = _Channel()
 _now = time.time
+
+
+def _after_fork_in_child() -> None:
+    global _channel
+    _channel = _channel.forked()  # the lock may have been held by the parent's flusher, gone in the child
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def log_metrics(step: int, **metrics: Any) -> None:
     """Record ``metrics`` (name=value) at ``step``. Steps of one metric must increase.
 
-    The hot path (names seen before, Python floats, a step above every step logged so far, room in the
-    batch's line: a training loop's every call) is this one frame: a type test and a subtraction per
-    value, the kwargs dict kept as the batch's item, the per-metric step bookkeeping and the encoding
-    left for later. Why it matters: between a training step's tensor ops the call runs with cold caches,
-    where it measured several times its warm cost (docs/benchmarks.md). Anything else takes the
-    checked path, which validates and converts each value and each metric's own step order, raises
-    ``TrackingError``, and writes a full line."""
-    size = ITEM_OVERHEAD_BYTES
+    The hot path (names seen before, Python floats, a step above every step logged so far: a training
+    loop's every call) checks each value by its type and appends the kwargs dict, as it is, to the
+    pending list: no lock, no size accounting, the per-metric step bookkeeping and the encoding left to
+    the flush. Why it matters: between a training step's tensor ops the call runs with cold caches, where
+    it measured several times its warm cost (docs/benchmarks.md). Anything else takes the checked path,
+    which validates and converts each value and each metric's own step order, raises ``TrackingError``,
+    and starts the flusher."""
+    channel = _channel
+    known = channel.known
     for name, value in metrics.items():
-        cost = _name_cost.get(name)
-        if cost is None or type(value) is not float or value - value != 0.0:  # NaN and infinities give NaN
+        if name not in known or type(value) is not float or value - value != 0.0:  # NaN and infinities give NaN
             break
-        size += cost
     else:
-        channel = _channel
-        if type(step) is int and step > channel.max_step and size <= channel.room and channel.in_job and metrics:
-            with channel.lock:
-                if step > channel.max_step and size <= channel.room:
-                    # append_locked's steps, inlined: a frame less per call is what this path is for
-                    now = _now()
-                    channel.max_step = step
-                    if not channel.batch:
-                        channel.first_item_locked(now)
-                    channel.batch.append((step, now, metrics))
-                    channel.room -= size
-                    if now >= channel.deadline:
-                        channel.flush_locked()
-                    return
+        if type(step) is int and step > channel.max_step and metrics:
+            channel.max_step = step
+            channel.pending.append((step, _now(), metrics))
+            return
     _log_checked(step, metrics)
 
 
@@ -197,13 +217,11 @@ def _log_checked(step: Any, metrics: dict[str, Any]) -> None:
         step = check_step(step)
     if not metrics:
         raise TrackingError("log_metrics needs at least one name=value")
+    channel = _channel
     values: dict[str, float] = {}
-    size = ITEM_OVERHEAD_BYTES
     for name, value in metrics.items():
-        cost = _name_cost.get(name)
-        if cost is None:
+        if name not in channel.known:
             check_name(name)
-            cost = _name_cost[name] = VALUE_BYTES
         kind = type(value)
         if kind is float and value - value == 0.0:
             values[name] = value
@@ -211,24 +229,23 @@ def _log_checked(step: Any, metrics: dict[str, Any]) -> None:
             values[name] = float(value)
         else:
             values[name] = check_value(name, value)
-        size += cost
-    channel = _channel
     with channel.lock:
-        channel.settle_locked()
+        channel.settle_locked(len(channel.pending))
         for name in values:
-            last = _last_step.get(name)
+            last = channel.last_step.get(name)
             if last is not None and step <= last:
                 raise TrackingError(f"metric {name!r}: step {step} is not after step {last}, the last one logged")
-        for name in values:
-            _last_step[name] = step
+        channel.last_step.update(dict.fromkeys(values, step))
+        channel.known.update(values)
         if step > channel.max_step:
             channel.max_step = step
         now = _now()
-        if size + sum(len(name) + NAME_BYTES for name in values) <= BATCH_BYTES:
-            channel.append_locked(step, now, values, size)
+        names_bytes = sum(len(name) + NAME_BYTES for name in values)
+        if ITEM_OVERHEAD_BYTES + VALUE_BYTES * len(values) + names_bytes <= BATCH_BYTES:
+            channel.pending.append((step, now, values))
         else:  # more values than one line holds: several items of the same step
-            for chunk in _chunks(values):
-                channel.append_locked(step, now, chunk, ITEM_OVERHEAD_BYTES + sum(_name_cost[n] for n in chunk))
+            channel.pending.extend((step, now, chunk) for chunk in _chunks(values))
+        channel.start_flusher_locked()
 
 
 def log_metric(name: str, value: Any, step: int) -> None:
@@ -254,6 +271,7 @@ def flush() -> None:
 
 def local_events() -> list[dict[str, Any]]:
     """Events recorded outside a job (a local run): what a job would have sent."""
+    _channel.flush()
     return list(_channel.local)
 
 
