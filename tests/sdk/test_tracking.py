@@ -193,21 +193,83 @@ def test_steps_logged_while_other_threads_flush_are_written_once_each_in_order(c
     assert all(e["v"] == {"loss": e["s"] / 3, "acc": 0.5} for e in events)
 
 
+FORKING_JOB = """
+import os, sys
+from deepdock.sdk import tracking
+tracking.CONTAINER_STDOUT = sys.argv[1]
+tracking.log_metrics(1, loss=1.0)
+tracking.log_metrics(2, loss=0.5)  # pending in the parent when it forks
+pid = os.fork()
+if pid == 0:  # the child: its own step, then a normal exit (its atexit runs)
+    tracking.log_metrics(3, child_loss=0.25)
+    try:
+        tracking.log_metrics(2, loss=0.1)
+    except tracking.TrackingError:
+        sys.exit(0)  # the parent's steps still count in the child
+    sys.exit(1)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork is POSIX")
-def test_a_forked_child_sends_only_its_own_steps(channel):
-    import os
-    tracking.log_metrics(1, loss=1.0)
-    tracking.log_metrics(2, loss=0.5)  # pending in the parent when it forks
-    pid = os.fork()
-    if pid == 0:  # the child: its own step, flushed, then gone without the parent's atexit
-        code = 1
-        try:
-            tracking.log_metrics(3, child_loss=0.25)
-            with pytest.raises(TrackingError):
-                tracking.log_metrics(2, loss=0.1)  # the parent's steps still count in the child
-            tracking.flush()
-            code = 0
-        finally:
-            os._exit(code)
-    assert os.waitpid(pid, 0)[1] == 0
-    assert sorted((e["s"], tuple(e["v"])) for e in channel()) == [(1, ("loss",)), (2, ("loss",)), (3, ("child_loss",))]
+def test_a_forked_child_sends_only_its_own_steps(tmp_path):
+    import subprocess
+    import sys
+    out = tmp_path / "stdout"
+    out.touch()
+    job = subprocess.run([sys.executable, "-c", FORKING_JOB, str(out)], env={**__import__("os").environ, "DEEPDOCK_JOB_ID": "j1"},
+                         timeout=30, capture_output=True, text=True)
+    assert job.returncode == 0, job.stderr
+    steps = sorted((e["s"], tuple(e["v"])) for e in unbatched(out.read_bytes()))
+    assert steps == [(1, ("loss",)), (2, ("loss",)), (3, ("child_loss",))]  # each once: both exited normally
+
+
+@pytest.mark.parametrize("step", [2**62, 2**63, 2**70])
+def test_a_step_beyond_int64_range_fails_at_the_call_on_the_hot_path_too(channel, step):
+    tracking.log_metrics(0, loss=1.0)  # the name is known: the next call would take the hot path
+    with pytest.raises(TrackingError, match="step"):
+        tracking.log_metrics(step, loss=0.5)
+    tracking.log_metrics(1, loss=0.25)
+    assert [e["s"] for e in channel()] == [0, 1]
+
+
+def test_the_flusher_outlives_a_failed_flush(channel, monkeypatch, capfd):
+    monkeypatch.setattr(tracking, "FLUSH_INTERVAL_S", 0.02)
+    real = protocol.encode_columns
+    calls = []
+
+    def fail_once(batch):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("disk on fire")
+        return real(batch)
+
+    monkeypatch.setattr(protocol, "encode_columns", fail_once)
+    tracking.log_metrics(0, loss=1.0)  # lost with the failed flush
+    deadline = time.monotonic() + 5
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    tracking.log_metrics(1, loss=0.5)
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(calls) >= 2 and tracking._channel.flusher.is_alive()
+    assert [e["s"] for e in channel()] == [1]  # the flusher wrote step 1 after the failure
+    assert "metrics not written: RuntimeError('disk on fire')" in capfd.readouterr().err
+
+
+def test_many_sets_of_long_names_make_full_lines_encoded_once(channel, tmp_path, monkeypatch):
+    sets = [[f"set{k:02d}/metric{i}_" + "x" * 40 for i in range(3)] for k in range(50)]
+    for k, names in enumerate(sets):
+        tracking.log_metrics(k, **dict.fromkeys(names, 0.0))
+    tracking.flush()
+    encoded = []
+    real = protocol.encode_columns
+    monkeypatch.setattr(protocol, "encode_columns", lambda batch: encoded.append(len(batch)) or real(batch))
+    for step in range(100, 5100):
+        tracking.log_metrics(step, **dict.fromkeys(sets[step % 50], step / 3))
+    events = channel()
+    raw = (tmp_path / "stdout").read_bytes().splitlines()
+    assert max(len(line) for line in raw) < protocol.MAX_LINE_BYTES
+    assert [e["s"] for e in events] == list(range(50)) + list(range(100, 5100))
+    assert sum(encoded) == 5000  # the flush's estimate held: no line had to be encoded again, split

@@ -23,10 +23,10 @@ from deepdock.sdk.context import current as context
 from deepdock.sdk.data import start as _hash_data
 from deepdock.sdk.models import register_model
 from deepdock.sdk.protocol import TrackingError
-from deepdock.sdk.tracking import local_events, log_metric, log_metrics, log_params
+from deepdock.sdk.tracking import flush, local_events, log_metric, log_metrics, log_params
 
 __all__ = [
-    "DistributedContext", "JobContext", "TrackingError", "context", "distributed", "latest_checkpoint",
+    "DistributedContext", "JobContext", "TrackingError", "context", "distributed", "flush", "latest_checkpoint",
     "load_checkpoint", "local_events", "log_metric", "log_metrics", "log_params", "register_model", "save_checkpoint",
     "should_stop",
 ]

@@ -24,7 +24,7 @@ from typing import Any
 
 from deepdock.sdk import protocol
 from deepdock.sdk.context import current
-from deepdock.sdk.protocol import TrackingError, check_name, check_param, check_step, check_value
+from deepdock.sdk.protocol import MAX_STEP, TrackingError, check_name, check_param, check_step, check_value
 
 # The container's own output: PID 1's stdout is Docker's log pipe even when the job's process has its
 # own stdout redirected (``python train.py > out.txt``) or sits below a shell.
@@ -33,15 +33,20 @@ CONTAINER_STDOUT = "/proc/1/fd/1"
 
 # How long logged metrics may wait before they are written (DEEPDOCK_METRICS_FLUSH_S): what a point's
 # latency to the server pays for fewer output lines.
-FLUSH_INTERVAL_S = float(os.environ.get("DEEPDOCK_METRICS_FLUSH_S", "") or 0.2)
-# What one batch line's items may take: below PIPE_BUF with the marker, the envelope and the groups'
-# names (a line that still comes out longer is split, _write_batch).
+# At least 10 ms: 0 would make the flusher a busy loop.
+FLUSH_INTERVAL_S = max(0.01, float(os.environ.get("DEEPDOCK_METRICS_FLUSH_S", "") or 0.2))
+# What a line's groups may take: MAX_LINE_BYTES less the marker, the envelope and the newline.
+LINE_BUDGET_BYTES = protocol.MAX_LINE_BYTES - 64
+# The checked path's limit for one call's values in one item: room left for a few other groups' names.
 BATCH_BYTES = protocol.MAX_LINE_BYTES - 384
-# An item's bytes in a columns line (protocol.encode_columns): its step and time, 8 bytes each in base64,
-# and each value's.
+# What protocol.encode_columns writes, estimated from above: per item its step and time (8 bytes each in
+# base64) and each value's; per group its keys, its names and each column's quotes, comma and padding.
+# Exact enough that a line is encoded once; one that still comes out too long is split (_write_batch).
 ITEM_OVERHEAD_BYTES = 22
 VALUE_BYTES = 11  # a float64 in base64
 NAME_BYTES = 3  # around each name of a group: quotes and a comma
+GROUP_BYTES = 30
+COLUMN_BYTES = 5
 
 Item = tuple[int, float, dict[str, float]]  # step, time, values
 
@@ -71,7 +76,7 @@ class _Channel:
         self.last_step: dict[str, int] = {}
         self.settled = 0  # items at the head of ``pending`` already counted in ``last_step``
         self.flusher: threading.Thread | None = None
-        self._registered = False
+        self.write_failed = False  # the flusher said so once on stderr
 
     def _open(self) -> int:
         try:
@@ -109,18 +114,30 @@ class _Channel:
         if not self.in_job:
             self.local.extend({"k": protocol.METRICS, "s": step, "t": at, "v": values} for step, at, values in items)
             return
-        start, room = 0, BATCH_BYTES
+        group_bytes: dict[tuple[str, ...], int] = {}  # per set of names: what its group adds to a line
+        in_line: set[tuple[str, ...]] = set()
+        start, room = 0, LINE_BUDGET_BYTES
         for index, (_, _, values) in enumerate(items):  # lines of as many items as fit
-            size = ITEM_OVERHEAD_BYTES + VALUE_BYTES * len(values)
+            key = tuple(values)
+            size = ITEM_OVERHEAD_BYTES + VALUE_BYTES * len(key)
+            if key not in in_line:
+                extra = group_bytes.get(key)
+                if extra is None:
+                    extra = group_bytes[key] = (GROUP_BYTES + COLUMN_BYTES * (len(key) + 2)
+                                                + sum(len(name) + NAME_BYTES for name in key))
+                size += extra
             if size > room and index > start:
                 self._write_batch(items[start:index])
-                start, room = index, BATCH_BYTES
+                start, room = index, LINE_BUDGET_BYTES
+                in_line.clear()
+                size = ITEM_OVERHEAD_BYTES + VALUE_BYTES * len(key) + group_bytes[key]
+            in_line.add(key)
             room -= size
         self._write_batch(items[start:])
 
     def _write_batch(self, batch: list[Item]) -> None:
         line = (protocol.MARKER + json.dumps(protocol.encode_columns(batch), separators=(",", ":")) + "\n").encode()
-        if len(line) > protocol.MAX_LINE_BYTES:  # the size estimate was short (many or long names): split
+        if len(line) >= protocol.MAX_LINE_BYTES:  # the estimate was short (a step of many long names): split
             if len(batch) > 1:
                 half = len(batch) // 2
                 self._write_batch(batch[:half])
@@ -149,9 +166,6 @@ class _Channel:
     def start_flusher_locked(self) -> None:
         if not self.in_job or (self.flusher is not None and self.flusher.is_alive()):
             return
-        if not self._registered:
-            atexit.register(self.flush)
-            self._registered = True
         self.flusher = threading.Thread(target=self._flush_loop, name="deepdock-sdk-flush", daemon=True)
         self.flusher.start()
 
@@ -161,8 +175,10 @@ class _Channel:
             if self.pending:
                 try:
                     self.flush()
-                except OSError as error:  # the container's output is gone: nothing else could carry them
-                    print(f"deepdock: metrics not written: {error}", file=sys.stderr)
+                except Exception as error:  # the thread must outlive one bad flush: the next may go out
+                    if not self.write_failed:
+                        self.write_failed = True
+                        print(f"deepdock: metrics not written: {error!r}", file=sys.stderr)
 
     def forked(self) -> _Channel:
         """The channel of a child process forked from this one (a DataLoader worker...): the parent
@@ -185,8 +201,13 @@ def _after_fork_in_child() -> None:
     _channel = _channel.forked()  # the lock may have been held by the parent's flusher, gone in the child
 
 
+def _flush_at_exit() -> None:
+    _channel.flush()  # this process's channel: a forked child's own, never its parent's
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_flush_at_exit)
 
 
 def log_metrics(step: int, **metrics: Any) -> None:
@@ -205,7 +226,7 @@ def log_metrics(step: int, **metrics: Any) -> None:
         if name not in known or type(value) is not float or value - value != 0.0:  # NaN and infinities give NaN
             break
     else:
-        if type(step) is int and step > channel.max_step and metrics:
+        if type(step) is int and channel.max_step < step < MAX_STEP and metrics:
             channel.max_step = step
             channel.pending.append((step, _now(), metrics))
             return
@@ -213,7 +234,7 @@ def log_metrics(step: int, **metrics: Any) -> None:
 
 
 def _log_checked(step: Any, metrics: dict[str, Any]) -> None:
-    if type(step) is not int or step < 0:
+    if type(step) is not int or not 0 <= step < MAX_STEP:
         step = check_step(step)
     if not metrics:
         raise TrackingError("log_metrics needs at least one name=value")
