@@ -2,12 +2,12 @@
 
     .venv/bin/python -m benchmarks.bench_sdk_call [--epochs 600] [--repeats 3] [--modes none,noop,sdk]
 
-The digits MLP's loop (bench_tracking's overhead job: 1,797 rows of 64 features, batches of 64, Adam; the
-data here is random of that shape, since the product venv has no scikit-learn) with one torch thread, on
-one core (``sched_setaffinity``), epochs alternating with and without a call per step; the figure is the
-median epoch with the calls against the median epoch without (and each calling epoch against the plain
-one after it). The SDK runs as inside a job: its output goes to a pipe drained by a ``cat`` on another
-core, as the engine's log pipeline would. Modes, each in a fresh process:
+bench_tracking's overhead loop itself (``OVERHEAD``: the digits MLP, batches of 64, Adam, epochs
+alternating with and without a call per step; here on random data of the digits' shape, since the product
+venv has no scikit-learn) with one torch thread, on one core (``sched_setaffinity``). The SDK runs as
+inside a job: its output goes to a pipe drained by a ``cat`` on another core, as the engine's log pipeline
+would. The figure is the median epoch with the calls against the median epoch without (and each calling
+epoch against the plain one after it). Modes, each in a fresh process:
 
 - ``none``: no call on either side (the noise floor);
 - ``noop``: ``lambda step, **kw: None`` (what any call costs: the kwargs dict, the frame);
@@ -21,17 +21,21 @@ from the machine's. Needs torch in the venv (``pip install torch==2.13.0``) and 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import statistics
 import subprocess
 import sys
-import time
 from typing import Any
+
+from benchmarks.bench_tracking import OVERHEAD
 
 
 def _train(mode: str, epochs: int) -> dict[str, Any]:
-    os.environ["DEEPDOCK_JOB_ID"] = "bench-sdk-call"
+    os.environ.update({"DEEPDOCK_JOB_ID": "bench-sdk-call", "EPOCHS": str(epochs), "DEEPDOCK_CPUS": "1",
+                       "BENCH_DATA": "random", "BENCH_CALL": mode})
     cores = sorted(os.sched_getaffinity(0))
     read_end, write_end = os.pipe()
     drain = subprocess.Popen(["cat"], stdin=read_end, stdout=subprocess.DEVNULL,
@@ -39,39 +43,13 @@ def _train(mode: str, epochs: int) -> dict[str, Any]:
     os.close(read_end)
     os.sched_setaffinity(0, cores[-1:])
     from deepdock.sdk import tracking
-    tracking.CONTAINER_STDOUT = f"/proc/self/fd/{write_end}"
-    log = {"none": None, "noop": lambda step, **kw: None, "sdk": tracking.log_metrics}[mode]
-    import torch
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    generator = torch.Generator().manual_seed(1)
-    x, y = torch.rand(1797, 64, generator=generator), torch.randint(0, 10, (1797,), generator=generator)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(128, 10))
-    opt, loss_fn = torch.optim.Adam(model.parameters(), lr=3e-3), torch.nn.CrossEntropyLoss()
-    times: dict[bool, list[float]] = {True: [], False: []}
-    step = 0
-    for epoch in range(epochs):
-        calling = epoch % 2 == 0
-        started = time.perf_counter()
-        order = torch.randperm(len(x))
-        for i in range(0, len(order), 64):
-            idx = order[i:i + 64]
-            opt.zero_grad()
-            logits = model(x[idx])
-            loss = loss_fn(logits, y[idx])
-            loss.backward()
-            opt.step()
-            step += 1
-            values = {"loss": loss.item(), "train_acc": (logits.argmax(dim=1) == y[idx]).float().mean().item()}
-            if calling and log is not None:
-                log(step, **values)
-        times[calling].append(time.perf_counter() - started)
-    tracking.flush()
+    tracking.CONTAINER_STDOUT = f"/proc/self/fd/{write_end}"  # in place of PID 1's stdout, as in a job
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(OVERHEAD, "overhead.py", "exec"), {"__name__": "__main__"})
     drain.kill()
-    with_calls, without = statistics.median(times[True][2:]), statistics.median(times[False][2:])
-    paired = statistics.median(a / b - 1 for a, b in zip(times[True][2:], times[False][2:], strict=False))
-    return {"mode": mode, "epoch_ms": round(without * 1000, 3), "steps_per_epoch": -(-len(x) // 64),
-            "overhead_pct": round((with_calls / without - 1) * 100, 2), "paired_overhead_pct": round(paired * 100, 2)}
+    result: dict[str, Any] = json.loads(printed.getvalue().split("RESULT ")[1].splitlines()[0])
+    return {"mode": mode, **result}
 
 
 def main() -> None:
@@ -95,7 +73,7 @@ def main() -> None:
     summary = {mode: {"overhead_pct": [r["overhead_pct"] for r in results],
                       "paired_overhead_pct": [r["paired_overhead_pct"] for r in results],
                       "median_overhead_pct": statistics.median(r["overhead_pct"] for r in results),
-                      "epoch_ms": statistics.median(r["epoch_ms"] for r in results)}
+                      "epoch_ms": statistics.median(r["epoch_ms_without_sdk"] for r in results)}
                for mode, results in runs.items()}
     print(json.dumps(summary, indent=2))
 

@@ -58,12 +58,18 @@ print("last", repr(time.time()), flush=True)
 OVERHEAD = """
 import json, os, statistics, time
 import torch
-from sklearn.datasets import load_digits
 from deepdock import sdk
 torch.manual_seed(0)
 torch.set_num_threads(max(1, int(float(os.environ.get("DEEPDOCK_CPUS", "1")))))
-x, y = load_digits(return_X_y=True)
-x, y = torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y)
+if os.environ.get("BENCH_DATA") == "random":  # bench_sdk_call: a venv without scikit-learn, digits' shape
+    generator = torch.Generator().manual_seed(1)
+    x, y = torch.rand(1797, 64, generator=generator), torch.randint(0, 10, (1797,), generator=generator)
+else:
+    from sklearn.datasets import load_digits
+    x, y = load_digits(return_X_y=True)
+    x, y = torch.tensor(x / 16.0, dtype=torch.float32), torch.tensor(y)
+# what a logging epoch calls each step (bench_sdk_call compares the SDK with an empty call and none)
+call = {"sdk": sdk.log_metrics, "noop": lambda step, **kw: None, "none": None}[os.environ.get("BENCH_CALL", "sdk")]
 model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Dropout(0.1), torch.nn.Linear(128, 10))
 opt, loss_fn = torch.optim.Adam(model.parameters(), lr=3e-3), torch.nn.CrossEntropyLoss()
 times = {True: [], False: []}
@@ -82,10 +88,11 @@ for epoch in range(int(os.environ["EPOCHS"])):
         opt.step()
         step += 1
         values = {"loss": loss.item(), "train_acc": (logits.argmax(dim=1) == y[idx]).float().mean().item()}
-        if logging:
-            sdk.log_metrics(step, **values)
+        if logging and call is not None:
+            call(step, **values)
     times[logging].append(time.perf_counter() - started)
     cpu[logging].append(time.thread_time() - started_cpu)
+sdk.flush()
 def paired(series):
     # each logging epoch against the plain epoch right after it: drift slower than two epochs cancels
     return statistics.median(a / b - 1 for a, b in zip(series[True][2:], series[False][2:]))
